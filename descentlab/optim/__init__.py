@@ -1,0 +1,1 @@
+"""The ``torch.optim.Optimizer`` classes of descentlab."""
