@@ -1,1 +1,29 @@
-"""The ``torch.optim.Optimizer`` classes of descentlab."""
+"""The ``torch.optim.Optimizer`` classes of descentlab and the optimizer registry."""
+
+from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam
+from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
+from descentlab.optim.base import RuleOptimizer
+from descentlab.optim.registry import (
+    OPTIMIZERS,
+    available_optimizers,
+    describe_optimizer,
+    make_optimizer,
+)
+from descentlab.optim.sgd import SGD
+
+__all__ = [
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adam",
+    "AdamW",
+    "NAdam",
+    "RAdam",
+    "Adamax",
+    "RuleOptimizer",
+    "OPTIMIZERS",
+    "available_optimizers",
+    "describe_optimizer",
+    "make_optimizer",
+]

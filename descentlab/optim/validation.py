@@ -145,6 +145,8 @@ def check_params(params: Any) -> list[Any]:
                     "optimize the leaf, e.g. pass x.detach().requires_grad_()"
                 )
             if id(p) in seen:
-                raise ValueError(f"{where} is the same tensor as {seen[id(p)]}: a parameter was given twice")
+                raise ValueError(
+                    f"{where} is the same tensor as {seen[id(p)]}: a parameter was given twice"
+                )
             seen[id(p)] = where
     return items

@@ -1,0 +1,74 @@
+"""The reference engine: a plain loop over parameters, one rule call per tensor.
+
+This is the executable specification every faster engine is tested against.
+Per parameter with a gradient it
+
+1. negates the gradient under ``maximize``;
+2. creates the rule's state on first use (lazy state, plus the step counter);
+3. increments the step counter and calls ``rule.update`` with the scalars as
+   Python floats and the 1-based step number.
+
+Complex parameters are handled as real tensors of twice the size
+(``torch.view_as_real``), as torch.optim does, so each real and imaginary
+part is one coordinate. Sparse gradients are refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descentlab.rules.base import Rule
+
+__all__ = ["ReferenceEngine", "init_param_state", "check_grad"]
+
+
+def check_grad(param: Tensor, rule: Rule) -> None:
+    """Refuse gradients the elementwise rules cannot handle (sparse ones)."""
+    if param.grad is not None and param.grad.is_sparse:
+        raise RuntimeError(
+            f"{rule.name} does not support sparse gradients (param of shape {tuple(param.shape)}); "
+            "use torch.optim.SparseAdam or a dense embedding"
+        )
+
+
+def init_param_state(
+    rule: Rule, param: Tensor, state: MutableMapping[str, Any], flags: Any, h: Any
+) -> None:
+    """Fill an empty state: the step counter (float32, as torch.optim) and the rule's buffers."""
+    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+    state.update(rule.init_state(param, flags, h))
+
+
+def _real(t: Tensor) -> Tensor:
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+class ReferenceEngine:
+    """Runs a rule parameter by parameter (see the module docstring)."""
+
+    name = "reference"
+
+    def step_group(self, optimizer: Any, group: dict[str, Any]) -> None:
+        """Apply ``optimizer.rule`` to every parameter of ``group`` that has a gradient."""
+        rule: Rule = optimizer.rule
+        flags = rule.flags(group)
+        h = rule.scalars(group)
+        maximize = bool(group.get("maximize", False))
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            check_grad(p, rule)
+            state = optimizer.state[p]
+            if not state:
+                init_param_state(rule, p, state, flags, h)
+            state["step"] += 1
+            grad = -p.grad if maximize else p.grad
+            buffers = {k: (v if k in rule.scalar_state else _real(v)) for k, v in state.items()}
+            rule.update(_real(p), _real(grad), buffers, h, float(state["step"]), flags)
+
+    def state_loaded(self, optimizer: Any) -> None:
+        """Nothing to rebuild: the reference engine reads ``optimizer.state`` directly."""

@@ -1,0 +1,262 @@
+"""The Adam family: Adam, AdamW, NAdam, RAdam and Adamax."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from descentlab.optim.base import RuleOptimizer
+from descentlab.optim.validation import check_betas, check_nonnegative
+from descentlab.rules.adam import AdamaxRule, AdamRule, NAdamRule, RAdamRule
+
+__all__ = ["Adam", "AdamW", "NAdam", "RAdam", "Adamax"]
+
+Betas = tuple[float, float]
+
+
+def _check_moments_group(group: dict[str, Any]) -> None:
+    """Checks shared by the Adam family: lr, betas ∈ [0, 1), eps and weight_decay."""
+    RuleOptimizer.check_group(group)
+    check_betas(group["betas"])
+    check_nonnegative("eps", group["eps"])
+    check_nonnegative("weight_decay", group["weight_decay"])
+
+
+class Adam(RuleOptimizer):
+    r"""Adam (Kingma & Ba, 2015) and AMSGrad (Reddi, Kale & Kumar, 2018).
+
+    With step t = 1, 2, … and gradient g:
+
+        weight decay (coupled, default):  g ← g + λθ
+        weight decay (decoupled):         θ ← θ(1 − ηλ)          (this is AdamW)
+        m ← β₁ m + (1 − β₁) g
+        v ← β₂ v + (1 − β₂) g²
+        AMSGrad:                          v̄ ← max(v̄, v), and v̄ replaces v below
+        θ ← θ − η/(1 − β₁ᵗ) · m / (√v/√(1 − β₂ᵗ) + ε)
+
+    ε is added *outside* the square root and *after* the bias correction of v,
+    as in torch.optim and optax. The paper's pseudo-code is the same; its
+    "efficient" version (and TensorFlow's Keras before 2.11) adds ε before
+    the correction, i.e. ε̂ = ε·√(1 − β₂ᵗ), which matters only early on.
+
+    Weight decay: ``weight_decay`` with the default coupled form is an L2
+    penalty whose gradient is then rescaled by the adaptive denominator;
+    Loshchilov & Hutter (2019) showed that decays differently from the
+    decoupled form. Use :class:`AdamW` (or ``decoupled_weight_decay=True``)
+    for the decoupled form.
+
+    Args:
+        lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
+        eps: ε (default 1e-8). weight_decay: λ (default 0).
+        amsgrad: use AMSGrad's running maximum of v (default False).
+        maximize: maximise instead of minimise.
+        decoupled_weight_decay: decay θ directly (AdamW) instead of adding λθ to g.
+        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+    """
+
+    rule = AdamRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    check_group = staticmethod(_check_moments_group)
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
+
+    The same update as :class:`Adam` but with θ ← θ(1 − ηλ) applied before
+    the moment update, instead of adding λθ to the gradient. Note that the
+    decay is multiplied by the learning rate η (torch.optim, optax and Keras
+    agree; the paper's schedule multiplier η_t scales both terms).
+
+    Args:
+        lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
+        eps: ε (default 1e-8). weight_decay: λ (default 1e-2).
+        amsgrad: AMSGrad variant (default False). maximize: maximise instead.
+        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=True,
+            engine=engine,
+        )
+
+
+class NAdam(RuleOptimizer):
+    r"""NAdam: Adam with Nesterov momentum (Dozat, 2016).
+
+    With the momentum schedule μₜ = β₁(1 − ½·0.96^(tψ)) (ψ = momentum_decay)
+    and Πₜ = μ₁⋯μₜ:
+
+        m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²
+        d = √(v / (1 − β₂ᵗ)) + ε
+        θ ← θ − η (1 − μₜ)/(1 − Πₜ) · g/d − η μₜ₊₁/(1 − Πₜ μₜ₊₁) · m/d
+
+    This is torch.optim's form (Dozat's schedule). Keras' Nadam uses the same
+    schedule; optax's ``nadam`` instead applies a constant β₁ (Nesterov
+    look-ahead on Adam without the schedule), so results differ from ours.
+    Weight decay is coupled unless ``decoupled_weight_decay=True`` (NAdamW).
+
+    Args:
+        lr: η (default 2e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
+        eps: ε (default 1e-8). weight_decay: λ (default 0).
+        momentum_decay: ψ (default 4e-3).
+        decoupled_weight_decay: decay θ directly instead of adding λθ to g.
+        maximize: maximise instead. engine: see :class:`RuleOptimizer`.
+    """
+
+    rule = NAdamRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum_decay=momentum_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    @staticmethod
+    def check_group(group: dict[str, Any]) -> None:
+        """Check the Adam-family arguments and momentum_decay >= 0."""
+        _check_moments_group(group)
+        check_nonnegative("momentum_decay", group["momentum_decay"])
+
+
+class RAdam(RuleOptimizer):
+    r"""RAdam: rectified Adam (Liu et al., 2020).
+
+    With ρ∞ = 2/(1 − β₂) − 1 and ρₜ = ρ∞ − 2tβ₂ᵗ/(1 − β₂ᵗ):
+
+        m ← β₁ m + (1 − β₁) g,   v ← β₂ v + (1 − β₂) g²,   m̂ = m/(1 − β₁ᵗ)
+        if ρₜ > 5:  rₜ = √((ρₜ − 4)(ρₜ − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρₜ))
+                    θ ← θ − η m̂ · rₜ √(1 − β₂ᵗ) / (√v + ε)
+        else:       θ ← θ − η m̂                       (SGD with momentum)
+
+    The threshold 5 is torch.optim's and the paper's released code's (the
+    paper's Algorithm 2 says 4). ε is added to √v before the bias
+    correction is applied, as in torch.optim.
+
+    Args:
+        lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
+        eps: ε (default 1e-8). weight_decay: λ (default 0).
+        decoupled_weight_decay: decay θ directly instead of adding λθ to g.
+        maximize: maximise instead. engine: see :class:`RuleOptimizer`.
+    """
+
+    rule = RAdamRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    check_group = staticmethod(_check_moments_group)
+
+
+class Adamax(RuleOptimizer):
+    r"""Adamax: Adam in the infinity norm (Kingma & Ba, 2015, section 7.1).
+
+        m ← β₁ m + (1 − β₁) g
+        u ← max(β₂ u, |g| + ε)
+        θ ← θ − η/(1 − β₁ᵗ) · m / u
+
+    ε sits inside the maximum, as in torch.optim; the paper has no ε and
+    optax adds it to u outside the maximum.
+
+    Args:
+        lr: η (default 2e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
+        eps: ε (default 1e-8). weight_decay: λ, coupled (default 0).
+        maximize: maximise instead. engine: see :class:`RuleOptimizer`.
+    """
+
+    rule = AdamaxRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 2e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults, engine=engine)
+
+    check_group = staticmethod(_check_moments_group)

@@ -1,0 +1,165 @@
+"""Adagrad, RMSprop and Adadelta: per-coordinate step sizes from squared gradients."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from descentlab.optim.base import RuleOptimizer
+from descentlab.optim.validation import check_interval, check_nonnegative
+from descentlab.rules.adaptive import AdadeltaRule, AdagradRule, RMSpropRule
+
+__all__ = ["Adagrad", "RMSprop", "Adadelta"]
+
+
+class Adagrad(RuleOptimizer):
+    r"""Adagrad (Duchi, Hazan & Singer, 2011).
+
+    With g ← g + λθ (coupled weight decay λ) and step t = 1, 2, …:
+
+        s ← s + g²                                   (s₀ = initial_accumulator_value)
+        η_t = η / (1 + (t − 1) · lr_decay)
+        θ ← θ − η_t · g / (√s + ε)
+
+    ε is added *outside* the square root, as in torch.optim and optax
+    (Keras adds it outside too; some texts write √(s + ε)).
+
+    Args:
+        lr: η (default 1e-2). lr_decay: time-based decay of η (default 0).
+        weight_decay: λ (default 0). initial_accumulator_value: s₀ (default 0).
+        eps: ε (default 1e-10). maximize: maximise instead of minimise.
+        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+    """
+
+    rule = AdagradRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    @staticmethod
+    def check_group(group: dict[str, Any]) -> None:
+        """Check lr, lr_decay, weight_decay, initial_accumulator_value and eps."""
+        RuleOptimizer.check_group(group)
+        for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+            check_nonnegative(name, group[name])
+
+
+class RMSprop(RuleOptimizer):
+    r"""RMSprop (Hinton, Lecture 6e of "Neural Networks for Machine Learning", 2012).
+
+    With g ← g + λθ (coupled weight decay):
+
+        s ← α s + (1 − α) g²
+        centered (Graves 2013):  m ← α m + (1 − α) g,   s̃ = s − m²;  else s̃ = s
+        without momentum:        θ ← θ − η g / (√s̃ + ε)
+        with momentum μ:         b ← μ b + g / (√s̃ + ε),  θ ← θ − η b
+
+    Conventions differ: torch.optim (and we) add ε outside the square root;
+    TensorFlow/Keras add it inside (√(s + ε)) and default ε to 1e-7; the
+    lecture used α = 0.9 where torch's default is 0.99.
+
+    Args:
+        lr: η (default 1e-2). alpha: α (default 0.99). eps: ε (default 1e-8).
+        weight_decay: λ (default 0). momentum: μ (default 0).
+        centered: subtract the squared mean gradient (default False).
+        maximize: maximise instead of minimise.
+        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+    """
+
+    rule = RMSpropRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+        )
+        super().__init__(params, defaults, engine=engine)
+
+    @staticmethod
+    def check_group(group: dict[str, Any]) -> None:
+        """Check lr, alpha ∈ [0, 1], eps, weight_decay and momentum."""
+        RuleOptimizer.check_group(group)
+        check_interval("alpha", group["alpha"], 0.0, 1.0)
+        for name in ("eps", "weight_decay", "momentum"):
+            check_nonnegative(name, group[name])
+
+
+class Adadelta(RuleOptimizer):
+    r"""Adadelta (Zeiler, 2012).
+
+    With g ← g + λθ (coupled weight decay):
+
+        s ← ρ s + (1 − ρ) g²
+        Δ = √(u + ε) / √(s + ε) · g
+        u ← ρ u + (1 − ρ) Δ²
+        θ ← θ − η Δ
+
+    Zeiler's method has no learning rate (η = 1, torch's default); ε sits
+    *inside* both square roots, in every common library.
+
+    Args:
+        lr: η, a multiplier on the step (default 1.0). rho: ρ (default 0.9).
+        eps: ε (default 1e-6). weight_decay: λ (default 0).
+        maximize: maximise instead of minimise.
+        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+    """
+
+    rule = AdadeltaRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
+    ) -> None:
+        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults, engine=engine)
+
+    @staticmethod
+    def check_group(group: dict[str, Any]) -> None:
+        """Check lr, rho ∈ [0, 1], eps and weight_decay."""
+        RuleOptimizer.check_group(group)
+        check_interval("rho", group["rho"], 0.0, 1.0)
+        check_nonnegative("eps", group["eps"])
+        check_nonnegative("weight_decay", group["weight_decay"])

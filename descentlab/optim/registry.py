@@ -1,0 +1,60 @@
+"""Optimizers by name: :func:`available_optimizers` and :func:`make_optimizer`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam
+from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
+from descentlab.optim.sgd import SGD
+
+__all__ = ["OPTIMIZERS", "available_optimizers", "make_optimizer", "describe_optimizer"]
+
+#: Registry name → optimizer class.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": SGD,
+    "adagrad": Adagrad,
+    "rmsprop": RMSprop,
+    "adadelta": Adadelta,
+    "adam": Adam,
+    "adamw": AdamW,
+    "nadam": NAdam,
+    "radam": RAdam,
+    "adamax": Adamax,
+}
+
+
+def available_optimizers() -> list[str]:
+    """Names accepted by :func:`make_optimizer`, in registry order."""
+    return list(OPTIMIZERS)
+
+
+def describe_optimizer(name: str) -> str:
+    """First line of the docstring of the optimizer called ``name``."""
+    return (_lookup(name).__doc__ or "").strip().splitlines()[0]
+
+
+def _lookup(name: str) -> type[torch.optim.Optimizer]:
+    key = name.lower() if isinstance(name, str) else name
+    if key not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[key]
+
+
+def make_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> torch.optim.Optimizer:
+    """Build the optimizer called ``name`` (case-insensitive) over ``params``.
+
+    ``hparams`` are the class's keyword arguments (``lr=0.1, momentum=0.9``).
+    An unknown name raises a ValueError listing the valid names; an unknown
+    hyperparameter raises a TypeError naming it.
+    """
+    cls = _lookup(name)
+    try:
+        return cls(params, **hparams)
+    except TypeError as err:
+        if "unexpected keyword argument" in str(err):
+            raise TypeError(f"{name}: {err}") from None
+        raise

@@ -1,0 +1,150 @@
+"""The Adam family: Adam/AdamW (AMSGrad), NAdam, RAdam and Adamax.
+
+These are the specifications of the optimizer classes of the same names;
+their docstrings give the equations with references and defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descentlab.rules.base import Flags, Rule, Scalar, apply_weight_decay, weight_decay_mode, where
+
+__all__ = ["AdamRule", "NAdamRule", "RAdamRule", "AdamaxRule"]
+
+
+def _zeros(param: Tensor) -> Tensor:
+    return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+
+class _MomentsRule(Rule):
+    """Shared reading of the Adam family's groups: lr, betas, eps, weight decay (coupled or not)."""
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        decoupled = group.get("decoupled_weight_decay", False)
+        return {"weight_decay": weight_decay_mode(group, decoupled)}
+
+    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
+        beta1, beta2 = group["betas"]
+        return {
+            "lr": float(group["lr"]),
+            "beta1": float(beta1),
+            "beta2": float(beta2),
+            "eps": float(group["eps"]),
+            "weight_decay": float(group["weight_decay"]),
+        }
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        return {"exp_avg": _zeros(param), "exp_avg_sq": _zeros(param)}
+
+    @staticmethod
+    def _moments(
+        g: Tensor, state: dict[str, Tensor], h: Mapping[str, Scalar]
+    ) -> tuple[Tensor, Tensor]:
+        """m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²."""
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.add_((g - m) * (1 - h["beta1"]))
+        v.mul_(h["beta2"]).add_(g * g * (1 - h["beta2"]))
+        return m, v
+
+
+class AdamRule(_MomentsRule):
+    """θ ← θ − η m̂/(√v̂ + ε), m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ); AMSGrad uses max over time of v."""
+
+    name = "adam"
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {**super().flags(group), "amsgrad": bool(group["amsgrad"])}
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        state = super().init_state(param, flags, h)
+        if flags["amsgrad"]:
+            state["max_exp_avg_sq"] = _zeros(param)
+        return state
+
+    def update(self, param, grad, state, h, step, flags) -> None:
+        g = apply_weight_decay(param, grad, h, flags["weight_decay"])
+        m, v = self._moments(g, state, h)
+        if flags["amsgrad"]:
+            v = torch.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+        bias1 = 1 - h["beta1"] ** step
+        bias2_sqrt = (1 - h["beta2"] ** step) ** 0.5
+        denom = v.sqrt() / bias2_sqrt + h["eps"]
+        param.sub_(m / denom * (h["lr"] / bias1))
+
+
+class NAdamRule(_MomentsRule):
+    """Nesterov-accelerated Adam with Dozat's momentum schedule μₜ = β₁(1 − ½·0.96^(t·ψ))."""
+
+    name = "nadam"
+    scalar_state = ("mu_product",)
+
+    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {**super().scalars(group), "momentum_decay": float(group["momentum_decay"])}
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        state = super().init_state(param, flags, h)
+        state["mu_product"] = torch.ones((), dtype=torch.float64, device=param.device)
+        return state
+
+    def update(self, param, grad, state, h, step, flags) -> None:
+        g = apply_weight_decay(param, grad, h, flags["weight_decay"])
+        beta1, psi = h["beta1"], h["momentum_decay"]
+        mu = beta1 * (1 - 0.5 * 0.96 ** (step * psi))
+        mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * psi))
+        mu_product = state["mu_product"]
+        mu_product.mul_(mu)
+        m, v = self._moments(g, state, h)
+        denom = (v / (1 - h["beta2"] ** step)).sqrt() + h["eps"]
+        grad_coef = h["lr"] * (1 - mu) / (1 - mu_product)
+        moment_coef = h["lr"] * mu_next / (1 - mu_product * mu_next)
+        param.sub_(g / denom * grad_coef + m / denom * moment_coef)
+
+
+class RAdamRule(_MomentsRule):
+    """Rectified Adam: Adam with variance rectification rₜ once ρₜ > 5, momentum SGD before."""
+
+    name = "radam"
+
+    def update(self, param, grad, state, h, step, flags) -> None:
+        g = apply_weight_decay(param, grad, h, flags["weight_decay"])
+        beta2 = h["beta2"]
+        m, v = self._moments(g, state, h)
+        bias1 = 1 - h["beta1"] ** step
+        bias2 = 1 - beta2**step
+        rho_inf = 2 / (1 - beta2) - 1
+        rho_t = rho_inf - 2 * step * beta2**step / bias2
+        rectified = rho_t > 5
+        m_hat = m * (h["lr"] / bias1)
+        if not isinstance(rectified, Tensor) and not rectified:
+            param.sub_(m_hat)  # variance not yet tractable: momentum SGD
+            return
+        # on the branch not taken, 1.0 keeps the square root real (tensor scalars compute both)
+        rect = where(
+            rectified,
+            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t),
+            1.0,
+        )
+        adaptive = where(rectified, (rect * bias2) ** 0.5, 0.0)
+        plain = where(rectified, 0.0, 1.0)
+        param.sub_(m_hat * (adaptive / (v.sqrt() + h["eps"]) + plain))
+
+
+class AdamaxRule(_MomentsRule):
+    """u ← max(β₂u, |g| + ε);  θ ← θ − η/(1−β₁ᵗ) · m/u  (Adam in the infinity norm)."""
+
+    name = "adamax"
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        return {"exp_avg": _zeros(param), "exp_inf": _zeros(param)}
+
+    def update(self, param, grad, state, h, step, flags) -> None:
+        g = apply_weight_decay(param, grad, h, flags["weight_decay"])
+        m, u = state["exp_avg"], state["exp_inf"]
+        m.add_((g - m) * (1 - h["beta1"]))
+        torch.maximum(u * h["beta2"], g.abs() + h["eps"], out=u)
+        param.sub_(m / u * (h["lr"] / (1 - h["beta1"] ** step)))

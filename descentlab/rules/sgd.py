@@ -1,0 +1,71 @@
+"""Stochastic gradient descent with optional momentum: the specification of SGD."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descentlab.rules.base import Flags, Rule, Scalar, apply_weight_decay, weight_decay_mode
+
+__all__ = ["SGDRule", "MOMENTUM_FORMS"]
+
+#: The two ways of writing momentum: ``v ← βv + (1−τ)g`` and ``v ← βv + (1−β)g``.
+MOMENTUM_FORMS = ("heavy_ball", "averaged")
+
+
+class SGDRule(Rule):
+    """θ ← θ − η d, d = g, a momentum buffer v (heavy-ball or averaged), or a Nesterov look-ahead.
+
+    heavy_ball:  v₁ = g₁,  v ← β v + (1 − τ) g        (τ = dampening; torch.optim's form)
+    averaged:    v₀ = 0,   v ← β v + (1 − β) g        (exponential average of gradients)
+    Nesterov:    d = g + β v (heavy_ball)   or   d = (1 − β) g + β v (averaged)
+    """
+
+    name = "sgd"
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "weight_decay": weight_decay_mode(group),
+            "momentum": float(group["momentum"]) != 0.0,
+            "nesterov": bool(group["nesterov"]),
+            "form": group["momentum_form"],
+        }
+
+    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
+        return {
+            "lr": float(group["lr"]),
+            "momentum": float(group["momentum"]),
+            "dampening": float(group["dampening"]),
+            "weight_decay": float(group["weight_decay"]),
+        }
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        if not flags["momentum"]:
+            return {}
+        return {"momentum_buffer": torch.zeros_like(param, memory_format=torch.preserve_format)}
+
+    def update(self, param, grad, state, h, step, flags) -> None:
+        g = apply_weight_decay(param, grad, h, flags["weight_decay"])
+        if flags["momentum"]:
+            v = state["momentum_buffer"]
+            beta = h["momentum"]
+            if flags["form"] == "averaged":
+                v.mul_(beta).add_(g * (1 - beta))
+                d = g * (1 - beta) + v * beta if flags["nesterov"] else v
+            else:
+                # the first step stores g itself (v₁ = g₁), as torch.optim does
+                first = step == 1
+                damp = 1 - h["dampening"]
+                if isinstance(first, Tensor):
+                    v.copy_(torch.where(first, g, v * beta + g * damp))
+                elif first:
+                    v.copy_(g)
+                else:
+                    v.mul_(beta).add_(g * damp)
+                d = g + v * beta if flags["nesterov"] else v
+        else:
+            d = g
+        param.sub_(d * h["lr"])
