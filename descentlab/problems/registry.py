@@ -16,6 +16,8 @@ __all__ = ["DEFAULT_SUITE", "available_problems", "get_problem", "register"]
 #: Modules that define problems, imported on first look-up.
 _MODULES: tuple[str, ...] = (
     "descentlab.problems.analytic",
+    "descentlab.problems.learning",
+    "descentlab.problems.language",
 )
 
 _REGISTRY: dict[str, Problem] = {}
