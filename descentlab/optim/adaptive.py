@@ -22,7 +22,10 @@ class Adagrad(RuleOptimizer):
         θ ← θ − η_t · g / (√s + ε)
 
     ε is added *outside* the square root, as in torch.optim and optax
-    (Keras adds it outside too; some texts write √(s + ε)).
+    (Keras adds it outside too; some texts write √(s + ε)). Each parameter
+    group's own ``initial_accumulator_value`` is honoured (torch.optim uses
+    the constructor's value for every group), and state is created lazily at
+    a parameter's first step.
 
     Args:
         lr: η (default 1e-2). lr_decay: time-based decay of η (default 0).

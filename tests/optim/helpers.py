@@ -1,0 +1,68 @@
+"""A small deterministic training problem shared by the conformance tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+
+def make_params(dtype: torch.dtype = torch.float64, seed: int = 0) -> list[torch.Tensor]:
+    """Weights (5×3), bias (3) and a scale (1) of a tiny tanh regression model."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(5, 3), (3,), (1,)]
+    return [
+        torch.randn(s, generator=gen, dtype=torch.float64).to(dtype).requires_grad_()
+        for s in shapes
+    ]
+
+
+def batch(step: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mini-batch of a step: a fresh (8×5 inputs, 8×3 targets) draw per step."""
+    gen = torch.Generator().manual_seed(1000 + step)
+    x = torch.randn(8, 5, generator=gen, dtype=torch.float64).to(dtype)
+    y = torch.randn(8, 3, generator=gen, dtype=torch.float64).to(dtype)
+    return x, y
+
+
+def loss_fn(params: list[torch.Tensor], step: int, sign: float = 1.0) -> torch.Tensor:
+    """Mean squared error of ``scale * tanh(x W + b)`` on the step's batch (times ``sign``)."""
+    w, b, scale = params
+    x, y = batch(step, w.dtype)
+    return sign * ((scale * torch.tanh(x @ w + b) - y) ** 2).mean()
+
+
+def train(
+    opt_cls: type,
+    setting: dict[str, Any],
+    steps: int = 120,
+    dtype: torch.dtype = torch.float64,
+    **extra: Any,
+) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    """Run ``steps`` steps of ``opt_cls(**setting, **extra)``; return the parameters and optimizer.
+
+    Under ``maximize=True`` the objective is the negated loss, so maximising it
+    trains the model just like minimising the loss.
+    """
+    params = make_params(dtype)
+    opt = opt_cls(params, **setting, **extra)
+    sign = -1.0 if setting.get("maximize") else 1.0
+    for t in range(steps):
+        opt.zero_grad()
+        loss_fn(params, t, sign).backward()
+        opt.step()
+    return params, opt
+
+
+def max_rel_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """Largest per-tensor relative difference max|a − b| / max|b| (in float64).
+
+    Scaling by the tensor's largest entry rather than entry by entry keeps an
+    entry that happens to pass near zero from dominating the measure.
+    """
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        x, y = x.detach().double(), y.detach().double()
+        rel = ((x - y).abs().max() / y.abs().max().clamp_min(1e-300)).item()
+        worst = max(worst, rel)
+    return worst

@@ -1,0 +1,166 @@
+"""The optimizer registry of the conformance suite (in the spirit of torch's OptimizerInfo).
+
+Each entry names one descentlab optimizer, the torch.optim class it must
+match, at least three hyperparameter settings that together cover weight
+decay, maximize, nesterov, dampening, amsgrad, centered and momentum, and a
+setting that converges on the ill-conditioned quadratic and on Rosenbrock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import descentlab
+
+
+@dataclass(frozen=True)
+class OptimizerInfo:
+    """How to test one optimizer."""
+
+    name: str
+    ours: type
+    torch_cls: type
+    settings: list[dict[str, Any]]
+    converge: dict[str, Any] = field(default_factory=dict)
+    converge_steps: int = 3000
+    #: a different converging setting for Rosenbrock, where one is needed
+    converge_rosenbrock: dict[str, Any] | None = None
+
+
+INFOS = [
+    OptimizerInfo(
+        "sgd",
+        descentlab.SGD,
+        torch.optim.SGD,
+        [
+            {"lr": 0.05},
+            {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.1},
+            {"lr": 0.02, "momentum": 0.9, "nesterov": True, "maximize": True},
+            {"lr": 0.05, "momentum": 0.8, "dampening": 0.3, "weight_decay": 0.01},
+        ],
+        converge={"lr": 0.01, "momentum": 0.9, "nesterov": True},
+        converge_rosenbrock={"lr": 1e-3, "momentum": 0.9},
+    ),
+    OptimizerInfo(
+        "adagrad",
+        descentlab.Adagrad,
+        torch.optim.Adagrad,
+        [
+            {"lr": 0.1},
+            {"lr": 0.1, "lr_decay": 0.01, "weight_decay": 0.1},
+            {"lr": 0.05, "initial_accumulator_value": 0.5, "eps": 1e-6, "maximize": True},
+        ],
+        converge={"lr": 0.5},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "rmsprop",
+        descentlab.RMSprop,
+        torch.optim.RMSprop,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "centered": True, "weight_decay": 0.1},
+            {"lr": 0.005, "momentum": 0.9, "alpha": 0.9, "maximize": True},
+            {"lr": 0.005, "momentum": 0.5, "centered": True, "eps": 1e-4},
+        ],
+        converge={"lr": 1e-3, "momentum": 0.9},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "adadelta",
+        descentlab.Adadelta,
+        torch.optim.Adadelta,
+        [
+            {},
+            {"lr": 0.5, "rho": 0.95, "weight_decay": 0.1},
+            {"lr": 2.0, "eps": 1e-4, "maximize": True},
+        ],
+        # near a minimum Adadelta's step tends to lr·g, so lr must be < 2/L
+        converge={"lr": 0.01, "eps": 1e-2},
+        converge_rosenbrock={"lr": 1e-3, "eps": 1.0},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "adam",
+        descentlab.Adam,
+        torch.optim.Adam,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},
+            {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "maximize": True},
+            {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "amsgrad": True},
+        ],
+        converge={"lr": 0.02},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "adamw",
+        descentlab.AdamW,
+        torch.optim.AdamW,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1},
+            {"lr": 0.005, "betas": (0.8, 0.99), "maximize": True},
+        ],
+        converge={"lr": 0.02, "weight_decay": 0.0},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "nadam",
+        descentlab.NAdam,
+        torch.optim.NAdam,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 0.01},
+            {"lr": 0.005, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        ],
+        converge={"lr": 0.005},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "radam",
+        descentlab.RAdam,
+        torch.optim.RAdam,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1},
+            {
+                "lr": 0.005,
+                "betas": (0.8, 0.9),
+                "decoupled_weight_decay": True,
+                "weight_decay": 0.1,
+                "maximize": True,
+            },
+        ],
+        converge={"lr": 0.005},
+        converge_steps=5000,
+    ),
+    OptimizerInfo(
+        "adamax",
+        descentlab.Adamax,
+        torch.optim.Adamax,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1},
+            {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "maximize": True},
+        ],
+        converge={"lr": 0.02},
+        converge_steps=5000,
+    ),
+]
+
+INFO_BY_NAME = {info.name: info for info in INFOS}
+
+
+def setting_cases() -> list[tuple[OptimizerInfo, dict[str, Any]]]:
+    """Every (optimizer, setting) pair, for parametrisation."""
+    return [(info, s) for info in INFOS for s in info.settings]
+
+
+def case_id(case: tuple[OptimizerInfo, dict[str, Any]]) -> str:
+    """A readable test id such as ``adam-lr=0.01-amsgrad=True``."""
+    info, setting = case
+    return "-".join([info.name] + [f"{k}={v}" for k, v in setting.items()])
