@@ -1,0 +1,1 @@
+"""The benchmark harness behind ``descentlab compare`` (see :mod:`descentlab.bench.harness`)."""

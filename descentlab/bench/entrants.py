@@ -1,0 +1,293 @@
+"""Named entrants of the benchmark: an optimizer plus its documented search space.
+
+An *entrant* is what the benchmark compares: an optimizer name understood by
+:func:`descentlab.make_optimizer`, hyperparameters fixed by the entrant (e.g.
+``nesterov=True``), and a search space that Optuna samples during tuning.
+Every search space samples the learning rate ``lr`` on a log scale, so the
+learning-rate sensitivity curve exists for every entrant.
+
+The seeds' family (``SEED_FAMILY``) is compared by default:
+
+=========  ====================  ==============================================
+entrant    optimizer             search space (log = log-uniform)
+=========  ====================  ==============================================
+gd         SGD, full batch       lr ∈ [1e-4, 1] log
+sgd        SGD, mini-batch       lr ∈ [1e-4, 1] log
+momentum   SGD heavy-ball        lr ∈ [1e-4, 1] log, momentum ∈ [0.5, 0.99]
+nesterov   SGD Nesterov          lr ∈ [1e-4, 1] log, momentum ∈ [0.5, 0.99]
+adagrad    Adagrad               lr ∈ [1e-3, 10] log
+rmsprop    RMSprop               lr ∈ [1e-5, 1e-1] log, alpha ∈ [0.9, 0.999]
+adadelta   Adadelta              lr ∈ [1e-2, 100] log, rho ∈ [0.8, 0.99]
+adam       Adam                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
+=========  ====================  ==============================================
+
+Also available: ``adamw`` (lr, weight_decay ∈ [1e-5, 1e-1] log), ``nadam``,
+``radam``, ``adamax`` (lr, beta1), with ``beta2 = 0.999`` fixed.
+
+"GD" is full-batch gradient descent: the problem is rebuilt with
+``batch_size=None``; on analytic problems (already full batch) it is plain
+SGD. Momentum is torch's heavy-ball form ``v = μv + g, θ = θ − lr·v``
+(``dampening=0``); the averaged form ``v = βv + (1−β)g`` is the same method
+with the learning rate rescaled by ``1/(1−β)``, so tuning ``lr`` covers it.
+Budgets are small, so each space has at most two dimensions: the learning
+rate and the one hyperparameter the method is most sensitive to after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = [
+    "Param",
+    "Entrant",
+    "ENTRANTS",
+    "SEED_FAMILY",
+    "available_entrants",
+    "get_entrant",
+    "make_optimizer",
+]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One dimension of a search space: ``name`` sampled in ``[low, high]``.
+
+    ``log=True`` samples log-uniformly. ``pair`` names a tuple argument the
+    value belongs to (``("betas", 0, 0.999)`` puts the value at index 0 of
+    ``betas`` and fixes index 1 to 0.999).
+    """
+
+    name: str
+    low: float
+    high: float
+    log: bool = False
+    pair: tuple[str, int, float] | None = None
+
+
+@dataclass(frozen=True)
+class Entrant:
+    """An optimizer as a benchmark entrant.
+
+    Attributes:
+        name: registry key (``"momentum"``).
+        optimizer: name for :func:`make_optimizer` (``"sgd"``).
+        description: one line for listings and the report.
+        space: the search space, one :class:`Param` per tuned hyperparameter.
+        fixed: hyperparameters the entrant sets and does not tune.
+        full_batch: run on the full training set every step (gradient descent).
+    """
+
+    name: str
+    optimizer: str
+    description: str
+    space: tuple[Param, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    full_batch: bool = False
+
+    def suggest(self, trial: Any) -> dict[str, float]:
+        """Sample a setting from an Optuna trial; returns the sampled values by name."""
+        return {p.name: trial.suggest_float(p.name, p.low, p.high, log=p.log) for p in self.space}
+
+    def hyperparameters(self, sampled: dict[str, float]) -> dict[str, Any]:
+        """Turn sampled values into optimizer keyword arguments (adds ``fixed``, builds tuples)."""
+        kwargs: dict[str, Any] = dict(self.fixed)
+        for p in self.space:
+            value = float(sampled[p.name])
+            if p.pair is None:
+                kwargs[p.name] = value
+            else:
+                arg, index, other = p.pair
+                pair = [other, other]
+                pair[index] = value
+                kwargs[arg] = tuple(pair)
+        return kwargs
+
+    def build(
+        self, params: Iterable[torch.Tensor], sampled: dict[str, float]
+    ) -> torch.optim.Optimizer:
+        """Create the optimizer for ``params`` with a sampled setting."""
+        return make_optimizer(self.optimizer, params, **self.hyperparameters(sampled))
+
+    def space_hash(self) -> str:
+        """Stable hash of the optimizer, fixed values and search space (keys stored results)."""
+        blob = json.dumps(
+            {
+                "optimizer": self.optimizer,
+                "fixed": self.fixed,
+                "full_batch": self.full_batch,
+                "space": [dataclasses.asdict(p) for p in self.space],
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def search_hash(self) -> str:
+        """Hash of the optimizer, fixed values and search space only (not the name or batch).
+
+        Seeds the sampler, so two entrants with the same search (``gd`` and
+        ``sgd``) try the same settings; on a full-batch problem they then agree
+        exactly, as they should.
+        """
+        blob = json.dumps(
+            {
+                "optimizer": self.optimizer,
+                "fixed": self.fixed,
+                "space": [dataclasses.asdict(p) for p in self.space],
+            },
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def describe_space(self) -> str:
+        """The search space in words, e.g. ``lr ∈ [1e-04, 1] log; momentum ∈ [0.5, 0.99]``."""
+        parts = [
+            f"{p.name} ∈ [{p.low:g}, {p.high:g}]" + (" log" if p.log else "") for p in self.space
+        ]
+        parts += [f"{k}={v}" for k, v in self.fixed.items()]
+        if self.full_batch:
+            parts.append("full batch")
+        return "; ".join(parts)
+
+
+_TORCH_FALLBACK: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adagrad": torch.optim.Adagrad,
+    "rmsprop": torch.optim.RMSprop,
+    "adadelta": torch.optim.Adadelta,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "nadam": torch.optim.NAdam,
+    "radam": torch.optim.RAdam,
+    "adamax": torch.optim.Adamax,
+}
+
+
+def make_optimizer(
+    name: str, params: Iterable[torch.Tensor], **hparams: Any
+) -> torch.optim.Optimizer:
+    """Create optimizer ``name`` with ``descentlab.make_optimizer`` (torch.optim if absent).
+
+    descentlab's optimizers take torch.optim's argument names and defaults, so
+    the same keyword arguments work for both.
+    """
+    try:
+        from descentlab import make_optimizer as _make  # type: ignore[attr-defined]
+    except ImportError:
+        _make = None
+    if _make is not None:
+        return _make(name, params, **hparams)
+    if name not in _TORCH_FALLBACK:
+        raise ValueError(f"unknown optimizer {name!r}; valid names: {', '.join(_TORCH_FALLBACK)}")
+    return _TORCH_FALLBACK[name](params, **hparams)
+
+
+_LR = Param("lr", 1e-4, 1.0, log=True)
+_MOMENTUM = Param("momentum", 0.5, 0.99)
+_BETA1 = Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.999))
+_ADAM_LR = Param("lr", 1e-5, 1.0, log=True)
+
+
+def _entrants() -> dict[str, Entrant]:
+    items = [
+        Entrant(
+            "gd",
+            "sgd",
+            "gradient descent: full-batch steps θ ← θ − lr·∇L(θ)",
+            (_LR,),
+            full_batch=True,
+        ),
+        Entrant("sgd", "sgd", "stochastic gradient descent on mini-batches", (_LR,)),
+        Entrant(
+            "momentum",
+            "sgd",
+            "SGD with heavy-ball momentum v ← μv + g, θ ← θ − lr·v",
+            (_LR, _MOMENTUM),
+        ),
+        Entrant(
+            "nesterov",
+            "sgd",
+            "SGD with Nesterov momentum (torch's form)",
+            (_LR, _MOMENTUM),
+            fixed={"nesterov": True},
+        ),
+        Entrant(
+            "adagrad",
+            "adagrad",
+            "Adagrad: lr / sqrt(sum of squared gradients)",
+            (Param("lr", 1e-3, 10.0, log=True),),
+        ),
+        Entrant(
+            "rmsprop",
+            "rmsprop",
+            "RMSProp: lr / sqrt(running mean of squared gradients)",
+            (Param("lr", 1e-5, 1e-1, log=True), Param("alpha", 0.9, 0.999)),
+        ),
+        Entrant(
+            "adadelta",
+            "adadelta",
+            "Adadelta: step = RMS(past steps) / RMS(gradients)",
+            (Param("lr", 1e-2, 100.0, log=True), Param("rho", 0.8, 0.99)),
+        ),
+        Entrant(
+            "adam",
+            "adam",
+            "Adam: bias-corrected first and second moment estimates",
+            (_ADAM_LR, _BETA1),
+        ),
+        Entrant(
+            "adamw",
+            "adamw",
+            "AdamW: Adam with decoupled weight decay",
+            (_ADAM_LR, Param("weight_decay", 1e-5, 1e-1, log=True)),
+        ),
+        Entrant("nadam", "nadam", "NAdam: Adam with Nesterov momentum", (_ADAM_LR, _BETA1)),
+        Entrant(
+            "radam", "radam", "RAdam: Adam with a rectified variance warm-up", (_ADAM_LR, _BETA1)
+        ),
+        Entrant(
+            "adamax",
+            "adamax",
+            "Adamax: Adam with the infinity norm",
+            (Param("lr", 1e-4, 1.0, log=True), _BETA1),
+        ),
+    ]
+    return {e.name: e for e in items}
+
+
+ENTRANTS: dict[str, Entrant] = _entrants()
+"""Every entrant by name."""
+
+SEED_FAMILY: tuple[str, ...] = (
+    "gd",
+    "sgd",
+    "momentum",
+    "nesterov",
+    "adagrad",
+    "rmsprop",
+    "adadelta",
+    "adam",
+)
+"""The optimizer family of the seed articles, compared by default."""
+
+
+def available_entrants() -> list[str]:
+    """Names of all entrants, seeds' family first."""
+    return list(ENTRANTS)
+
+
+def get_entrant(name: str) -> Entrant:
+    """Look up an entrant; an unknown name raises ``ValueError`` listing the valid names."""
+    if not isinstance(name, str) or name not in ENTRANTS:
+        raise ValueError(
+            f"unknown optimizer {name!r}; valid names: {', '.join(available_entrants())}"
+        )
+    return ENTRANTS[name]
