@@ -23,7 +23,7 @@ gradient first) nor at the step counter's storage (the engine passes the
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ from torch import Tensor
 __all__ = ["Rule", "Scalar", "Flags", "weight_decay_mode", "apply_weight_decay", "where"]
 
 #: A hyperparameter as the update sees it: a Python float or a 0-dim tensor.
-Scalar = Union[float, Tensor]  # noqa: UP007 (a runtime alias must work on Python 3.10)
+Scalar = float | Tensor
 #: Structural options of a parameter group (hashable values only).
 Flags = Mapping[str, Any]
 
