@@ -74,6 +74,11 @@ class ClosureOptimizer(torch.optim.Optimizer):
         state.setdefault("n_iter", 0)
         return state
 
+    def _hessian(self) -> bool:
+        """Whether this optimizer's line search needs Hessian-vector products."""
+        search = getattr(self, "_search", None)
+        return bool(search is not None and search.needs_hessian)
+
     def _require_closure(self, closure: Callable[[], Any] | None) -> Callable[[], Any]:
         if closure is None:
             raise TypeError(
@@ -147,6 +152,7 @@ class ClosureOptimizer(torch.optim.Optimizer):
         the last one evaluated). On a failure without decrease the parameters go
         back to ``x0`` and ``ev0`` is returned.
         """
+        need_graph = need_graph or search.needs_hessian
         line = self._line(closure, x0, ev0, d, hessian=search.needs_hessian, graph=need_graph)
         res = search.search(line, step)
         if res.step == 0.0:

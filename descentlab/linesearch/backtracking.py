@@ -91,7 +91,7 @@ class _Bracketing(LineSearch):
                     alpha = min(2.0 * alpha, self.max_step)
                 else:
                     alpha = self._next(lo, flo, dlo, hi, fhi, dhi)
-            if hi - lo <= 1e-16 * max(1.0, hi) or alpha <= 0.0:
+            if (math.isfinite(hi) and hi - lo <= 1e-16 * max(1.0, hi)) or alpha <= 0.0:
                 return line.fallback(
                     f"bracket collapsed to [{lo:.3g}, {hi:.3g}] without an acceptable step "
                     f"after {line.evaluations} evaluations (phi(0) = {line.phi0!r}, "

@@ -6,8 +6,9 @@
 ``opt.step(closure)``.
 """
 
+from descentlab.second_order.gd import LineSearchGD, PerturbedGD
 from descentlab.second_order.lbfgs import LBFGS
 from descentlab.second_order.newton_cg import NewtonCG
 from descentlab.second_order.nonlinear_cg import NonlinearCG
 
-__all__ = ["LBFGS", "NewtonCG", "NonlinearCG"]
+__all__ = ["LBFGS", "LineSearchGD", "NewtonCG", "NonlinearCG", "PerturbedGD"]

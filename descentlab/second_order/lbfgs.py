@@ -40,7 +40,7 @@ class LBFGS(ClosureOptimizer):
     ``s . y <= 1e-10 * y . y`` are skipped so ``H_k`` stays positive definite),
     scaled by ``H_0 = (s.y / y.y) I``. The step ``t`` along ``d`` comes from the line
     search; the first trial is ``1`` except on the very first iteration, where it is
-    ``min(1, 1/||g||_2)``.
+    ``min(1, 1/||g||_1)`` (as in torch; scipy's L-BFGS-B uses ``1/||g||_2``).
 
     Drop-in for ``torch.optim.LBFGS`` (same argument names and defaults), with
     these differences: ``line_search_fn`` also accepts ``"armijo"``,
@@ -127,7 +127,7 @@ class LBFGS(ClosureOptimizer):
         params = self._params()
 
         start_evals = state["func_evals"]
-        ev = self._evaluate(closure)
+        ev = self._evaluate(closure, create_graph=self._hessian())
         orig_loss = torch.tensor(ev.f)
         if float(ev.g.abs().max()) <= tol_grad:
             return orig_loss
@@ -144,7 +144,7 @@ class LBFGS(ClosureOptimizer):
                 s_list.clear(), y_list.clear(), rho.clear()
                 continue
             if state["n_iter"] == 1:
-                t = min(1.0, 1.0 / float(ev.g.norm()))
+                t = min(1.0, 1.0 / float(ev.g.abs().sum()))
             else:
                 t = 1.0
             if self._search is None:

@@ -154,7 +154,7 @@ class NonlinearCG(ClosureOptimizer):
         lr = self._lr()
         start = state["func_evals"]
 
-        ev = self._evaluate(closure)
+        ev = self._evaluate(closure, create_graph=self._hessian())
         orig_loss = torch.tensor(ev.f)
         x = self._flat_params()
         d = state.get("d")

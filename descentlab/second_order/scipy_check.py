@@ -241,8 +241,11 @@ def _run_scipy(method: str, problem: Problem) -> tuple[_Counter, float]:
 
 def compare(problem: Problem, method: str) -> Comparison:
     """Run our ``method`` and its scipy counterpart on ``problem``; return the row."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
     scipy_method = dict(PAIRS)[method]
     ours, ours_f = _run_ours(method, problem)
-    theirs, scipy_f = _run_scipy(scipy_method, problem)
+    with threadpool_limits(1):  # tiny problems: BLAS threads only add contention
+        theirs, scipy_f = _run_scipy(scipy_method, problem)
     return Comparison(problem.name, method, scipy_method, problem.f_star, ours_f, scipy_f,
                       ours.hit, theirs.hit, ours.evals, theirs.evals, ours.hvps, theirs.hvps)
