@@ -236,14 +236,15 @@ def _build_noisy_quadratic(problem: Problem, seed: int) -> FunctionTask:
 
 # name: (version, steps, target, jitter, description)
 _FUNCTION_PROBLEMS: dict[str, tuple[int, int, float, float, str]] = {
-    "square": (1, 100, 1e-6, 0.1, "x² + y²: the seeds' convex bowl"),
+    "square": (1, 100, 1e-4, 0.1, "x² + y²: the seeds' convex bowl"),
     "ill_conditioned_quadratic": (
         1, 200, 1e-4, 0.1, "0.1·x² + 2·y²: a quadratic with condition number 20"),
     "saddle": (1, 100, -1.0, 0.01, "x² − y²: escape a saddle point (reach f ≤ −1)"),
     "monkey_saddle": (
         1, 100, -1.0, 0.01, "x³ − 3xy²: escape a monkey saddle (reach f ≤ −1)"),
     "rosenbrock": (1, 1000, 1e-3, 0.05, "Rosenbrock's banana valley, minimum 0 at (1, 1)"),
-    "rastrigin": (1, 300, 2.0, 0.05, "Rastrigin: a bowl covered in local minima"),
+    "rastrigin": (
+        1, 300, 10.0, 0.05, "Rastrigin: leave the start's basin (f ≈ 18) for one with f ≤ 10"),
     "beale": (1, 1000, 1e-3, 0.05, "Beale: flat plateaus and steep walls, minimum at (3, 0.5)"),
     "himmelblau": (1, 300, 1e-3, 0.05, "Himmelblau: four global minima of value 0"),
 }
@@ -269,7 +270,7 @@ register(Problem(
     version=1,
     description="50-D quadratic, curvatures 0.01..1, noisy gradients (noisy quadratic model)",
     kind="analytic",
-    steps=500,
+    steps=300,
     batch_size=None,
     metric="loss",
     target=0.05,

@@ -25,12 +25,18 @@ _loaded = False
 
 #: The suite ``descentlab compare`` runs when no problems are named. Chosen so
 #: that tuning and re-running about nine optimizers fits in five minutes on two
-#: cores: cheap analytic functions that separate the methods (curvature,
-#: narrow valley, gradient noise) plus small learning tasks.
+#: cores: four cheap analytic problems that separate the methods (axis-aligned
+#: ill-conditioning, a curved narrow valley, plateaus, gradient noise) and two
+#: learning tasks that take a fraction of a second per run (logistic regression
+#: on breast cancer, an MLP on digits). The costlier tasks (CNN, autoencoder,
+#: transformer LM) are left to ``--problems``.
 DEFAULT_SUITE: list[str] = [
     "ill_conditioned_quadratic",
     "rosenbrock",
+    "beale",
     "noisy_quadratic",
+    "breast_cancer_logreg",
+    "digits_mlp",
 ]
 
 
