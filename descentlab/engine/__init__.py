@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from descentlab.engine.compiled import CompiledEngine
+from descentlab.engine.flat import FlatEngine
 from descentlab.engine.reference import ReferenceEngine
 
-__all__ = ["ENGINES", "make_engine", "ReferenceEngine"]
+__all__ = ["ENGINES", "make_engine", "ReferenceEngine", "FlatEngine", "CompiledEngine"]
 
 #: Engine name → factory. "auto" picks the best available engine.
-ENGINES: dict[str, Any] = {"reference": ReferenceEngine, "auto": ReferenceEngine}
+ENGINES: dict[str, Any] = {
+    "reference": ReferenceEngine,
+    "flat": FlatEngine,
+    "compiled": CompiledEngine,
+    "auto": ReferenceEngine,
+}
 
 
 def make_engine(name: str) -> Any:
