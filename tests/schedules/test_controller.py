@@ -220,3 +220,37 @@ def test_errors_are_clear():
     ctrl.step()
     with pytest.raises(ValueError, match=r"param_groups\[0\]\['betas\[0\]'\] at step 2 must be in"):
         ctrl.step()
+
+
+def test_compiled_engine_takes_new_values_without_recompiling():
+    """descentlab's compiled engine reads lr and betas from the groups: no new graph per value.
+
+    (weight_decay starts above 0: the engine picks a different kernel for a
+    zero weight decay, so crossing 0 compiles one more kernel, once.)
+    """
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    ps = [torch.nn.Parameter(torch.randn(40, dtype=torch.float64)) for _ in range(3)]
+    qs = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    compiled = descentlab.Adam(ps, lr=0.1, engine="compiled")
+    reference = descentlab.Adam(qs, lr=0.1, engine="reference")
+    ctrls = [
+        attach(o, lr=CosineDecay(0.1, 10), beta1=LinearSchedule(0.5, 0.9, 10), weight_decay=
+               LinearSchedule(0.001, 0.01, 10))
+        for o in (compiled, reference)
+    ]
+    graphs = None
+    for t in range(8):
+        for p, q in zip(ps, qs, strict=True):
+            p.grad = torch.sin(p.detach() * (t + 1))
+            q.grad = p.grad.clone()
+        compiled.step()
+        reference.step()
+        for c in ctrls:
+            c.step()
+        if t == 0:
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs  # seven new values, no new graph
+    for p, q in zip(ps, qs, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-15)
