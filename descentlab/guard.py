@@ -11,7 +11,6 @@ where a rare bad batch should not poison Adam's moments.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -23,12 +22,21 @@ __all__ = ["NonFiniteGuard", "grads_are_finite"]
 _STATE_KEY = "nonfinite_guard"
 
 
+def _all_finite(tensors: list[torch.Tensor], reduce) -> bool:
+    device = tensors[0].device
+    return bool(torch.isfinite(torch.stack([reduce(t).to(device) for t in tensors])).all())
+
+
 def grads_are_finite(optimizer: Optimizer) -> bool:
     """``True`` if every gradient of ``optimizer``'s parameters is finite (one host sync).
 
-    Uses the max-norm (``torch.nn.utils.get_total_norm`` with ``inf``), which
-    is ``inf``/``nan`` exactly when some element is, and never overflows.
-    Sparse gradients are checked through their values.
+    Fast path: the sum of each gradient is finite only if all its elements
+    are (``inf`` and ``nan`` propagate through a sum). A non-finite sum can
+    also come from overflow of huge finite values, so that case is confirmed
+    exactly with ``aminmax`` (``nan``-propagating, never overflows). On CPU
+    the sum is about 10x faster than an ``inf``-norm
+    (``benchmarks/bench_step_utilities.py``). Sparse gradients are checked
+    through their values.
     """
     grads = []
     for group in optimizer.param_groups:
@@ -36,14 +44,14 @@ def grads_are_finite(optimizer: Optimizer) -> bool:
             g = p.grad
             if g is None:
                 continue
-            grads.append(g.coalesce().values() if g.is_sparse else g)
+            g = g.coalesce().values() if g.is_sparse else g
+            if g.numel():
+                grads.append(g)
     if not grads:
         return True
-    if hasattr(torch.nn.utils, "get_total_norm"):
-        total = torch.nn.utils.get_total_norm(grads, math.inf)
-    else:  # pragma: no cover - torch < 2.6
-        total = torch.stack([torch.linalg.vector_norm(g, math.inf) for g in grads]).amax()
-    return bool(torch.isfinite(total))
+    if _all_finite(grads, torch.sum):
+        return True
+    return _all_finite(grads, lambda t: torch.stack(torch.aminmax(t)))
 
 
 class NonFiniteGuard(Optimizer):

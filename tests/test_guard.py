@@ -154,8 +154,12 @@ def test_grads_are_finite_helper():
     p = torch.nn.Parameter(torch.zeros(3))
     opt = torch.optim.SGD([p], lr=0.1)
     assert grads_are_finite(opt)  # no gradients yet
-    p.grad = torch.tensor([1e38, -3e38, 0.0])  # huge but finite: no overflow in the check
+    p.grad = torch.tensor([1e38, -3e38, 0.0])  # huge but finite
     assert grads_are_finite(opt)
+    p.grad = torch.tensor([3e38, 3e38, 3e38])  # the float32 sum overflows; still finite
+    assert torch.isinf(p.grad.sum()) and grads_are_finite(opt)
+    p.grad = torch.tensor([math.inf, -math.inf, 0.0])
+    assert not grads_are_finite(opt)
     p.grad[1] = math.nan
     assert not grads_are_finite(opt)
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
