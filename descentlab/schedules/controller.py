@@ -156,7 +156,13 @@ class ScheduleController(LRScheduler):
             raise TypeError(f"{where} must be a mapping, got {type(spec).__name__}")
         if not spec:
             raise ValueError(f"{where} is empty: name at least one hyperparameter to schedule")
-        return {_parse_key(k): as_schedule(v, f"{where}[{k!r}]") for k, v in spec.items()}
+        parsed: dict[tuple[str, int | None], Schedule] = {}
+        for k, v in spec.items():
+            key = _parse_key(k)
+            if key in parsed:
+                raise ValueError(f"{where} names the same hyperparameter twice: {k!r}")
+            parsed[key] = as_schedule(v, f"{where}[{k!r}]")
+        return parsed
 
     def _specs(self, i: int) -> dict[tuple[str, int | None], Schedule]:
         if self._shared is not None:

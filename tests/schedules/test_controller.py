@@ -211,6 +211,8 @@ def test_errors_are_clear():
         attach("not an optimizer", lr=0.1)
     with pytest.raises(ValueError, match="at least one schedule"):
         attach(opt)
+    with pytest.raises(ValueError, match="same hyperparameter twice: 'betas\\[0\\]'"):
+        ScheduleController(torch.optim.Adam(params()), {"beta1": 0.9, "betas[0]": 0.8})
     with pytest.raises(ValueError, match=r"param_groups\[0\]\['lr'\] at step 3"):
         ctrl = attach(opt, lr=LambdaSchedule(lambda t: 0.1 - 0.05 * t))
         for _ in range(3):
