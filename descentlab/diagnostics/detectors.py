@@ -14,6 +14,7 @@ called exploding merely for having large gradients, and vice versa.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "OscillationDetector",
     "OverfittingDetector",
     "PlateauDetector",
+    "PlateauRule",
     "StalledOptimizerDetector",
     "VanishingGradientDetector",
     "default_detectors",
@@ -59,38 +61,75 @@ def _short(names: Sequence[str], limit: int = 6) -> list[str]:
     return names if len(names) <= limit else names[:limit] + [f"... ({len(names) - limit} more)"]
 
 
+class _Cursor:
+    """Remembers how much of a history a detector has read (losses and checks).
+
+    Monitors keep only the latest checks (older ones are dropped), so checks
+    are tracked by step; losses by index. A history that shrank or changed
+    identity means a new run: the detector starts over.
+    """
+
+    def __init__(self) -> None:
+        self.ident = -1
+        self.losses = 0
+        self.check_step = -1
+
+    def restart(self, history: History) -> bool:
+        if id(history) != self.ident or len(history.losses) < self.losses:
+            self.ident, self.losses, self.check_step = id(history), 0, -1
+            return True
+        return False
+
+    def advance(self, history: History) -> tuple[range, list[Check]]:
+        new_losses = range(self.losses, len(history.losses))
+        self.losses = len(history.losses)
+        new_checks = [c for c in reversed(history.checks) if c.step > self.check_step]
+        new_checks.reverse()
+        if history.checks:
+            self.check_step = max(self.check_step, history.checks[-1].step)
+        return new_losses, new_checks
+
+
 @dataclasses.dataclass
 class NonFiniteDetector:
     """NaN/Inf in the loss, the gradients or an activation.
 
     Evidence names the first module that produced a non-finite output (found
-    by forward hooks on the next monitored forward pass).
+    by replaying the forward pass with hooks before the update spreads it).
+    Incremental: each call looks only at records added since the last one.
     """
 
+    _cursor: _Cursor = dataclasses.field(default_factory=lambda: _Cursor(), repr=False)
+    _bad_loss: tuple[int, float] | None = dataclasses.field(default=None, repr=False)
+    _bad_grad: int | None = dataclasses.field(default=None, repr=False)
+
     def __call__(self, history: History) -> Finding | None:
-        bad_loss = next(
-            (
-                (s, v)
-                for s, v in zip(history.steps, history.losses, strict=False)
-                if not math.isfinite(v)
-            ),
-            None,
-        )
-        bad_grad = next((c for c in history.checks if not c.grads_finite), None)
+        if self._cursor.restart(history):
+            self._bad_loss = self._bad_grad = None
+        new_losses, new_checks = self._cursor.advance(history)
+        if self._bad_loss is None:
+            for i in new_losses:
+                if not math.isfinite(history.losses[i]):
+                    self._bad_loss = (history.steps[i], history.losses[i])
+                    break
+        if self._bad_grad is None:
+            for c in new_checks:
+                if not c.grads_finite:
+                    self._bad_grad = c.step
+                    break
         trace = history.non_finite
-        if bad_loss is None and bad_grad is None and trace is None:
+        if self._bad_loss is None and self._bad_grad is None and trace is None:
             return None
         candidates = [history.last_step]
-        if bad_loss is not None:
-            candidates.append(bad_loss[0])
-        if bad_grad is not None:
-            candidates.append(bad_grad.step)
+        if self._bad_loss is not None:
+            candidates.append(self._bad_loss[0])
+        if self._bad_grad is not None:
+            candidates.append(self._bad_grad)
         if trace is not None:
             candidates.append(trace.step)
-        step = min(candidates)
         evidence: dict[str, object] = {
-            "first_non_finite_loss_step": None if bad_loss is None else bad_loss[0],
-            "first_non_finite_gradient_step": None if bad_grad is None else bad_grad.step,
+            "first_non_finite_loss_step": None if self._bad_loss is None else self._bad_loss[0],
+            "first_non_finite_gradient_step": self._bad_grad,
         }
         if trace is not None:
             evidence.update(
@@ -101,11 +140,11 @@ class NonFiniteDetector:
             )
             where = f"first produced by module '{trace.module}' ({trace.module_type}): {trace.what}"
         else:
-            where = "the producing module was not traced yet (it is on the next monitored forward)"
+            where = "the producing module could not be traced (no forward pass was recorded)"
         return Finding(
             FindingKind.NON_FINITE,
             Severity.ERROR,
-            step,
+            min(candidates),
             f"non-finite values (NaN/Inf) appeared; {where}",
             evidence,
             "lower the learning rate, clip gradients (torch.nn.utils.clip_grad_norm_), check the "
@@ -122,55 +161,49 @@ class DivergenceDetector:
     so far *and* the first loss (so a noisy batch late in training, still
     below the starting loss, is not mistaken for divergence).
     Default ``factor=4`` follows the usual learning-rate range-test stop rule.
+    Incremental: each call looks only at losses added since the last one.
     """
 
     factor: float = 4.0
     window: int = 5
+    _cursor: _Cursor = dataclasses.field(default_factory=lambda: _Cursor(), repr=False)
+    _best: float = dataclasses.field(default=math.inf, repr=False)
+    _found: Finding | None = dataclasses.field(default=None, repr=False)
 
     def __call__(self, history: History) -> Finding | None:
-        losses, steps = history.losses, history.steps
-        for s, v in zip(steps, losses, strict=False):
+        if self._cursor.restart(history):
+            self._best, self._found = math.inf, None
+        new, _ = self._cursor.advance(history)
+        if self._found is not None:
+            return self._found
+        losses, steps, w = history.losses, history.steps, self.window
+        for i in new:
+            v = losses[i]
             if not math.isfinite(v):
-                return Finding(
-                    FindingKind.DIVERGENCE,
-                    Severity.ERROR,
-                    s,
-                    f"the loss became {v} at step {s}",
-                    {"loss": v, "initial_loss": losses[0] if losses else None},
-                    "the learning rate is too large for this model: divide it by 10, or run "
-                    "descentlab.diagnostics.lr_range_test; add warm-up or gradient clipping",
-                )
-        if not losses:
-            return None
-        w, first, best = self.window, losses[0], losses[0]
-        for i in range(len(losses)):
-            m = _mean(losses[max(0, i - w + 1) : i + 1])
-            if m > self.factor * best and m > first:
-                return Finding(
+                self._found = Finding(
                     FindingKind.DIVERGENCE,
                     Severity.ERROR,
                     steps[i],
-                    f"the loss rose to {m:.4g}, more than {self.factor:g}x its best {best:.4g}",
-                    {"loss": m, "best_loss": best, "initial_loss": first, "window": w},
-                    "the learning rate is too large: divide it by 10, or run "
+                    f"the loss became {v} at step {steps[i]}",
+                    {"loss": v, "initial_loss": losses[0]},
+                    "the learning rate is too large for this model: divide it by 10, or run "
                     "descentlab.diagnostics.lr_range_test; add warm-up or gradient clipping",
                 )
-            best = min(best, m)
-        return None
-        means = [_mean(losses[i : i + w]) for i in range(len(losses) - w + 1)]
-        best = means[0]
-        for i, m in enumerate(means):
-            best = min(best, m)
-            if m > self.factor * best and m > means[0]:
-                return Finding(
+                return self._found
+            m = _mean(losses[max(0, i - w + 1) : i + 1])
+            if m > self.factor * self._best and m > losses[0]:
+                self._found = Finding(
                     FindingKind.DIVERGENCE,
                     Severity.ERROR,
-                    steps[i + w - 1],
-                    f"the loss rose to {m:.4g}, more than {self.factor:g}x its best {best:.4g}",
-                    {"loss": m, "best_loss": best, "initial_loss": means[0], "window": w},
+                    steps[i],
+                    f"the loss rose to {m:.4g}, more than {self.factor:g}x its best "
+                    f"{self._best:.4g}",
+                    {"loss": m, "best_loss": self._best, "initial_loss": losses[0], "window": w},
                     "the learning rate is too large: divide it by 10, or run "
                     "descentlab.diagnostics.lr_range_test; add warm-up or gradient clipping",
                 )
+                return self._found
+            self._best = min(self._best, m)
         return None
 
 
@@ -240,17 +273,18 @@ class ExplodingGradientDetector:
     A layer explodes when ``ρ = ‖g‖/‖θ‖`` exceeds ``threshold`` (default 10:
     the gradient is ten times the weights) or when its gradient norm exceeds
     ``spike`` (default 100) times the median of its previous checks (at least
-    three of them).
+    three of them, at most ``memory`` = 20).
     """
 
     threshold: float = 10.0
     spike: float = 100.0
+    memory: int = 20
 
     def __call__(self, history: History) -> Finding | None:
         if not history.checks:
             return None
         last = history.checks[-1]
-        prev = history.checks[:-1]
+        prev = history.checks[-self.memory - 1 : -1]
         bad: list[tuple[str, float, str]] = []
         for name, st in last.layers.items():
             rho = st.relative_gradient
@@ -281,6 +315,52 @@ class ExplodingGradientDetector:
         )
 
 
+class PlateauRule:
+    """``ReduceLROnPlateau``'s decision rule (mode "min"), fed one value at a time.
+
+    A value is an improvement when it is below ``best·(1 − threshold)``
+    (``"rel"``) or ``best − threshold`` (``"abs"``); after more than
+    ``patience`` values without improvement the rule fires (the scheduler
+    would reduce the learning rate), resets its count and waits
+    ``cooldown`` values.
+    """
+
+    def __init__(
+        self,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+    ) -> None:
+        if threshold_mode not in ("rel", "abs"):
+            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+        self.patience, self.threshold, self.mode, self.cooldown = (
+            patience,
+            threshold,
+            threshold_mode,
+            cooldown,
+        )
+        self.best, self.bad, self.cool = math.inf, 0, 0
+
+    def step(self, value: float) -> bool:
+        """Feed one value; return whether the rule fires on it."""
+        if self.mode == "rel":
+            target = self.best * (1.0 - self.threshold)
+        else:
+            target = self.best - self.threshold
+        if value < target:
+            self.best, self.bad = value, 0
+        else:
+            self.bad += 1
+        if self.cool > 0:
+            self.cool -= 1
+            self.bad = 0
+        if self.bad > self.patience:
+            self.cool, self.bad = self.cooldown, 0
+            return True
+        return False
+
+
 def plateau_indices(
     values: Sequence[float],
     patience: int = 10,
@@ -288,68 +368,62 @@ def plateau_indices(
     threshold_mode: str = "rel",
     cooldown: int = 0,
 ) -> list[int]:
-    """Indices at which ``torch.optim.lr_scheduler.ReduceLROnPlateau`` (mode "min") fires.
-
-    The rule: a value is an improvement when it is below ``best·(1 − threshold)``
-    (``"rel"``) or ``best − threshold`` (``"abs"``); after more than
-    ``patience`` values without improvement the scheduler reduces the
-    learning rate, resets its count and waits ``cooldown`` values.
-    """
-    if threshold_mode not in ("rel", "abs"):
-        raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-    best, bad, cool, out = math.inf, 0, 0, []
-    for i, v in enumerate(values):
-        target = best * (1.0 - threshold) if threshold_mode == "rel" else best - threshold
-        if v < target:
-            best, bad = v, 0
-        else:
-            bad += 1
-        if cool > 0:
-            cool -= 1
-            bad = 0
-        if bad > patience:
-            out.append(i)
-            cool, bad = cooldown, 0
-    return out
+    """Indices at which ``ReduceLROnPlateau`` (mode "min") would reduce the learning rate."""
+    rule = PlateauRule(patience, threshold, threshold_mode, cooldown)
+    return [i for i, v in enumerate(values) if rule.step(v)]
 
 
 @dataclasses.dataclass
 class PlateauDetector:
-    """The loss stopped improving: ReduceLROnPlateau's rule (see :func:`plateau_indices`).
+    """The loss stopped improving: ReduceLROnPlateau's rule (see :class:`PlateauRule`).
 
     Applied to the validation losses when there are any (one value per
     evaluation, like an epoch), otherwise to the training loss averaged over
-    consecutive blocks of ``window`` steps.
+    consecutive blocks of ``window`` steps. Incremental.
     """
 
     patience: int = 10
     threshold: float = 1e-4
     window: int = 50
+    _state: tuple[int, str, int] = dataclasses.field(default=(-1, "", 0), repr=False)
+    _rule: PlateauRule | None = dataclasses.field(default=None, repr=False)
+    _found: Finding | None = dataclasses.field(default=None, repr=False)
 
     def __call__(self, history: History) -> Finding | None:
+        w = self.window
         if history.val_losses:
             values, steps, source = history.val_losses, history.val_steps, "validation loss"
+            total = len(values)
         else:
-            w = self.window
-            n = len(history.losses) // w
-            values = [_mean(history.losses[i * w : (i + 1) * w]) for i in range(n)]
-            steps = [history.steps[(i + 1) * w - 1] for i in range(n)]
             source = f"training loss (mean over blocks of {w} steps)"
-        hits = plateau_indices(values, self.patience, self.threshold)
-        if not hits:
-            return None
-        i = hits[0]
-        return Finding(
-            FindingKind.PLATEAU,
-            Severity.WARNING,
-            steps[i],
-            f"the {source} has not improved by more than {self.threshold:g} (relative) for "
-            f"{self.patience + 1} evaluations; it stays near {values[i]:.4g}",
-            {"source": source, "value": values[i], "best": min(values[: i + 1])},
-            "if the loss is still high: check for vanishing gradients or a saddle point "
-            "(descentlab.diagnostics.curvature), try momentum or Adam, or raise the learning "
-            "rate; if it is low: lower the learning rate (ReduceLROnPlateau) or stop",
-        )
+            total = len(history.losses) // w
+        ident, src, seen = self._state
+        if ident != id(history) or src != source or total < seen:
+            self._rule, self._found, seen = PlateauRule(self.patience, self.threshold), None, 0
+        self._state = (id(history), source, total)
+        if self._found is not None or self._rule is None:
+            return self._found
+        for i in range(seen, total):
+            if history.val_losses:
+                value, step = values[i], steps[i]
+            else:
+                value = _mean(history.losses[i * w : (i + 1) * w])
+                step = history.steps[(i + 1) * w - 1]
+            if self._rule.step(value):
+                self._found = Finding(
+                    FindingKind.PLATEAU,
+                    Severity.WARNING,
+                    step,
+                    f"the {source} has not improved by more than {self.threshold:g} (relative) "
+                    f"for {self.patience + 1} evaluations; it stays near {value:.4g}",
+                    {"source": source, "value": value, "best": self._rule.best},
+                    "if the loss is still high: check for vanishing gradients or a saddle point "
+                    "(descentlab.diagnostics.curvature), try momentum or Adam, or raise the "
+                    "learning rate; if it is low: lower the learning rate (ReduceLROnPlateau) "
+                    "or stop",
+                )
+                return self._found
+        return None
 
 
 @dataclasses.dataclass
@@ -408,8 +482,8 @@ class OverfittingDetector:
     window: int = 10
 
     def _train_near(self, history: History, step: int) -> float | None:
-        xs = [v for s, v in zip(history.steps, history.losses, strict=False) if s <= step]
-        xs = xs[-self.window :]
+        hi = bisect.bisect_right(history.steps, step)
+        xs = history.losses[max(0, hi - self.window) : hi]
         return _mean(xs) if xs else None
 
     def __call__(self, history: History) -> Finding | None:

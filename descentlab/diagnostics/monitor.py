@@ -190,6 +190,8 @@ class TrainingMonitor:
             collect ReLU statistics (dead units) as well as non-finite traces.
         on_finding: called with each new finding as it is made (e.g.
             ``print``), in addition to collecting it in :attr:`findings`.
+        keep_checks: how many of the latest checks to keep in
+            :attr:`history` (default 1000; loss values are all kept).
 
     The monitor installs optimizer step hooks at construction; call
     :meth:`detach` (or use it as a context manager) to remove them.
@@ -206,6 +208,7 @@ class TrainingMonitor:
         detectors: list[Detector] | None = None,
         track_activations: bool = True,
         on_finding: Callable[[Finding], None] | None = None,
+        keep_checks: int = 1000,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -219,6 +222,7 @@ class TrainingMonitor:
         self.detectors = default_detectors() if detectors is None else list(detectors)
         self.track_activations = bool(track_activations)
         self.on_finding = on_finding
+        self.keep_checks = check_int("keep_checks", keep_checks, minimum=1)
         self.history = History()
         self.findings: list[Finding] = []
         self.counts: dict[FindingKind, int] = {}
@@ -329,6 +333,8 @@ class TrainingMonitor:
             self._absorb(tracer, step, check)
         if check is not None:
             self.history.checks.append(check)
+            if len(self.history.checks) > 2 * self.keep_checks:  # amortised trimming
+                del self.history.checks[: -self.keep_checks]
             for listener in self.listeners:
                 listener(check)
             self.run_detectors()

@@ -231,3 +231,39 @@ def test_stalled_optimizer_quiet_when_weights_move():
 def test_plateau_rule_rejects_bad_mode():
     with pytest.raises(ValueError, match="threshold_mode"):
         plateau_indices([1.0], threshold_mode="relative")
+
+
+def test_incremental_detectors_agree_with_a_fresh_pass():
+    # detectors remember how far they have read; feeding a run piece by piece must give the
+    # same finding as one pass over the whole run
+    g = torch.Generator().manual_seed(1)
+    xs = [2.3 - 0.01 * i + 0.05 * float(torch.rand(1, generator=g)) for i in range(120)]
+    xs += [2.0] * 700 + [3.0, 9.0, 40.0, 200.0]
+    for make in (DivergenceDetector, PlateauDetector, NonFiniteDetector):
+        live, h = make(), History()
+        found = None
+        for i, v in enumerate(xs + [float("nan")]):
+            h.steps.append(i)
+            h.losses.append(v)
+            found = live(h) or found
+        fresh = make()(h)
+        assert found is not None and fresh is not None
+        assert (found.step, found.message) == (fresh.step, fresh.message), make.__name__
+
+
+def test_monitor_keeps_only_the_latest_checks():
+    from torch import nn
+
+    from descentlab.diagnostics.monitor import TrainingMonitor
+
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = TrainingMonitor(model, opt, interval=1, keep_checks=5)
+    for _ in range(23):
+        loss = model(torch.ones(2, 3)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.record_loss(loss)
+    assert 5 <= len(mon.history.checks) <= 10 and mon.history.checks[-1].step == 22
+    assert len(mon.history.losses) == 23
