@@ -224,6 +224,7 @@ def test_errors_are_clear():
         ctrl.step()
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # emitted inside torch.compile
 def test_compiled_engine_takes_new_values_without_recompiling():
     """descentlab's compiled engine reads lr and betas from the groups: no new graph per value.
 
