@@ -31,6 +31,7 @@ __all__ = [
     "Schedule",
     "Constant",
     "LambdaSchedule",
+    "MultiplicativeSchedule",
     "Product",
     "Join",
     "PiecewiseConstant",
@@ -162,6 +163,32 @@ class LambdaSchedule(Schedule):
 
     def value(self, step: int) -> float:
         return self.scale * float(self.fn(step))
+
+
+class MultiplicativeSchedule(Schedule):
+    """``value(t) = init_value * fn(1) * fn(2) * ... * fn(t)``, like torch's ``MultiplicativeLR``.
+
+    torch multiplies the optimizer's current lr by ``fn(t)`` on every
+    ``step()``; this is the same product as a function of ``t``, so it
+    resumes exactly and ignores outside changes to the lr. The running
+    products are cached (one float per step reached; the cache is a pure
+    function of ``fn`` and is not part of any state). The multiplication
+    order is torch's, so values agree bit for bit. ``fn`` must be a pure
+    function of the step.
+    """
+
+    def __init__(self, fn: Callable[[int], float], init_value: float = 1.0) -> None:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        self.fn = fn
+        self.init_value = check_nonnegative("init_value", init_value)
+        self._products = [self.init_value]
+
+    def value(self, step: int) -> float:
+        products = self._products
+        while len(products) <= step:
+            products.append(products[-1] * float(self.fn(len(products))))
+        return products[step]
 
 
 class Product(Schedule):

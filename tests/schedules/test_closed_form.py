@@ -18,6 +18,7 @@ from descentlab.schedules import (
     Join,
     LambdaSchedule,
     LinearSchedule,
+    MultiplicativeSchedule,
     MultiStepDecay,
     OneCycle,
     PiecewiseConstant,
@@ -98,6 +99,13 @@ def test_join_product_piecewise():
     assert MultiStepDecay(1.0, [2, 2, 5], 0.5)(2) == 0.25
 
 
+def test_multiplicative_is_random_access():
+    s = MultiplicativeSchedule(lambda t: 1.0 - 1.0 / (t + 2), 2.0)
+    assert s(3) == 2.0 * (2 / 3) * (3 / 4) * (4 / 5)
+    fresh = MultiplicativeSchedule(lambda t: 1.0 - 1.0 / (t + 2), 2.0)
+    assert fresh(50) == s(50) and fresh(7) == s(7)
+
+
 def test_inverse_cyclic_is_the_mirror_image():
     lr = Cyclic(0.1, 1.0, 10, mode="triangular2")
     mom = Cyclic(0.95, 0.85, 10, mode="triangular2")
@@ -145,6 +153,7 @@ BAD = [
     (lambda: AnnealCycle(1.0, 2.0, 0.0, 0), "total_steps"),
     (lambda: ReduceOnPlateau(0.1, factor=1.0), "factor must be in \\(0.0, 1.0\\), got 1.0"),
     (lambda: LambdaSchedule(3.0), "fn must be callable"),
+    (lambda: MultiplicativeSchedule(lambda t: 1.0, -2.0), "init_value"),
     (lambda: Join(["x"], []), "schedules\\[0\\] must be a Schedule or a number"),
 ]
 

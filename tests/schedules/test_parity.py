@@ -24,6 +24,7 @@ from descentlab.schedules import (
     Join,
     LambdaSchedule,
     LinearSchedule,
+    MultiplicativeSchedule,
     MultiStepDecay,
     OneCycle,
     PiecewiseConstant,
@@ -97,6 +98,10 @@ CASES = {
     "LambdaLR-as-time-decay": (
         lambda o: L.LambdaLR(o, lambda t: 1.0 / (1.0 + 0.01 * t)),
         InverseTimeDecay(BASE, 0.01),
+    ),
+    "MultiplicativeLR": (
+        lambda o: L.MultiplicativeLR(o, lambda t: 0.999 if t % 3 else 1.001),
+        MultiplicativeSchedule(lambda t: 0.999 if t % 3 else 1.001, BASE),
     ),
     "CosineAnnealingWarmRestarts": (
         lambda o: L.CosineAnnealingWarmRestarts(o, T_0=37, eta_min=1e-3),

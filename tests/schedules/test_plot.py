@@ -31,7 +31,8 @@ def test_gallery_shows_every_schedule_class():
         if isinstance(getattr(S, n), type) and issubclass(getattr(S, n), S.Schedule)
     }
     # LambdaSchedule and PiecewiseConstant are thin; the plateau panel is precomputed values
-    missing = classes - used - {S.Schedule, S.LambdaSchedule, S.PiecewiseConstant,
+    missing = classes - used - {S.Schedule, S.LambdaSchedule, S.MultiplicativeSchedule,
+                                S.PiecewiseConstant,
                                 S.ReduceOnPlateau}
     assert not missing, missing
 
