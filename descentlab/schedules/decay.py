@@ -188,17 +188,25 @@ class CosineDecay(Schedule):
       (``CosineAnnealingLR._get_closed_form_lr``), and the parity tests
       compare against that.
     * torch keeps following the cosine after ``T_max`` (the lr rises again,
-      period ``2 T_max``); we hold ``final_value``, like optax's
-      ``cosine_decay_schedule``. For restarts use :class:`CosineWarmRestarts`.
+      period ``2 T_max``); by default we hold ``final_value``, like optax's
+      ``cosine_decay_schedule``. ``periodic=True`` follows torch. For
+      restarts use :class:`CosineWarmRestarts`.
     """
 
-    def __init__(self, init_value: float, total_steps: int, final_value: float = 0.0) -> None:
+    def __init__(
+        self,
+        init_value: float,
+        total_steps: int,
+        final_value: float = 0.0,
+        periodic: bool = False,
+    ) -> None:
         self.init_value = check_nonnegative("init_value", init_value)
         self.total_steps = check_period("total_steps", total_steps)
         self.final_value = check_nonnegative("final_value", final_value)
+        self.periodic = bool(periodic)
 
     def value(self, step: int) -> float:
-        t = min(step, self.total_steps)
+        t = step if self.periodic else min(step, self.total_steps)
         lo = self.final_value
         return lo + (self.init_value - lo) * (1 + math.cos(math.pi * t / self.total_steps)) / 2
 

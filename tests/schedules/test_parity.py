@@ -171,6 +171,12 @@ def test_cosine_annealing_matches_closed_form():
     np.testing.assert_allclose(ours(CosineDecay(BASE, t_max, eta_min), steps), rec, rtol=1e-12)
 
 
+def test_cosine_periodic_follows_torch_past_t_max():
+    t_max, steps = 300, 1200
+    rec = torch_run(lambda o: L.CosineAnnealingLR(o, T_max=t_max, eta_min=1e-3), steps)
+    assert_parity(ours(CosineDecay(BASE, t_max, 1e-3, periodic=True), steps), rec)
+
+
 def test_cosine_holds_final_value_after_total_steps():
     s = CosineDecay(1.0, 100, final_value=0.01)
     assert s(100) == pytest.approx(0.01, abs=1e-15)
