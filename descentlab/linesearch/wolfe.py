@@ -28,7 +28,9 @@ class StrongWolfe(LineSearch):
 
     Every trial costs one function+gradient evaluation. When the budget runs out
     or the bracket collapses (rounding near a minimum, or a gradient that does
-    not match the function) the search fails; the result then carries the best
+    not match the function), or when the whole bracket promises a decrease
+    ``width * |phi'(0)|`` below rounding level ``1e-16 (1 + |phi(0)|)``, the
+    search fails; the result then carries the best
     decreasing step seen, and the stand-alone call raises
     :class:`~descentlab.linesearch.LineSearchError`.
 
@@ -99,7 +101,8 @@ class StrongWolfe(LineSearch):
         while line.evaluations < self.max_evals:
             left, right = min(lo, hi), max(lo, hi)
             width = right - left
-            if width <= 1e-16 * max(1.0, right):
+            if (width <= 1e-16 * max(1.0, right)
+                    or width * abs(line.dphi0) <= 1e-16 * (1.0 + abs(line.phi0))):
                 return line.fallback(
                     f"zoom bracket collapsed to [{left:.6g}, {right:.6g}] after "
                     f"{line.evaluations} evaluations without a strong Wolfe step "

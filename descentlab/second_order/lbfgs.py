@@ -16,8 +16,11 @@ __all__ = ["LBFGS"]
 
 
 def two_loop(g: torch.Tensor, s_list: list[torch.Tensor], y_list: list[torch.Tensor],
-             rho: list[float], gamma: float) -> torch.Tensor:
-    """``H g`` for the L-BFGS inverse-Hessian approximation (N&W Alg. 7.4), ``H0 = gamma I``."""
+             rho: list[float], gamma: float, diag: torch.Tensor | None = None) -> torch.Tensor:
+    """``H g`` for the L-BFGS inverse-Hessian approximation (N&W Alg. 7.4).
+
+    ``H0 = gamma I``, or ``gamma diag(diag)`` when a positive diagonal is given.
+    """
     q = g.clone()
     alphas = []
     for s, y, r in zip(reversed(s_list), reversed(y_list), reversed(rho), strict=True):
@@ -25,6 +28,8 @@ def two_loop(g: torch.Tensor, s_list: list[torch.Tensor], y_list: list[torch.Ten
         q.add_(y, alpha=-a)
         alphas.append(a)
     q.mul_(gamma)
+    if diag is not None:
+        q.mul_(diag)
     for s, y, r, a in zip(s_list, y_list, rho, reversed(alphas), strict=True):
         b = r * float(torch.dot(y, q))
         q.add_(s, alpha=a - b)
@@ -45,9 +50,12 @@ class LBFGS(ClosureOptimizer):
     Drop-in for ``torch.optim.LBFGS`` (same argument names and defaults), with
     these differences: ``line_search_fn`` also accepts ``"armijo"``,
     ``"armijo_goldstein"`` or any :class:`~descentlab.linesearch.LineSearch`
-    object; several parameter groups are allowed (all groups form one vector; a
-    group's ``lr`` scales its part of ``d``; the other hyperparameters are read
-    from the first group); parameters may live on any device.
+    object; several parameter groups are allowed (all groups form one vector; the
+    other hyperparameters are read from the first group); parameters may live on
+    any device. When groups have different ``lr``, the largest scales the step as
+    above and the ratios ``lr_group / lr_max`` form a diagonal ``H_0 = gamma
+    diag(ratios)``, which keeps ``H_k`` symmetric positive definite (so ``d`` stays
+    a descent direction).
 
     Closure protocol: ``closure()`` zeroes the gradients, computes the loss, calls
     ``loss.backward()`` and returns the loss (returning the loss without calling
@@ -59,9 +67,10 @@ class LBFGS(ClosureOptimizer):
 
     Stops early when ``max |g| <= tolerance_grad``, when ``max |t d| <=
     tolerance_change``, when the loss changes by less than ``tolerance_change``,
-    or when the line search fails from a steepest-descent direction (counted in
-    ``state["line_search_failures"]``; a failure with memory first discards the
-    memory and retries along ``-g``).
+    or when the line search fails (counted in ``state["line_search_failures"]``):
+    a failed search that still decreased the loss is accepted and ends the call;
+    one without decrease discards the memory and retries along ``-g``, and ends
+    the call if that fails too.
 
     Args:
         params: parameters or parameter groups.
@@ -124,6 +133,10 @@ class LBFGS(ClosureOptimizer):
         y_list: list[torch.Tensor] = state.setdefault("old_stps", [])
         rho: list[float] = state.setdefault("ro", [])
         lr = self._lr()
+        precond = None
+        if isinstance(lr, torch.Tensor):  # groups differ: relative lr preconditions H0
+            scale = float(lr.max())
+            precond, lr = lr / scale, scale
         params = self._params()
 
         start_evals = state["func_evals"]
@@ -135,7 +148,10 @@ class LBFGS(ClosureOptimizer):
         for _ in range(max_iter):
             state["n_iter"] += 1
             gamma = state.get("H_diag", 1.0)
-            d = -two_loop(ev.g, s_list, y_list, rho, gamma) if s_list else -ev.g
+            if s_list:
+                d = -two_loop(ev.g, s_list, y_list, rho, gamma, precond)
+            else:
+                d = -ev.g if precond is None else -ev.g * precond
             d = d * lr
             gtd = float(torch.dot(ev.g, d))
             if gtd > -tol_change:
@@ -147,6 +163,7 @@ class LBFGS(ClosureOptimizer):
                 t = min(1.0, 1.0 / float(ev.g.abs().sum()))
             else:
                 t = 1.0
+            failed = False
             if self._search is None:
                 add_to_params(params, d, t)
                 new_ev = self._evaluate(closure)
@@ -156,6 +173,7 @@ class LBFGS(ClosureOptimizer):
                 t = res.step
                 if not res.success:
                     state["line_search_failures"] += 1
+                    failed = True
                     if t == 0.0:
                         if s_list:  # discard the memory and retry from steepest descent
                             s_list.clear(), y_list.clear(), rho.clear()
@@ -176,7 +194,7 @@ class LBFGS(ClosureOptimizer):
                 state["H_diag"] = ys / yy
             f_prev = ev.f
             ev, x = new_ev, x_new
-            if state["func_evals"] - start_evals >= max_eval:
+            if failed or state["func_evals"] - start_evals >= max_eval:
                 break
             if float(ev.g.abs().max()) <= tol_grad:
                 break

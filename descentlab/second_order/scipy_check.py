@@ -244,8 +244,13 @@ def compare(problem: Problem, method: str) -> Comparison:
     from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
     scipy_method = dict(PAIRS)[method]
-    ours, ours_f = _run_ours(method, problem)
-    with threadpool_limits(1):  # tiny problems: BLAS threads only add contention
-        theirs, scipy_f = _run_scipy(scipy_method, problem)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny problems: threads only add contention
+    try:
+        with threadpool_limits(1):
+            ours, ours_f = _run_ours(method, problem)
+            theirs, scipy_f = _run_scipy(scipy_method, problem)
+    finally:
+        torch.set_num_threads(threads)
     return Comparison(problem.name, method, scipy_method, problem.f_star, ours_f, scipy_f,
                       ours.hit, theirs.hit, ours.evals, theirs.evals, ours.hvps, theirs.hvps)

@@ -116,7 +116,7 @@ def test_stochastic_armijo_trains_least_squares_with_minibatches():
     w = torch.zeros(10, requires_grad=True)
     batches = 8
     opt = LineSearchGD([w], lr=1.0, line_search=StochasticArmijo(batches_per_epoch=batches))
-    full0 = float(((data @ w - target) ** 2).mean())
+    full0 = float(((data @ w.detach() - target) ** 2).mean())
     for _epoch in range(15):
         perm = torch.randperm(256, generator=gen)
         for k in range(batches):
@@ -129,7 +129,7 @@ def test_stochastic_armijo_trains_least_squares_with_minibatches():
                 return loss
 
             opt.step(closure)
-    full = float(((data @ w - target) ** 2).mean())
+    full = float(((data @ w.detach() - target) ** 2).mean())
     assert full < 1e-8 * full0
     state = opt.state[w]
     assert state["line_search_failures"] == 0 and state["t"] > 0

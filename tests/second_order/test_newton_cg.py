@@ -1,0 +1,167 @@
+"""Newton-CG: HVPs vs the exact Hessian, CG vs a direct solve, Steihaug, the optimizer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from descentlab.linesearch._flat import evaluate_closure, hessian_vector_product
+from descentlab.second_order import NewtonCG
+from descentlab.second_order.newton_cg import steihaug_cg, truncated_cg
+
+torch.set_default_dtype(torch.float64)
+
+
+def rosen(x):
+    return (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
+
+
+def spd(n, seed=0, shift=1.0):
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.randn(n, n, generator=gen)
+    return m @ m.T + shift * torch.eye(n), torch.randn(n, generator=gen)
+
+
+@pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True")
+@pytest.mark.parametrize("style", ["loss_only", "backward_create_graph"])
+def test_hvp_matches_exact_hessian_across_parameters(style):
+    gen = torch.Generator().manual_seed(1)
+    u = torch.randn(3, generator=gen, requires_grad=True)
+    w = torch.randn(2, 2, generator=gen, requires_grad=True)
+
+    def fn(flat):
+        a, b = flat[:3], flat[3:].view(2, 2)
+        return (a**2).sum() * (b**3).sum() + torch.sin(a).prod() + (b @ b).trace()
+
+    def closure():
+        loss = fn(torch.cat([u.reshape(-1), w.reshape(-1)]))
+        if style == "backward_create_graph":
+            u.grad = w.grad = None
+            loss.backward(create_graph=True)
+        return loss
+
+    ev = evaluate_closure(closure, [u, w], create_graph=True)
+    flat = torch.cat([u.detach().reshape(-1), w.detach().reshape(-1)])
+    hess = torch.autograd.functional.hessian(fn, flat)
+    v = torch.randn(7, generator=gen)
+    torch.testing.assert_close(hessian_vector_product(ev.graph_grads, [u, w], v), hess @ v,
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ev.g, torch.func.grad(fn)(flat), rtol=1e-12, atol=1e-12)
+    assert u.grad is not None and not u.grad.requires_grad  # detached: no reference cycle
+
+
+def test_plain_backward_gets_a_clear_error():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    opt = NewtonCG([x])
+
+    def closure():
+        opt.zero_grad()
+        loss = rosen(x)
+        loss.backward()
+        return loss
+
+    with pytest.raises(RuntimeError, match="create_graph=True"):
+        opt.step(closure)
+
+
+def test_truncated_cg_solves_spd_system():
+    a, b = spd(12)
+    p, its = truncated_cg(lambda v: a @ v, -b, tol=1e-12, max_iter=100)
+    torch.testing.assert_close(p, torch.linalg.solve(a, b), rtol=1e-9, atol=1e-10)
+    assert its <= 12 + 3  # n steps in exact arithmetic
+
+
+def test_truncated_cg_negative_curvature_first_step_is_scaled_steepest_descent():
+    h = torch.diag(torch.tensor([-2.0, 1.0]))
+    g = torch.tensor([1.0, 0.0])  # g.Hg = -2 < 0 on the first CG step
+    p, its = truncated_cg(lambda v: h @ v, g, tol=1e-12, max_iter=10)
+    torch.testing.assert_close(p, torch.tensor([-0.5, 0.0]))  # -(g.g/|g.Hg|) g
+    assert its == 1
+
+
+def test_steihaug_interior_and_boundary():
+    a, b = spd(6, seed=3)
+    x_newton = torch.linalg.solve(a, b)
+    big = 10 * float(x_newton.norm())
+    p, m, _ = steihaug_cg(lambda v: a @ v, -b, big, 1e-12, 50)
+    torch.testing.assert_close(p, x_newton, rtol=1e-8, atol=1e-9)
+    assert m == pytest.approx(float(-b @ p + 0.5 * p @ a @ p), rel=1e-10)
+    small = 0.3 * float(x_newton.norm())
+    p, m, _ = steihaug_cg(lambda v: a @ v, -b, small, 1e-12, 50)
+    assert float(p.norm()) == pytest.approx(small, rel=1e-10)
+    assert m == pytest.approx(float(-b @ p + 0.5 * p @ a @ p), rel=1e-10)
+    assert m < 0
+
+
+def test_steihaug_follows_negative_curvature_to_the_boundary():
+    h = torch.diag(torch.tensor([1.0, -1.0]))
+    g = torch.tensor([0.0, 1e-3])
+    p, m, _ = steihaug_cg(lambda v: h @ v, g, 2.0, 1e-12, 10)
+    assert float(p.norm()) == pytest.approx(2.0)
+    assert float(p[1]) < 0 and m < -1.0
+
+
+def test_newton_cg_one_iteration_on_a_quadratic():
+    a, b = spd(10, seed=4)
+    x = torch.zeros(10, requires_grad=True)
+    opt = NewtonCG([x], max_iter=1, cg_tol=1e-12)
+    opt.step(lambda: 0.5 * x @ a @ x - b @ x)
+    torch.testing.assert_close(x.detach(), torch.linalg.solve(a, b), rtol=1e-8, atol=1e-9)
+    assert opt.state[x]["func_evals"] == 2  # start + the accepted Newton step
+    assert opt.state[x]["hvp_evals"] >= 1
+
+
+@pytest.mark.parametrize("trust_region", [False, True])
+def test_rosenbrock_minimum(trust_region):
+    x = torch.tensor([-1.2, 1.0, -1.2, 1.0], requires_grad=True)
+    opt = NewtonCG([x], max_iter=300, tolerance_grad=1e-10, trust_region=trust_region)
+    opt.step(lambda: rosen(x))
+    torch.testing.assert_close(x.detach(), torch.ones(4), rtol=1e-7, atol=1e-7)
+
+
+def test_trust_region_state_dict_resume_is_exact():
+    x = torch.tensor([-1.2, 1.0], requires_grad=True)
+    opt = NewtonCG([x], max_iter=4, trust_region=True, radius=0.5)
+    opt.step(lambda: rosen(x))
+    sd = copy.deepcopy(opt.state_dict())
+    x2 = x.detach().clone().requires_grad_(True)
+    opt2 = NewtonCG([x2], max_iter=4, trust_region=True, radius=0.5)
+    opt2.load_state_dict(sd)
+    assert opt2.state[x2]["radius"] == opt.state[x]["radius"]
+    for _ in range(3):
+        opt.step(lambda: rosen(x))
+        opt2.step(lambda: rosen(x2))
+    torch.testing.assert_close(x2.detach(), x.detach(), rtol=0, atol=0)
+
+
+def test_two_groups_match_one_group():
+    a, b = spd(6, seed=5)
+    x = torch.zeros(6, requires_grad=True)
+    one = NewtonCG([x], max_iter=3)
+    one.step(lambda: 0.5 * x @ a @ x - b @ x)
+    u = torch.zeros(2, requires_grad=True)
+    v = torch.zeros(4, requires_grad=True)
+    two = NewtonCG([{"params": [u]}, {"params": [v]}], max_iter=3)
+
+    def closure():
+        z = torch.cat([u, v])
+        return 0.5 * z @ a @ z - b @ z
+
+    two.step(closure)
+    torch.testing.assert_close(torch.cat([u, v]).detach(), x.detach(), rtol=0, atol=1e-13)
+
+
+def test_errors():
+    x = torch.zeros(2, requires_grad=True)
+    with pytest.raises(TypeError, match="needs a closure"):
+        NewtonCG([x]).step()
+    with pytest.raises(ValueError, match="radius"):
+        NewtonCG([x], radius=-1.0)
+    with pytest.raises(ValueError, match="eta"):
+        NewtonCG([x], eta=0.5)
+    with pytest.raises(ValueError, match="cg_tol"):
+        NewtonCG([x], cg_tol=2.0)
+    with pytest.raises(TypeError, match="trust_region"):
+        NewtonCG([x], trust_region="yes")
