@@ -141,13 +141,13 @@ def adaptive_clip_grad_(
         if g.is_sparse:
             raise ValueError("adaptive_clip_grad_ does not support sparse gradients")
         with torch.no_grad():
-            max_norm = unitwise_norm(p.detach(), norm_type).clamp_min(eps).mul_(clipping)
+            max_norm = unitwise_norm(p.detach(), norm_type).clamp_min_(eps).mul_(clipping)
             g_norm = unitwise_norm(g, norm_type)
-            over = g_norm > max_norm
-            scale = torch.where(over, max_norm / g_norm.clamp_min(1e-6), torch.ones_like(g_norm))
+            # max_norm >= clipping * eps > 0, so a zero g_norm gives inf -> 1, never nan
+            scale = (max_norm / g_norm).clamp_max_(1.0)
             g.mul_(scale.to(g.dtype))
-            counts.append(over.sum())
-            units += over.numel()
+            counts.append((scale < 1.0).sum())
+            units += scale.numel()
     if not counts:
         return torch.tensor(0.0)
     device = counts[0].device
