@@ -1,21 +1,37 @@
-"""Engines run update rules over parameters; every engine must match the reference."""
+"""Engines run update rules over parameters; every engine must match the reference.
+
+* ``"reference"`` — a loop over tensors, the specification (:mod:`.reference`);
+* ``"flat"`` — one eager rule call per contiguous buffer (:mod:`.flat`);
+* ``"compiled"`` — the flat engine with one compiled, fused kernel per buffer
+  (:mod:`.compiled`);
+* ``"auto"`` (default) — flat at once, compiled once a background compile is
+  ready, for large buffers only (:mod:`.auto`).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from descentlab.engine.auto import AutoEngine
 from descentlab.engine.compiled import CompiledEngine
 from descentlab.engine.flat import FlatEngine
 from descentlab.engine.reference import ReferenceEngine
 
-__all__ = ["ENGINES", "make_engine", "ReferenceEngine", "FlatEngine", "CompiledEngine"]
+__all__ = [
+    "ENGINES",
+    "make_engine",
+    "ReferenceEngine",
+    "FlatEngine",
+    "CompiledEngine",
+    "AutoEngine",
+]
 
 #: Engine name → factory. "auto" picks the best available engine.
 ENGINES: dict[str, Any] = {
     "reference": ReferenceEngine,
     "flat": FlatEngine,
     "compiled": CompiledEngine,
-    "auto": ReferenceEngine,
+    "auto": AutoEngine,
 }
 
 

@@ -33,12 +33,19 @@ class CompiledEngine(FlatEngine):
     name = "compiled"
 
     def kernel_for(
-        self, rule: Rule, flags: Flags, maximize: bool, param: Tensor,
-        state: dict[str, Tensor], scalars: dict[str, Tensor], h: dict[str, Any],
+        self,
+        rule: Rule,
+        flags: Flags,
+        maximize: bool,
+        param: Tensor,
+        state: dict[str, Tensor],
+        scalars: dict[str, Tensor],
+        h: dict[str, Any],
     ) -> Kernel:
         """The kernel for this call's structure (not necessarily built yet)."""
-        return get_kernel(rule, flags, maximize, param.dtype, param.device, tuple(state),
-                          tuple(scalars), tuple(h))
+        return get_kernel(
+            rule, flags, maximize, param.dtype, param.device, tuple(state), tuple(scalars), tuple(h)
+        )
 
     def apply(self, rule, param, grad, state, scalars, h, step, flags, maximize) -> None:
         """Update the run with the compiled kernel, compiling it first if needed."""

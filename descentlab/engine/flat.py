@@ -84,8 +84,11 @@ class FlatEngine:
     def _build(self, optimizer: Any, params: list[Tensor]) -> GroupLayout:
         everything = [p for g in optimizer.param_groups for p in g["params"]]
         owners = Counter(p.untyped_storage().data_ptr() for p in everything)
-        ours = {b.data.untyped_storage().data_ptr() for lay in self._layouts.values()
-                for b in lay.buckets}
+        ours = {
+            b.data.untyped_storage().data_ptr()
+            for lay in self._layouts.values()
+            for b in lay.buckets
+        }
         groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         fallback = []
         for p in params:
@@ -173,8 +176,9 @@ class FlatEngine:
         start, end = b.span(i, j)
         state = {k: v[start:end] for k, v in b.state.items()}
         scalars = {k: v[i].clone() for k, v in b.scalar_state.items()}
-        self.apply(rule, b.data[start:end], b.grad[start:end], state, scalars, h, step, flags,
-                   maximize)
+        self.apply(
+            rule, b.data[start:end], b.grad[start:end], state, scalars, h, step, flags, maximize
+        )
         for key, value in scalars.items():
             b.scalar_state[key][i:j] = value
 

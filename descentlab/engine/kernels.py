@@ -109,8 +109,9 @@ class Kernel:
     ``h`` the hyperparameters to floats, ``step`` is the 1-based step.
     """
 
-    def __init__(self, rule: Rule, flags: Flags, key: KernelKey, dtype: torch.dtype,
-                 device: torch.device) -> None:
+    def __init__(
+        self, rule: Rule, flags: Flags, key: KernelKey, dtype: torch.dtype, device: torch.device
+    ) -> None:
         self.key = key
         self.rule, self.flags = rule, dict(flags)
         self.maximize = key[2]
@@ -122,6 +123,10 @@ class Kernel:
         self._scalar_inputs: list[int] = []
         self._buffer_inputs: list[int] = []
         self._ready = threading.Event()
+        self._build_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        #: The exception a background build raised, if any.
+        self.error: BaseException | None = None
 
     # -- building ---------------------------------------------------------------------
 
@@ -140,16 +145,56 @@ class Kernel:
         def buf() -> Tensor:
             return torch.rand(n, dtype=self.dtype, device=self.device) + 0.5
 
-        scalars = [(scalar_state or {}).get(k, _scalar(1.0, self.device)).clone()
-                   for k in self.scalar_keys]
-        return [buf(), buf(), *[buf() for _ in self.state_keys], *scalars,
-                _scalar(1.0, self.device), *[_scalar(0.5, self.device) for _ in self.h_keys]]
+        scalars = [
+            (scalar_state or {}).get(k, _scalar(1.0, self.device)).clone() for k in self.scalar_keys
+        ]
+        return [
+            buf(),
+            buf(),
+            *[buf() for _ in self.state_keys],
+            *scalars,
+            _scalar(1.0, self.device),
+            *[_scalar(0.5, self.device) for _ in self.h_keys],
+        ]
 
     def build(self) -> None:
-        """Trace, split and compile (the slow part: seconds cold, about one warm)."""
+        """Trace, split and compile (the slow part: seconds cold, about one warm).
+
+        Safe to call from several threads: the kernel is built once.
+        """
+        with self._build_lock:
+            if self.ready:
+                return
+            start = time.perf_counter()
+            self._trace_and_compile()
+            self.compile_seconds = time.perf_counter() - start
+            self._ready.set()
+
+    def build_in_background(self) -> None:
+        """Start :meth:`build` in a daemon thread (once); failures are kept in :attr:`error`."""
+
+        def target() -> None:
+            try:
+                self.build()
+            except Exception as exc:  # noqa: BLE001 (kept for the caller to report)
+                self.error = exc
+
+        with _LOCK:
+            if self._thread is None and not self.ready:
+                self._thread = threading.Thread(target=target, name="descentlab-compile")
+                self._thread.daemon = True
+                self._thread.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a background build; True when the kernel is ready."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.ready
+
+    def _trace_and_compile(self) -> None:
+        import torch._inductor.config
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        start = time.perf_counter()
         traced = make_fx(
             torch.func.functionalize(self._update, remove="mutations_and_views"),
             tracing_mode="fake",
@@ -157,12 +202,11 @@ class Kernel:
         self._split(traced)
         compiled = torch.compile(self._elementwise_module, dynamic=True, fullgraph=True)
         examples = self._examples(COMPILE_SIZE)
-        with _inductor_cache(), torch.no_grad():
+        # compile_threads=1: compile in this process, so nothing outlives an interrupted build
+        with _inductor_cache(), torch._inductor.config.patch(compile_threads=1), torch.no_grad():
             scalar_out = self._scalar_part(*[examples[i] for i in self._scalar_inputs])
             compiled(*[examples[i] for i in self._buffer_inputs], *scalar_out)
         self._elementwise = compiled
-        self.compile_seconds = time.perf_counter() - start
-        self._ready.set()
 
     def _split(self, gm: fx.GraphModule) -> None:
         """Separate the 0-dim computations from the elementwise ones (see the module docstring)."""
@@ -180,18 +224,29 @@ class Kernel:
             if node.op == "placeholder" or all(i in scalar for i in node.all_input_nodes):
                 if is_scalar_value(node):
                     scalar.add(node)
-        needed = [n for n in nodes if n in scalar and n.op != "placeholder"
-                  and any(u not in scalar and u.op != "output" for u in n.users)]
-        needed += [n for n in placeholders if n in scalar
-                   and any(u not in scalar and u.op != "output" for u in n.users)]
+        needed = [
+            n
+            for n in nodes
+            if n in scalar
+            and n.op != "placeholder"
+            and any(u not in scalar and u.op != "output" for u in n.users)
+        ]
+        needed += [
+            n
+            for n in placeholders
+            if n in scalar and any(u not in scalar and u.op != "output" for u in n.users)
+        ]
 
         sgraph, senv = fx.Graph(), {}
         for node in placeholders:
             if node in scalar:
                 senv[node] = sgraph.node_copy(node)
         # the elementwise part must see scalar inputs as they were on entry, not as updated here
-        outputs = {n: sgraph.call_function(torch.ops.aten.clone.default, (senv[n],))
-                   for n in needed if n.op == "placeholder"}
+        outputs = {
+            n: sgraph.call_function(torch.ops.aten.clone.default, (senv[n],))
+            for n in needed
+            if n.op == "placeholder"
+        }
         for node in nodes:
             if node in scalar and node.op != "placeholder":
                 senv[node] = sgraph.node_copy(node, lambda n: senv[n])
@@ -228,16 +283,27 @@ class Kernel:
         step: int,
     ) -> None:
         device = param.device
-        args = [param, grad, *[state[k] for k in self.state_keys],
-                *[scalars[k] for k in self.scalar_keys], _scalar(float(step), device),
-                *[_scalar(h[k], device) for k in self.h_keys]]
+        args = [
+            param,
+            grad,
+            *[state[k] for k in self.state_keys],
+            *[scalars[k] for k in self.scalar_keys],
+            _scalar(float(step), device),
+            *[_scalar(h[k], device) for k in self.h_keys],
+        ]
         scalar_out = self._scalar_part(*[args[i] for i in self._scalar_inputs])
         self._elementwise(*[args[i] for i in self._buffer_inputs], *scalar_out)
 
 
 def get_kernel(
-    rule: Rule, flags: Flags, maximize: bool, dtype: torch.dtype, device: torch.device,
-    state_keys: Sequence[str], scalar_keys: Sequence[str], h_keys: Sequence[str],
+    rule: Rule,
+    flags: Flags,
+    maximize: bool,
+    dtype: torch.dtype,
+    device: torch.device,
+    state_keys: Sequence[str],
+    scalar_keys: Sequence[str],
+    h_keys: Sequence[str],
 ) -> Kernel:
     """The (process-wide, shared) kernel for this structure, created unbuilt if new."""
     key = kernel_key(rule, flags, maximize, dtype, device, state_keys, scalar_keys, h_keys)

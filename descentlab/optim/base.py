@@ -39,7 +39,11 @@ class RuleOptimizer(torch.optim.Optimizer):
             parameter-group dicts.
         defaults: the default hyperparameters of every group.
         engine: how steps run: ``"reference"`` (a per-tensor loop, the
-            specification) or ``"auto"``.
+            specification), ``"flat"`` (parameters, gradients and state in
+            contiguous buffers, one eager update per buffer), ``"compiled"``
+            (the same with one compiled, fused kernel per buffer) or
+            ``"auto"`` (default: flat at once, compiled once a background
+            compile is ready; see :mod:`descentlab.engine`).
     """
 
     rule: ClassVar[Rule]
