@@ -97,6 +97,14 @@ def test_gradient_descent_is_attracted_along_the_monkey_ridge():
     assert 0.0 < x < 0.05  # creeping towards the saddle, never reaching it
 
 
+@pytest.mark.parametrize("name", ["line_search_gd", "lbfgs", "nonlinear_cg"])
+def test_line_searches_cross_the_monkey_ridge_saddle(name):
+    """Along y = 0 the function is x^3: a line search along -g = (-3x^2, 0) is free to step
+    past x = 0, where x^3 keeps decreasing, so these methods do not stall like plain GD."""
+    p, _, steps = run(monkey, METHODS[name], [0.5, 0.0], 100, stop_below=-10.0)
+    assert float(monkey(p)) < -10.0 and float(p[0]) < 0 and float(p[1]) == 0.0
+
+
 @pytest.mark.parametrize("trust_region", [False, True])
 def test_newton_halves_its_way_into_the_monkey_saddle(trust_region):
     """On y = 0 the Hessian is diag(6x, -6x) and g = (3x^2, 0): CG converges in one step
