@@ -117,8 +117,12 @@ class NewtonCG(ClosureOptimizer):
     N&W Thm. 7.2), or ``cg_tol * ||g||`` if ``cg_tol`` is given.
 
     * **Line-search variant** (default, N&W Alg. 7.1): CG stops at negative
-      curvature (``p = -g`` if it happens first), and a line search along
-      ``lr * p`` starts from the Newton step ``1``.
+      curvature (scaled steepest descent if it happens on the first CG step), and
+      a line search along ``lr * p`` starts from
+      ``min(1, 1.01 * 2 (f_k - f_{k-1}) / g.p)`` (N&W eq. 3.60): the Newton step,
+      unless the last decrease predicts that a shorter one will do. (This
+      initial step saves backtracking on Rosenbrock-like valleys, where a
+      truncated Newton step overshoots; scipy's Newton-CG uses the same guess.)
     * **Trust-region variant** (``trust_region=True``, Steihaug–Toint CG, N&W
       Alg. 7.2 inside Alg. 4.1): ``p`` minimises the quadratic model within
       ``||p|| <= radius``; negative curvature sends ``p`` to the boundary, so the

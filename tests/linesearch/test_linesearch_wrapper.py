@@ -133,3 +133,24 @@ def test_stochastic_armijo_trains_least_squares_with_minibatches():
     assert full < 1e-8 * full0
     state = opt.state[w]
     assert state["line_search_failures"] == 0 and state["t"] > 0
+
+
+def _descentlab_optimizers():
+    import descentlab
+
+    names = getattr(descentlab, "available_optimizers", lambda: [])()
+    return names
+
+
+@pytest.mark.parametrize("name", _descentlab_optimizers())
+def test_wrapper_with_every_descentlab_optimizer(name):
+    import descentlab
+
+    a, b, x_star = quadratic()
+    x = torch.zeros(5, requires_grad=True)
+    inner = descentlab.make_optimizer(name, [x], lr=0.1)
+    wrapped = WithLineSearch(inner, "armijo")
+    closure = make_closure(wrapped, x, a, b)
+    losses = [float(wrapped.step(closure)) for _ in range(25)]
+    assert all(l1 <= l0 + 1e-12 for l0, l1 in zip(losses, losses[1:], strict=False))
+    assert losses[-1] < losses[0]
