@@ -38,7 +38,16 @@ def quadratic_problem(
 ) -> Problem:
     """A fake analytic problem whose gradient-descent path is known exactly."""
     return Problem(
-        name="fake_quadratic", version=1, description="½ h w² (test)", kind="analytic",
-        steps=steps, batch_size=None, metric="loss", target=target, higher_is_better=False,
-        eval_every=eval_every, config=(("h", h),), builder=build_quadratic,
+        name="fake_quadratic",
+        version=1,
+        description="½ h w² (test)",
+        kind="analytic",
+        steps=steps,
+        batch_size=None,
+        metric="loss",
+        target=target,
+        higher_is_better=False,
+        eval_every=eval_every,
+        config=(("h", h),),
+        builder=build_quadratic,
     )

@@ -46,12 +46,21 @@ def _one_step(opt: torch.optim.Optimizer, w: torch.nn.Parameter) -> torch.Tensor
 @pytest.mark.parametrize(
     ("name", "sampled", "reference"),
     [
-        ("nesterov", {"lr": 0.1, "momentum": 0.9},
-         lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True)),
-        ("adam", {"lr": 0.01, "beta1": 0.7},
-         lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.7, 0.999))),
-        ("rmsprop", {"lr": 0.01, "alpha": 0.95},
-         lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.95)),
+        (
+            "nesterov",
+            {"lr": 0.1, "momentum": 0.9},
+            lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+        ),
+        (
+            "adam",
+            {"lr": 0.01, "beta1": 0.7},
+            lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.7, 0.999)),
+        ),
+        (
+            "rmsprop",
+            {"lr": 0.01, "alpha": 0.95},
+            lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.95),
+        ),
     ],
 )
 def test_sampled_setting_maps_to_torch_arguments(name, sampled, reference) -> None:

@@ -50,8 +50,14 @@ def test_memory_and_trajectory_on_a_2d_function() -> None:
     from descentlab.problems import get_problem
 
     problem = get_problem("square")
-    record = run(problem, get_entrant("adam"), {"lr": 0.05, "beta1": 0.9}, 0,
-                 measure_memory=True, record_trajectory=True)
+    record = run(
+        problem,
+        get_entrant("adam"),
+        {"lr": 0.05, "beta1": 0.9},
+        0,
+        measure_memory=True,
+        record_trajectory=True,
+    )
     assert record.peak_bytes is not None and record.peak_bytes > 0
     assert record.trajectory is not None and len(record.trajectory) == problem.steps + 1
     assert record.trajectory[-1] == pytest.approx([0, 0], abs=0.5)
