@@ -165,3 +165,52 @@ def test_errors():
         NewtonCG([x], cg_tol=2.0)
     with pytest.raises(TypeError, match="trust_region"):
         NewtonCG([x], trust_region="yes")
+
+
+def test_hvp_through_an_nn_module_matches_functional_hessian():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Tanh(), torch.nn.Linear(3, 2))
+    model = model.double()
+    data, target = torch.randn(16, 4), torch.randint(0, 2, (16,))
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    params = list(model.parameters())
+
+    def loss_of(flat):
+        chunks, offset = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            k = s.numel()
+            chunks[n] = flat[offset:offset + k].view(s)
+            offset += k
+        out = torch.func.functional_call(model, chunks, (data,))
+        return torch.nn.functional.cross_entropy(out, target)
+
+    ev = evaluate_closure(
+        lambda: torch.nn.functional.cross_entropy(model(data), target), params, create_graph=True
+    )
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    hess = torch.autograd.functional.hessian(loss_of, flat)
+    v = torch.randn(flat.numel())
+    torch.testing.assert_close(hessian_vector_product(ev.graph_grads, params, v), hess @ v,
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("trust_region", [False, True])
+def test_newton_cg_trains_a_small_network_monotonically(trust_region):
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(),
+                                torch.nn.Linear(8, 3)).double()
+    data, target = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    opt = NewtonCG(model.parameters(), max_iter=1, trust_region=trust_region)
+
+    def closure():
+        return torch.nn.functional.cross_entropy(model(data), target)
+
+    with torch.no_grad():
+        losses = [float(closure())]
+    for _ in range(30):
+        opt.step(closure)
+        with torch.no_grad():
+            losses.append(float(closure()))
+    assert all(b <= a for a, b in zip(losses, losses[1:], strict=False))
+    assert losses[-1] < 0.5 * losses[0]
