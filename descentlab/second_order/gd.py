@@ -205,10 +205,10 @@ class PerturbedGD(ClosureOptimizer):
             add_to_params(params, self._ball(x.numel(), group["radius"], x))
             state["last_perturbation"] = t
             state["perturbations"] += 1
-            if self._generator is not None:
-                state["rng_state"] = self._generator.get_state()
             ev = self._evaluate(closure)
         add_to_params(params, ev.g * self._lr(), -1.0)
         state["step"] = t + 1
         state["n_iter"] += 1
+        if self._generator is not None:
+            state["rng_state"] = self._generator.get_state()
         return orig_loss

@@ -149,9 +149,10 @@ class NewtonCG(ClosureOptimizer):
 
     Args:
         params: parameters or groups (all groups form one vector; a group's
-            ``lr`` scales its part of the step; other settings come from the first
-            group).
-        lr: step scale (default 1, the Newton step).
+            ``lr`` scales its part of the line-search direction; other settings
+            come from the first group).
+        lr: step scale of the line-search variant (default 1, the Newton step);
+            the trust-region variant ignores it (the radius sets the step).
         max_iter: iterations per ``step`` (default 20).
         max_eval: closure calls per ``step`` (default ``max_iter * 5 // 4``).
         tolerance_grad, tolerance_change: as in ``torch.optim.LBFGS``.
@@ -244,7 +245,6 @@ class NewtonCG(ClosureOptimizer):
                 radius = state["radius"]
                 p, m_p, its = steihaug_cg(self._hvp(ev), ev.g, radius, tol, cg_max)
                 state["cg_iters"] += its
-                p = p * lr
                 set_params(self._params(), x + p)
                 new_ev = self._evaluate(closure, create_graph=True)
                 pred = -m_p

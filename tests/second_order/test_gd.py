@@ -125,3 +125,41 @@ def test_errors():
         PerturbedGD([x], wait=-1)
     with pytest.raises(ValueError, match="lr"):
         LineSearchGD([x], lr=-0.5)
+
+
+def test_line_search_gd_two_groups_equal_one_group():
+    a, b = spd(5, seed=3)
+    x = torch.zeros(5, requires_grad=True)
+    one = LineSearchGD([x], lr=0.5, max_iter=10)
+    one.step(lambda: 0.5 * x @ a @ x - b @ x)
+    u = torch.zeros(2, requires_grad=True)
+    v = torch.zeros(3, requires_grad=True)
+    two = LineSearchGD([{"params": [u]}, {"params": [v]}], lr=0.5, max_iter=10)
+
+    def closure():
+        z = torch.cat([u, v])
+        return 0.5 * z @ a @ z - b @ z
+
+    two.step(closure)
+    torch.testing.assert_close(torch.cat([u, v]).detach(), x.detach(), rtol=0, atol=1e-15)
+
+
+def test_seeded_resume_before_any_perturbation():
+    def make(v):
+        return PerturbedGD([v], lr=0.1, grad_threshold=1e-3, radius=0.1, wait=2, seed=7)
+
+    x = torch.zeros(2, requires_grad=True)
+    opt = make(x)
+    x.data.fill_(1.0)  # far from the saddle: no perturbation in the first steps
+    fn = lambda: x[0] ** 2 - x[1] ** 2 + x[1] ** 4  # noqa: E731
+    opt.step(fn)
+    sd = copy.deepcopy(opt.state_dict())
+    y = x.detach().clone().requires_grad_(True)
+    opt2 = PerturbedGD([y], lr=0.1, grad_threshold=1e-3, radius=0.1, wait=2, seed=99)
+    opt2.load_state_dict(sd)
+    fn2 = lambda: y[0] ** 2 - y[1] ** 2 + y[1] ** 4  # noqa: E731
+    for _ in range(200):
+        opt.step(fn)
+        opt2.step(fn2)
+    assert opt.state[x]["perturbations"] > 0
+    torch.testing.assert_close(y.detach(), x.detach(), rtol=0, atol=0)
