@@ -83,7 +83,11 @@ class _Cursor:
     def advance(self, history: History) -> tuple[range, list[Check]]:
         new_losses = range(self.losses, len(history.losses))
         self.losses = len(history.losses)
-        new_checks = [c for c in reversed(history.checks) if c.step > self.check_step]
+        new_checks = []
+        for c in reversed(history.checks):
+            if c.step <= self.check_step:
+                break
+            new_checks.append(c)
         new_checks.reverse()
         if history.checks:
             self.check_step = max(self.check_step, history.checks[-1].step)

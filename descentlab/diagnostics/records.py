@@ -62,17 +62,14 @@ class LayerStats:
 
 @dataclasses.dataclass
 class ActivationStats:
-    """Output statistics of one activation module in a monitored forward pass.
+    """Output statistics of one ReLU module in a monitored forward pass.
 
     ``dead_fraction`` is the share of units (features/channels) whose output
-    was ``<= 0`` for every example of the batch (only for ReLU-like modules,
-    ``nan`` otherwise).
+    was ``<= 0`` for every example of the batch.
     """
 
     name: str
-    mean: float
-    std: float
-    dead_fraction: float = math.nan
+    dead_fraction: float
 
 
 @dataclasses.dataclass

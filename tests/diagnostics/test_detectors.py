@@ -44,7 +44,7 @@ def _check(step, rhos, updates=None, grads_finite=True, not_in=(), dead=None):
         if updates is not None:
             st.update_norm = updates[i]
         layers[st.name] = st
-    acts = {f"a{i}": ActivationStats(f"a{i}", 0.0, 1.0, d) for i, d in enumerate(dead or [])}
+    acts = {f"a{i}": ActivationStats(f"a{i}", d) for i, d in enumerate(dead or [])}
     return Check(step, layers, [0.1], acts, grads_finite, not_in_optimizer=list(not_in))
 
 
