@@ -69,7 +69,7 @@ def test_sparse_and_zeros():
     conv_zero = (model[1].weight.view(8, -1) == 0).sum(0)
     assert torch.all(conv_zero == math.ceil(0.9 * 8))
     init_model(model, "zeros", bias=0.5)
-    assert float(model[0].weight.abs().sum()) == 0.0 and torch.all(model[0].bias == 0.5)
+    assert float(model[0].weight.detach().abs().sum()) == 0.0 and torch.all(model[0].bias == 0.5)
 
 
 def test_lsuv_gives_unit_output_variance_per_layer():
