@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -155,7 +155,6 @@ class Comparison:
     scipy_total_evals: int
     ours_hvps: int = 0
     scipy_hvps: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ours_reached(self) -> bool:
