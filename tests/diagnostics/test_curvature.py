@@ -160,3 +160,12 @@ def test_bad_arguments_are_named(small_net):
         op.matvec(torch.zeros(3))
     with pytest.raises(ValueError, match="lr"):
         edge_of_stability(1.0, -1.0)
+
+
+def test_spectral_density_plot(small_net):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    op = HessianOperator(small_net.loss, small_net.params)
+    ax = spectral_density(op, probes=2, steps=10).plot()
+    assert ax.get_xlabel() == "eigenvalue" and ax.lines

@@ -198,3 +198,36 @@ def test_non_finite_loss_with_finite_output_is_blamed_on_the_loss():
         opt.step()
         mon.record_loss(loss)
     assert mon.history.non_finite.module == "<loss>"
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw"])
+def test_works_with_descentlab_optimizers(name):
+    import descentlab
+
+    model = _mlp()
+    opt = descentlab.make_optimizer(name, model.parameters(), lr=0.01)
+    mon = TrainingMonitor(model, opt, interval=1)
+    _train(model, opt, mon, 3)
+    st = mon.history.checks[-1].layers["0"]
+    assert st.update_norm > 0 and math.isfinite(st.effective_lr)
+    if name == "sgd":
+        assert st.effective_lr == pytest.approx(0.01, rel=1e-4)
+    assert not mon.has(FindingKind.STALLED_OPTIMIZER)
+
+
+def test_exploding_gradients_end_to_end_and_quiet_with_kaiming():
+    from descentlab.init import init_model
+
+    def run(scheme, **kw):
+        torch.manual_seed(0)
+        model = nn.Sequential(*[nn.Linear(16, 16) for _ in range(12)], nn.Linear(16, 3))
+        init_model(model, scheme, **kw)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-6)
+        mon = TrainingMonitor(model, opt, interval=1)
+        x, y = torch.randn(32, 16), torch.randint(0, 3, (32,))
+        _train(model, opt, mon, 2, x, y)
+        return mon
+
+    # a deep linear net with gain 3 per layer: gradients grow by ~3^12 relative to the weights
+    assert run(lambda w: nn.init.orthogonal_(w, gain=3.0)).has(FindingKind.EXPLODING_GRADIENTS)
+    assert not run("orthogonal", nonlinearity="linear").has(FindingKind.EXPLODING_GRADIENTS)
