@@ -33,7 +33,7 @@ from rich.progress import Progress
 
 from descentlab.second_order.scipy_check import EVAL_RATIO, PAIRS, TOLERANCE, compare, problems
 
-HEADER = ("problem", "method", "ours f", "scipy f", "|f-f*| check", "our evals",
+HEADER = ("problem", "method", "ours f", "scipy f", "\\|f-f*\\| check", "our evals",
           "scipy evals", "ratio", "pass")
 
 
