@@ -245,7 +245,7 @@ _FUNCTION_PROBLEMS: dict[str, tuple[int, int, float, float, str]] = {
     "rosenbrock": (1, 1000, 1e-3, 0.05, "Rosenbrock's banana valley, minimum 0 at (1, 1)"),
     "rastrigin": (
         1, 300, 10.0, 0.05, "Rastrigin: leave the start's basin (f ≈ 18) for one with f ≤ 10"),
-    "beale": (1, 1000, 1e-3, 0.05, "Beale: flat plateaus and steep walls, minimum at (3, 0.5)"),
+    "beale": (1, 300, 1e-3, 0.05, "Beale: flat plateaus and steep walls, minimum at (3, 0.5)"),
     "himmelblau": (1, 300, 1e-3, 0.05, "Himmelblau: four global minima of value 0"),
 }
 

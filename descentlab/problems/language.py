@@ -71,7 +71,9 @@ class LanguageModelTask:
         tokens: the whole encoded text.
         val_fraction: share of the stream (at its end) held out.
         context: window length.
-        batch_size: windows per step.
+        batch_size: windows per step; ``None`` means full batch: every
+            non-overlapping training window, every step (costly: about 100 times
+            a 16-window step).
         seed: seed of the training window offsets.
     """
 
@@ -79,7 +81,7 @@ class LanguageModelTask:
 
     def __init__(
         self, model: nn.Module, tokens: Tensor, val_fraction: float, context: int,
-        batch_size: int, seed: int,
+        batch_size: int | None, seed: int,
     ) -> None:
         self.model = model
         self.loss_fn = nn.CrossEntropyLoss()
@@ -92,6 +94,7 @@ class LanguageModelTask:
         n_train = min(n_val, _TRAIN_EVAL_WINDOWS)
         self._train_starts = torch.linspace(0, len(self._train) - context - 2, n_train).long()
         self._params = list(model.parameters())
+        self._full = torch.arange((len(self._train) - 1) // context) * context
 
     def parameters(self) -> list[torch.nn.Parameter]:
         """The model's parameters."""
@@ -107,9 +110,13 @@ class LanguageModelTask:
         return self.loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
     def train_step(self, optimizer: torch.optim.Optimizer) -> float:
-        """One ``optimizer.step(closure)`` on ``batch_size`` random training windows."""
-        high = len(self._train) - self._context - 1
-        starts = torch.randint(0, high, (self._batch,), generator=self._gen)
+        """One ``optimizer.step(closure)`` on ``batch_size`` random training windows
+        (or on all of them, for full batch)."""
+        if self._batch is None:
+            starts = self._full
+        else:
+            high = len(self._train) - self._context - 1
+            starts = torch.randint(0, high, (self._batch,), generator=self._gen)
         x, y = self._windows(self._train, starts)
         return closure_step(optimizer, lambda: self._loss(x, y))
 

@@ -11,7 +11,7 @@ import torch
 
 from descentlab.problems import get_problem
 from descentlab.problems.data import STDLIB_FILES, VOCAB, encode_text, stdlib_text
-from descentlab.problems.language import CharTransformer
+from descentlab.problems.language import CharTransformer, LanguageModelTask
 
 
 def test_text_is_read_from_the_stdlib_and_cut_to_the_budget():
@@ -39,7 +39,7 @@ def test_initial_loss_is_near_uniform_and_falls_with_adam():
     start = task.evaluate()
     assert abs(start["val_loss"] - math.log(len(VOCAB))) < 0.6
     opt = torch.optim.Adam(task.parameters(), lr=0.01)
-    losses = [task.train_step(opt) for _ in range(25)]
+    losses = [task.train_step(opt) for _ in range(8)]
     assert task.evaluate()["train_loss"] < start["train_loss"] - 0.5
     assert losses[-1] < losses[0]
 
@@ -53,3 +53,18 @@ def test_model_is_causal():
     a, b = model(tokens), model(changed)
     torch.testing.assert_close(a[:, :10], b[:, :10])
     assert not torch.allclose(a[:, 10:], b[:, 10:])
+
+
+def test_full_batch_uses_every_training_window_and_is_deterministic():
+    tokens = encode_text(stdlib_text(STDLIB_FILES, 60_000)[:2_000])
+    losses = []
+    for seed in (0, 1):
+        torch.manual_seed(0)
+        model = CharTransformer(len(VOCAB), 16, 16, 2, 1)
+        task = LanguageModelTask(model, tokens, 0.1, 16, None, seed)
+        losses.append(task.train_step(torch.optim.SGD(task.parameters(), lr=0.0)))
+    assert len(task._full) == (1_800 - 1) // 16
+    assert losses[0] == losses[1]  # full batch: no sampling, so the seed does not matter
+    x, y = task._windows(task._train, task._full)
+    with torch.no_grad():
+        assert losses[0] == pytest.approx(float(task._loss(x, y)), rel=1e-6)

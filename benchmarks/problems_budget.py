@@ -1,0 +1,118 @@
+"""Cost and reachability of every registered problem, measured in one process on one thread.
+
+For each problem and each of Adam, plain SGD and SGD with heavy-ball momentum 0.9, a
+log-spaced learning-rate grid (10⁻⁴ … 10^½ in steps of 10^½) is run on two
+seeds; a setting counts when *both* seeds reach the problem's target at one of
+its evaluation points. The table reports the best setting's steps to target
+(the worse of the two seeds) as a share of the step budget, and the wall time
+of one full-budget run (Adam at its best rate, evaluating every ``eval_every``
+steps, median of three). From these it estimates the default ``descentlab
+compare`` cost: 8 entrants × (10 trials + 3 seeds) runs per problem of the
+default suite, on 2 workers.
+
+    .venv/bin/python benchmarks/problems_budget.py [--problems a,b] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from descentlab.problems import DEFAULT_SUITE, available_problems, get_problem
+from descentlab.problems.trajectory import named_optimizer
+
+GRID = tuple(10.0 ** (k / 2) for k in range(-8, 2))
+OPTIMIZERS = {"adam": ("adam", {}), "sgd": ("sgd", {}), "momentum": ("sgd", {"momentum": 0.9})}
+SEEDS = (0, 1)
+
+
+def steps_to_target(problem, name, hparams, seed, stop_early=True):
+    """First evaluation step meeting the target (None if never) and wall time of the run."""
+    task = problem.build(seed)
+    opt = named_optimizer(name, **hparams)(task.parameters())
+    start = time.perf_counter()
+    hit = None
+    for step in range(1, problem.steps + 1):
+        task.train_step(opt)
+        if step % problem.eval_every == 0 or step == problem.steps:
+            value = task.evaluate()[problem.metric]
+            if hit is None and problem.reached(value):
+                hit = step
+                if stop_early:
+                    break
+    return hit, time.perf_counter() - start
+
+
+def measure(problem):
+    row = {"problem": problem.name, "kind": problem.kind, "steps": problem.steps,
+           "metric": problem.metric, "target": problem.target}
+    for label, (name, fixed) in OPTIMIZERS.items():
+        best = None
+        for lr in GRID:
+            hits = [steps_to_target(problem, name, {**fixed, "lr": lr}, s)[0] for s in SEEDS]
+            if all(h is not None for h in hits) and (best is None or max(hits) < best[0]):
+                best = (max(hits), lr)
+        row[label] = None if best is None else {"steps": best[0], "lr": best[1]}
+    lr = row["adam"]["lr"] if row["adam"] else 1e-3
+    times = [steps_to_target(problem, "adam", {"lr": lr}, 0, stop_early=False)[1]
+             for _ in range(3)]
+    row["seconds_per_run"] = statistics.median(times)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--problems", default=",".join(available_problems()))
+    parser.add_argument("--out", default="benchmarks/results/problems_budget.json")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from rich.progress import track
+
+    names = [n for n in args.problems.split(",") if n]
+    rows = [measure(get_problem(n)) for n in track(names, description="problems")]
+
+    def cell(r, key):
+        hit = r[key]
+        if hit is None:
+            return "not reached"
+        return f"{hit['steps']} ({100 * hit['steps'] / r['steps']:.0f}%) @ lr {hit['lr']:.3g}"
+
+    header = ("problem", "budget", "target", "Adam: steps to target", "SGD: steps",
+              "momentum SGD: steps", "s/run")
+    lines = [header] + [
+        (r["problem"] + (" *" if r["problem"] in DEFAULT_SUITE else ""), str(r["steps"]),
+         f"{r['metric']} {'≥' if get_problem(r['problem']).higher_is_better else '≤'} "
+         f"{r['target']:g}", cell(r, "adam"), cell(r, "sgd"), cell(r, "momentum"),
+         f"{r['seconds_per_run']:.3f}")
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in lines[1:]:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) + " |")
+    default = [r for r in rows if r["problem"] in DEFAULT_SUITE]
+    estimate = None
+    if len(default) == len(DEFAULT_SUITE):
+        estimate = sum(r["seconds_per_run"] for r in default) * 8 * (10 + 3) / 2
+        print(f"\ndefault suite: {sum(r['seconds_per_run'] for r in default):.2f} s for one run "
+              f"of each problem; estimated run time of the default compare (8 entrants × "
+              f"13 runs, 2 workers, no overhead): {estimate:.0f} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({
+        "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+        "threads": 1, "grid": GRID, "seeds": SEEDS, "rows": rows,
+        "default_suite": DEFAULT_SUITE, "default_compare_estimate_seconds": estimate,
+    }, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
