@@ -187,6 +187,8 @@ def _print_table(fn: Any, rows: list) -> None:
             print(f"{label:<{width}}  {'diverged':>12}  {'':>18}")
             continue
         value = float(fn(torch.tensor(last, dtype=torch.float64)))
-        dist = (min(float(np.hypot(*(last - np.array(m)))) for m in fn.minima)
-                if fn.minima else float("nan"))
-        print(f"{label:<{width}}  {value:>12.4g}  {dist:>18.4g}")
+        if fn.minima:
+            dist = f"{min(float(np.hypot(*(last - np.array(m)))) for m in fn.minima):.4g}"
+        else:
+            dist = "— (unbounded)"
+        print(f"{label:<{width}}  {value:>12.4g}  {dist:>18}")

@@ -19,9 +19,11 @@ himmelblau              (x² + y − 11)² + (x + y² − 7)²               0 a
 ======================  ==========================================  =====================
 
 The saddles are unbounded below: their problems ask the optimizer to *escape*
-(reach ``f <= -1`` from a start next to the saddle point), which plain gradient
-descent only does because the seeded start is perturbed off the stable axis
-(seed 001: "escape saddles with random perturbations").
+(reach ``f <= -1``) from a start just off the saddle's stable axis ``y = 0``
+(at ``y = 0.05``). Exactly on that axis the gradient never leaves it and
+gradient descent converges to the saddle point; the small offset plays the
+role of the perturbations that seed article 001 lists among the ways out of a
+saddle. After escaping, a run keeps descending and may reach ``-inf``.
 
 For these problems ``seed`` perturbs the start by ``jitter · N(0, I)``; the
 trajectory helpers use the exact canonical start.
@@ -117,9 +119,9 @@ FUNCTIONS: dict[str, Function2D] = {
         Function2D("ill_conditioned_quadratic", "0.1·x² + 2·y²", _ill_conditioned,
                    ((-5.0, 5.0), (-2.5, 2.5)), (-4.5, 1.5), ((0.0, 0.0),), 0.0),
         Function2D("saddle", "x² − y²", _saddle, ((-2.0, 2.0), (-2.0, 2.0)),
-                   (1.5, 0.0), (), None),
+                   (1.5, 0.05), (), None),
         Function2D("monkey_saddle", "x³ − 3·x·y²", _monkey_saddle,
-                   ((-2.0, 2.0), (-2.0, 2.0)), (0.5, 0.0), (), None),
+                   ((-2.0, 2.0), (-2.0, 2.0)), (0.5, 0.05), (), None),
         Function2D("rosenbrock", "(1 − x)² + 100·(y − x²)²", _rosenbrock,
                    ((-2.0, 2.0), (-1.0, 3.0)), (-1.5, 2.0), ((1.0, 1.0),), 0.0,
                    log_scale=True),

@@ -124,7 +124,7 @@ def test_gradient_descent_escapes_the_saddle_only_off_axis():
         task.train_step(opt)
     assert problem.reached(task.evaluate()["loss"])
     fn = FUNCTIONS["saddle"]
-    w = torch.nn.Parameter(torch.tensor(fn.start))  # exactly on the stable axis: y = 0
+    w = torch.nn.Parameter(torch.tensor([fn.start[0], 0.0]))  # on the stable axis y = 0
     opt = torch.optim.SGD([w], lr=0.1)
     for _ in range(problem.steps):
         opt.zero_grad()
