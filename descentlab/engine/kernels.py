@@ -200,7 +200,11 @@ class Kernel:
             tracing_mode="fake",
         )(*self._examples(64))
         self._split(traced)
-        compiled = torch.compile(self._elementwise_module, dynamic=True, fullgraph=True)
+        # compile the generated forward (a code object of its own), not the module: dynamo
+        # keys its cache on code objects, and nn.Module's call path is shared by all kernels
+        # (no fullgraph=True: the graph has no breaks, and that check keeps a process-wide
+        # counter that a compile in a background thread can confuse)
+        compiled = torch.compile(self._elementwise_module.forward, dynamic=True)
         examples = self._examples(COMPILE_SIZE)
         # compile_threads=1: compile in this process, so nothing outlives an interrupted build
         with _inductor_cache(), torch._inductor.config.patch(compile_threads=1), torch.no_grad():

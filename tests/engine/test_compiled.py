@@ -1,0 +1,174 @@
+"""The compiled and auto engines: parity, no recompilation, the scalar split, the auto policy."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+import descentlab
+from descentlab.engine import auto as auto_module
+from descentlab.engine import kernels
+from tests.engine.helpers import loss, rel_diff, train
+
+#: Compiled in CI: cover first-step branches (SGD), scalar state (NAdam), torch.where (RAdam).
+CI_SUBSET = ["sgd", "nadam", "radam", "adadelta"]
+
+
+@pytest.mark.parametrize("name", CI_SUBSET)
+def test_compiled_training_matches_reference(name):
+    ref, _ = train(name, "reference", zero_grad="assign")
+    ours, _ = train(name, "compiled", zero_grad="assign")
+    assert rel_diff(ours, ref) <= 1e-12
+
+
+def test_compiled_float32_matches_reference():
+    ref, _ = train("nadam", "reference", dtype=torch.float32)
+    ours, _ = train("nadam", "compiled", dtype=torch.float32)
+    assert rel_diff(ours, ref) <= 1e-6
+
+
+def test_no_recompilation_when_hyperparameters_step_or_sizes_change():
+    torch.manual_seed(0)
+    params = [torch.randn(n, dtype=torch.float64, requires_grad=True) for n in (10, 300, 7)]
+    opt = descentlab.NAdam(params, lr=0.1, engine="compiled")
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt.step()
+    with torch.compiler.set_stance("fail_on_recompile"):
+        for t in range(6):
+            for j, p in enumerate(params):  # alternating idle parameters split the buffer in runs
+                p.grad = None if (t + j) % 2 else torch.randn_like(p)
+            group = opt.param_groups[0]
+            group["lr"] = 0.1 / (t + 1)
+            group["betas"] = (0.8 + 0.01 * t, 0.99)
+            group["momentum_decay"] = 0.004 * (t + 1)
+            opt.step()
+        other = [torch.randn(12345, dtype=torch.float64, requires_grad=True)]
+        opt2 = descentlab.NAdam(other, lr=0.3, engine="compiled")
+        other[0].grad = torch.ones_like(other[0])
+        for _ in range(3):
+            opt2.step()
+
+
+def test_scalar_expressions_are_split_out_of_the_elementwise_loop():
+    net, opt = train("radam", "compiled", steps=2)
+    (kernel,) = [
+        k for k in kernels._KERNELS.values() if k.key[0] == "RAdamRule" and k.dtype == torch.float64
+    ]
+    elementwise = {
+        n.target for n in kernel._elementwise_module.graph.nodes if n.op == "call_function"
+    }
+    scalar = {n.target for n in kernel._scalar_part.graph.nodes if n.op == "call_function"}
+    assert any("pow" in str(t) for t in scalar)
+    assert not any("pow" in str(t) for t in elementwise)
+    assert kernel.compile_seconds is not None and kernel.compile_seconds > 0
+    assert not torch._dynamo.utils.counters["graph_break"]  # one graph per kernel
+
+
+def test_cache_directory_is_stable_and_overridable(monkeypatch, tmp_path):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("DESCENTLAB_CACHE_DIR", str(tmp_path))
+    assert kernels.cache_dir() == tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "explicit"))
+    assert kernels.cache_dir() == tmp_path / "explicit"
+
+
+def _big_problem(n: int = 64) -> tuple[list[torch.Tensor], torch.optim.Optimizer]:
+    torch.manual_seed(2)
+    params = [torch.randn(n, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    return params, descentlab.Adadelta(params, lr=0.5, engine="auto")
+
+
+def test_auto_stays_eager_below_the_threshold():
+    params, opt = _big_problem()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    kernel = opt._engine.kernel_for(
+        opt.rule,
+        opt.rule.flags(opt.param_groups[0]),
+        False,
+        params[0],
+        {"square_avg": 0, "acc_delta": 0},
+        {},
+        opt.rule.scalars(opt.param_groups[0]),
+    )
+    assert kernel._thread is None
+
+
+def test_auto_compiles_in_the_background_then_switches(monkeypatch):
+    monkeypatch.setattr(auto_module, "COMPILE_THRESHOLD", 16)
+    ref_params = [p.detach().clone().requires_grad_() for p in _big_problem()[0]]
+    ref = descentlab.Adadelta(ref_params, lr=0.5, engine="reference")
+    params, opt = _big_problem()
+    used = []
+    for t in range(40):
+        for p, q in zip(params, ref_params, strict=True):
+            p.grad = torch.cos(p.detach() * (t + 1))
+            q.grad = torch.cos(q.detach() * (t + 1))
+        kernel = (
+            next(
+                k
+                for k in kernels._KERNELS.values()
+                if k.key[0] == "AdadeltaRule" and k.dtype == torch.float64
+            )
+            if t
+            else None
+        )
+        used.append(bool(kernel and kernel.ready))
+        opt.step()
+        ref.step()
+        if t == 1:
+            assert kernel.wait(timeout=300)
+    assert used[2] and not used[0]
+    for p, q in zip(params, ref_params, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=0)
+
+
+def test_auto_keeps_eager_and_warns_once_when_compiling_fails(monkeypatch):
+    monkeypatch.setattr(auto_module, "COMPILE_THRESHOLD", 16)
+
+    def broken(self):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(kernels.Kernel, "_trace_and_compile", broken)
+    monkeypatch.setattr(kernels, "_KERNELS", {})
+    params, opt = _big_problem()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for t in range(4):
+            for p in params:
+                p.grad = torch.ones_like(p) * t
+            opt.step()
+            for k in kernels._KERNELS.values():
+                k.wait(timeout=60)
+    messages = [str(w.message) for w in caught if "compiling" in str(w.message)]
+    assert len(messages) == 1 and "no compiler here" in messages[0]
+
+
+def test_auto_can_be_told_never_to_compile(monkeypatch):
+    monkeypatch.setattr(auto_module, "COMPILE_THRESHOLD", 16)
+    monkeypatch.setenv("DESCENTLAB_AUTO_COMPILE", "0")
+    monkeypatch.setattr(kernels, "_KERNELS", {})
+    params, opt = _big_problem()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert not kernels._KERNELS
+
+
+def test_default_engine_is_auto_and_matches_reference_on_small_models():
+    net, opt = train("adam", "auto")
+    ref, _ = train("adam", "reference")
+    assert opt.engine == "auto"
+    assert rel_diff(net, ref) == 0.0
+    assert descentlab.Adam([torch.zeros(1, requires_grad=True)]).engine == "auto"
+
+
+def test_model_zero_grad_and_backward_with_compiled_engine():
+    net, _ = train("adam", "compiled", zero_grad="model")
+    ref, _ = train("adam", "reference", zero_grad="model")
+    assert rel_diff(net, ref) <= 1e-12
+    assert loss(net, 0).isfinite()
