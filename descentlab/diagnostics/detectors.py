@@ -1,8 +1,11 @@
-"""Detectors: pure functions of a :class:`~descentlab.diagnostics.records.History`.
+"""Detectors: read a :class:`~descentlab.diagnostics.records.History`, return findings.
 
 Each detector is a small dataclass holding its thresholds; calling it on a
 history returns a :class:`~descentlab.diagnostics.findings.Finding` or
-``None``. The signs they look for are seed 004's list: a flat loss with high
+``None``. Detectors that look at the whole loss curve (non-finite values,
+divergence, plateau) remember how far they have read, so a long run is
+never rescanned; the others look only at the latest checks. Use one
+detector instance per run. The signs they look for are seed 004's list: a flat loss with high
 error, gradient norms near zero, stagnation, a jumping loss, and training
 loss falling while validation loss rises; plus non-finite values, dead ReLU
 units and an optimizer that does not move the weights.

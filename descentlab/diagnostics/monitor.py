@@ -16,10 +16,17 @@ Every ``interval`` optimizer steps (default :data:`DEFAULT_INTERVAL`) the
 monitor measures, per layer (module owning parameters): parameter and
 gradient norms before the step, the update norm of the step (hence the
 update-to-parameter ratio and the effective learning rate ``‖Δθ‖/‖g‖`` of
-adaptive methods), and — through forward hooks present only during that
-step's forward pass — activation statistics (dead ReLU units) and the first
-module producing a non-finite output. Detectors (:mod:`.detectors`) then turn
-the record into :class:`~descentlab.diagnostics.findings.Finding` objects.
+adaptive methods), and — through forward hooks on ReLU modules present only
+during that step's forward pass — the share of dead units. Detectors
+(:mod:`.detectors`) then turn the record into
+:class:`~descentlab.diagnostics.findings.Finding` objects.
+
+Every step, two light hooks on the model remember the last training input
+and output; before the optimizer applies an update, the output is screened
+for NaN/Inf (one reduction). When it is not finite, the forward pass is
+replayed on the same input with hooks on every module, so the first module
+that produced a non-finite value is named *before* the update spreads NaN
+into every layer.
 
 Only the public ``torch.optim.Optimizer`` API is used (step pre/post hooks and
 ``param_groups``), so torch's optimizers and descentlab's work alike.
@@ -240,8 +247,8 @@ class TrainingMonitor:
         interval: measure every ``interval`` optimizer steps (default
             :data:`DEFAULT_INTERVAL`; 1 measures every step).
         detectors: the detectors to run (default :func:`default_detectors`).
-        track_activations: install forward hooks on monitored steps to
-            collect ReLU statistics (dead units) as well as non-finite traces.
+        track_activations: install forward hooks on ReLU modules during
+            monitored steps to count dead units.
         on_finding: called with each new finding as it is made (e.g.
             ``print``), in addition to collecting it in :attr:`findings`.
         keep_checks: how many of the latest checks to keep in

@@ -1,7 +1,6 @@
 """What the :class:`~descentlab.diagnostics.TrainingMonitor` records.
 
-Plain dataclasses, so detectors are pure functions of a :class:`History`
-and can be tested on hand-made histories.
+Plain dataclasses, so detectors can be tested on hand-made histories.
 """
 
 from __future__ import annotations
