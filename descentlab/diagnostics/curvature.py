@@ -65,7 +65,8 @@ class HessianOperator:
             raise ValueError("params has no tensor that requires grad")
         loss = loss_fn()
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise ValueError("loss_fn must return a scalar tensor")
+            got = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return a scalar tensor, got {got}")
         self.loss = float(loss.detach())
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
         self._grads = [

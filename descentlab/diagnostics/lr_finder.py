@@ -191,7 +191,13 @@ def lr_range_test(
                 x, y = next(source)
             except StopIteration:
                 source = iter(batches)
-                x, y = next(source)
+                try:
+                    x, y = next(source)
+                except StopIteration:
+                    raise ValueError(
+                        f"batches ran out after {i} steps; pass a re-iterable (a list or a "
+                        "DataLoader) or at least num_steps batches"
+                    ) from None
             loss = criterion(model(x), y)
             optimizer.zero_grad()
             loss.backward()

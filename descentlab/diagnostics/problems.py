@@ -67,6 +67,8 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless shuffled mini-batches (a new permutation each epoch)."""
     check_int("batch_size", batch_size, minimum=1)
+    if batch_size > len(x):
+        raise ValueError(f"batch_size must be <= the number of examples {len(x)}, got {batch_size}")
     g = torch.Generator().manual_seed(seed)
     while True:
         perm = torch.randperm(len(x), generator=g)

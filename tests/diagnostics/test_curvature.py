@@ -169,3 +169,9 @@ def test_spectral_density_plot(small_net):
     op = HessianOperator(small_net.loss, small_net.params)
     ax = spectral_density(op, probes=2, steps=10).plot()
     assert ax.get_xlabel() == "eigenvalue" and ax.lines
+
+
+def test_non_scalar_loss_is_refused():
+    w = torch.zeros(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"scalar tensor, got \(3,\)"):
+        HessianOperator(lambda: w * 2, [w])

@@ -104,3 +104,14 @@ def test_plot_and_errors():
         lr_range_test(model, opt, nn.functional.mse_loss, [(x, y)], num_steps=2)
     with pytest.raises(ValueError, match="rule"):
         res.suggestion("median")
+
+
+def test_one_shot_batches_that_run_out_give_a_clear_error():
+    x, y = _regression()
+    model = nn.Linear(6, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="batches ran out after 5 steps"):
+        lr_range_test(model, opt, nn.functional.mse_loss, iter([(x, y)] * 5), num_steps=20)
+    for p, b in zip(model.parameters(), before, strict=True):
+        torch.testing.assert_close(p.detach(), b)
