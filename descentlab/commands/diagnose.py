@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
-        "--interval", type=int, default=10,
+        "--interval",
+        type=int,
+        default=10,
         help=f"monitor interval (default 10: diagnosis runs are short; the library default, "
         f"tuned for overhead, is {DEFAULT_INTERVAL})",
     )
