@@ -16,7 +16,6 @@ from descentlab.linesearch import (
     StrongWolfe,
 )
 
-torch.set_default_dtype(torch.float64)
 
 
 def rosen(x: torch.Tensor) -> torch.Tensor:

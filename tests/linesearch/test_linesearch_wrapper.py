@@ -10,7 +10,6 @@ import torch
 from descentlab.linesearch import Armijo, StochasticArmijo, StrongWolfe, WithLineSearch
 from descentlab.second_order import LineSearchGD
 
-torch.set_default_dtype(torch.float64)
 
 
 def quadratic(n: int = 5, seed: int = 0):

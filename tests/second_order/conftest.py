@@ -1,4 +1,4 @@
-"""Run these small float64 tests on one intra-op thread (restored afterwards).
+"""Run these small tests in float64 on one intra-op thread (both restored afterwards).
 
 The problems are tiny, so extra threads only add contention on a shared machine
 (measured: a Hessian-vector product on a 67-parameter network takes 0.75 ms on
@@ -10,8 +10,10 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
+def _float64_one_thread():
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
     yield
+    torch.set_default_dtype(dtype)
     torch.set_num_threads(threads)

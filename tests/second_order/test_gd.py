@@ -10,7 +10,6 @@ import torch
 from descentlab.linesearch import ArmijoGoldstein
 from descentlab.second_order import LineSearchGD, PerturbedGD
 
-torch.set_default_dtype(torch.float64)
 
 
 def spd(n, seed=0):

@@ -10,7 +10,6 @@ import torch
 from descentlab.linesearch import Armijo
 from descentlab.second_order import LBFGS
 
-torch.set_default_dtype(torch.float64)
 
 
 def logistic_problem(seed: int = 0):

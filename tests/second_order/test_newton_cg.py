@@ -11,7 +11,6 @@ from descentlab.linesearch._flat import evaluate_closure, hessian_vector_product
 from descentlab.second_order import NewtonCG
 from descentlab.second_order.newton_cg import steihaug_cg, truncated_cg
 
-torch.set_default_dtype(torch.float64)
 
 
 def rosen(x):

@@ -11,7 +11,6 @@ from descentlab.linesearch import FullRelaxation, StrongWolfe
 from descentlab.second_order import NonlinearCG
 from descentlab.second_order.nonlinear_cg import CG_VARIANTS, cg_beta
 
-torch.set_default_dtype(torch.float64)
 
 
 def rosen(x):

@@ -19,7 +19,6 @@ import torch
 
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
 
-torch.set_default_dtype(torch.float64)
 
 
 def saddle(p):
