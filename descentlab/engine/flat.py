@@ -63,7 +63,7 @@ class FlatEngine:
 
     name = "flat"
     #: Elements per eager rule call: bounds temporaries to a few MB and keeps them in cache.
-    chunk = 1 << 18
+    chunk = 1 << 17
 
     def __init__(self) -> None:
         self._layouts: dict[int, GroupLayout] = {}

@@ -1,0 +1,426 @@
+"""``descentlab speed``: time one optimizer step for torch.optim and every descentlab engine.
+
+Everything is measured in ONE process, so that ratios are against references
+measured under the same conditions (these machines are shared):
+
+* a bandwidth figure: the STREAM triad ``a = b + s·c`` with torch over
+  arrays far larger than the caches (bytes = 3 × 4 per element);
+* for every optimizer: torch.optim's for-loop, foreach and (where torch has
+  one: SGD, Adagrad, Adam, AdamW) fused implementations, and descentlab's
+  ``reference``, ``flat`` and ``compiled`` engines;
+* at (a) 20M float32 parameters in 200 tensors and (b) 2,000 tensors of
+  1,000 parameters (``--quick``: 2M in 20 tensors and 200 × 1,000).
+
+Each variant gets fresh copies of the same parameters and gradients (the
+gradients stay set, as between ``backward`` and ``step``), two warm-up steps
+(the first includes compiling), then the median of ``--repeats`` timed steps.
+Reported per row: ms/step, GB/s (the minimum traffic of the update: the
+parameter and each state buffer read and written, the gradient read), the
+ratio to torch's best time for that optimizer, the fraction of the triad
+bandwidth, and the peak extra memory allocated during one step (from the
+profiler's allocation events). ``--startup`` adds fresh-process timings: the
+first step of each engine and the compiled engine's cold and warm compile.
+
+The table is printed (markdown) and written as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "register",
+    "run",
+    "triad_bandwidth",
+    "peak_extra_bytes",
+    "time_steps",
+    "format_table",
+    "startup_times",
+]
+
+CASES = {"a": (200, 100_000), "b": (2000, 1000)}
+QUICK_CASES = {"a": (20, 100_000), "b": (200, 1000)}
+OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam", "radam", "adamax"]
+SETTINGS: dict[str, dict[str, Any]] = {"sgd": {"lr": 0.01, "momentum": 0.9}}
+TORCH_CLASSES = {
+    "sgd": "SGD",
+    "adagrad": "Adagrad",
+    "rmsprop": "RMSprop",
+    "adadelta": "Adadelta",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "nadam": "NAdam",
+    "radam": "RAdam",
+    "adamax": "Adamax",
+}
+FUSED = {"sgd", "adagrad", "adam", "adamw"}
+OUR_ENGINES = ["reference", "flat", "compiled"]
+
+
+def triad_bandwidth(n: int = 20_000_000, repeats: int = 10) -> float:
+    """STREAM triad ``a = b + s·c`` over float32 arrays of ``n`` elements, in GB/s (median)."""
+    b, c = torch.rand(n), torch.rand(n)
+    a = torch.empty(n)
+    times = []
+    for _ in range(repeats + 2):
+        start = time.perf_counter()
+        torch.add(b, c, alpha=3.0, out=a)
+        times.append(time.perf_counter() - start)
+    return 3 * 4 * n / statistics.median(times[2:]) / 1e9
+
+
+def peak_extra_bytes(step: Callable[[], Any]) -> int:
+    """Peak bytes allocated (net of frees) during ``step()``, from the profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    current = peak = 0
+    for event in events:
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def time_steps(step: Callable[[], Any], repeats: int) -> list[float]:
+    """Wall-clock seconds of ``repeats`` calls of ``step``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _make(name: str, variant: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+    import descentlab
+
+    setting = SETTINGS.get(name, {})
+    if variant.startswith("torch-"):
+        cls = getattr(torch.optim, TORCH_CLASSES[name])
+        kind = variant.removeprefix("torch-")
+        options = {"fused": True} if kind == "fused" else {"foreach": kind == "foreach"}
+        return cls(params, **setting, **options)
+    return descentlab.make_optimizer(name, params, engine=variant, **setting)
+
+
+def _traffic_bytes(opt: torch.optim.Optimizer, numel: int, itemsize: int = 4) -> int:
+    """Minimum bytes one step moves: θ and each state buffer read+written, g read."""
+    first = next(iter(opt.state.values()))
+    buffers = sum(1 for k, v in first.items() if torch.is_tensor(v) and v.dim() > 0)
+    return (1 + 2 * (1 + buffers)) * numel * itemsize
+
+
+def _measure(
+    name: str, variant: str, master: list[torch.Tensor], grads: list[torch.Tensor], repeats: int
+) -> dict[str, Any]:
+    from torch._dynamo.utils import counters
+
+    params = [torch.nn.Parameter(t.clone()) for t in master]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    opt = _make(name, variant, params)
+    misses = counters["inductor"]["fxgraph_cache_miss"]
+    start = time.perf_counter()
+    opt.step()
+    first = time.perf_counter() - start
+    opt.step()
+    times = time_steps(opt.step, repeats)
+    numel = sum(p.numel() for p in params)
+    row = {
+        "optimizer": name,
+        "variant": variant,
+        "ms": 1e3 * statistics.median(times),
+        "ms_min": 1e3 * min(times),
+        "first_step_s": first,
+        "bytes": _traffic_bytes(opt, numel),
+        "peak_extra_bytes": peak_extra_bytes(opt.step),
+    }
+    if variant == "compiled":
+        row["compile_cache"] = (
+            "cold" if counters["inductor"]["fxgraph_cache_miss"] > misses else "warm"
+        )
+    del opt, params
+    gc.collect()
+    return row
+
+
+def run(
+    cases: dict[str, tuple[int, int]],
+    optimizers: list[str],
+    repeats: int,
+    engines: list[str],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure every (case, optimizer, variant); return the results as a JSON-ready dict."""
+    from tqdm import tqdm
+
+    bandwidth = triad_bandwidth()
+    rows = []
+    jobs = []
+    for case in cases:
+        for name in optimizers:
+            variants = ["torch-forloop", "torch-foreach"] + (
+                ["torch-fused"] if name in FUSED else []
+            )
+            jobs += [(case, name, v) for v in variants + engines]
+    masters: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for case, name, variant in tqdm(jobs, desc="speed", disable=not progress, file=sys.stderr):
+        if case not in masters:
+            masters.clear()
+            count, size = cases[case]
+            gen = torch.Generator().manual_seed(0)
+            masters[case] = (
+                [torch.randn(size, generator=gen) for _ in range(count)],
+                [torch.randn(size, generator=gen) * 1e-2 for _ in range(count)],
+            )
+        row = _measure(name, variant, *masters[case], repeats=repeats)
+        row["case"] = case
+        rows.append(row)
+    _add_ratios(rows, bandwidth)
+    return {
+        "machine": {
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+        },
+        "cases": {k: {"tensors": c, "size": s} for k, (c, s) in cases.items()},
+        "triad_GBps": bandwidth,
+        "repeats": repeats,
+        "rows": rows,
+        "goals": _goals(rows),
+    }
+
+
+def _add_ratios(rows: list[dict[str, Any]], bandwidth: float) -> None:
+    for row in rows:
+        row["GBps"] = row["bytes"] / (row["ms"] * 1e-3) / 1e9
+        row["of_bandwidth"] = row["GBps"] / bandwidth
+        torch_rows = [
+            r
+            for r in rows
+            if r["case"] == row["case"]
+            and r["optimizer"] == row["optimizer"]
+            and r["variant"].startswith("torch-")
+        ]
+        row["vs_torch_best"] = row["ms"] / min(r["ms"] for r in torch_rows)
+
+
+def _pick(rows: list[dict[str, Any]], case: str, name: str, variant: str) -> dict[str, Any] | None:
+    for row in rows:
+        if (row["case"], row["optimizer"], row["variant"]) == (case, name, variant):
+            return row
+    return None
+
+
+def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The issue's goals, evaluated on the measured rows (None where not measured)."""
+    goals: dict[str, Any] = {"a": {}, "b": {}}
+    for case in ("a", "b"):
+        fused = _pick(rows, case, "adam", "torch-fused")
+        names = sorted({r["optimizer"] for r in rows if r["case"] == case}, key=OPTIMIZERS.index)
+        for name in names:
+            ours = [
+                r
+                for r in rows
+                if r["case"] == case
+                and r["optimizer"] == name
+                and not r["variant"].startswith("torch-")
+                and r["variant"] != "reference"
+            ]
+            if not ours or fused is None:
+                continue
+            best = min(ours, key=lambda r: r["ms"])
+            foreach = _pick(rows, case, name, "torch-foreach")
+            entry = {
+                "best_engine": best["variant"],
+                "ms": best["ms"],
+                "time_per_byte_vs_fused_adam": (best["ms"] / best["bytes"])
+                / (fused["ms"] / fused["bytes"]),
+                "speedup_vs_torch_foreach": foreach["ms"] / best["ms"] if foreach else None,
+                "speedup_vs_fused_adam": fused["ms"] / best["ms"],
+                "peak_extra_vs_fused_adam_bytes": best["peak_extra_bytes"]
+                - fused["peak_extra_bytes"],
+            }
+            goals[case][name] = entry
+    return goals
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The rows as a markdown table, one block per case, plus the goals."""
+    lines = [
+        f"triad bandwidth: {result['triad_GBps']:.1f} GB/s "
+        f"({result['machine']['threads']} threads, median of {result['repeats']} steps)",
+        "",
+    ]
+    for case, spec in result["cases"].items():
+        lines += [
+            f"case ({case}): {spec['tensors']} tensors x {spec['size']:,} float32 params",
+            "",
+            "| optimizer | variant | ms/step | GB/s | x torch best | x bandwidth | peak extra MB |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for row in result["rows"]:
+            if row["case"] != case:
+                continue
+            note = f" ({row['compile_cache']} cache)" if "compile_cache" in row else ""
+            lines.append(
+                f"| {row['optimizer']} | {row['variant']}{note} | {row['ms']:.2f} | "
+                f"{row['GBps']:.1f} | {row['vs_torch_best']:.2f} | {row['of_bandwidth']:.2f} | "
+                f"{row['peak_extra_bytes'] / 1e6:.1f} |"
+            )
+        lines.append("")
+    for case, entries in result["goals"].items():
+        if not entries:
+            continue
+        lines += [
+            f"goals, case ({case}):",
+            "",
+            "| optimizer | best engine | ms | time/byte vs fused Adam | x faster than "
+            "foreach | x faster than fused Adam | extra MB vs fused Adam |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, g in entries.items():
+            foreach = g["speedup_vs_torch_foreach"]
+            lines.append(
+                f"| {name} | {g['best_engine']} | {g['ms']:.2f} | "
+                f"{g['time_per_byte_vs_fused_adam']:.2f} | "
+                f"{'-' if foreach is None else f'{foreach:.1f}'} | "
+                f"{g['speedup_vs_fused_adam']:.1f} | "
+                f"{g['peak_extra_vs_fused_adam_bytes'] / 1e6:+.1f} |"
+            )
+        lines.append("")
+    if "startup" in result:
+        lines += [
+            "fresh-process first step (20M Adam params in 200 tensors), seconds:",
+            "",
+            "| engine | import | first step | compile |",
+            "|---|---:|---:|---:|",
+        ]
+        for row in result["startup"]:
+            compile_s = row.get("compile_s")
+            lines.append(
+                f"| {row['label']} | {row['import_s']:.2f} | {row['first_step_s']:.3f} | "
+                f"{'-' if compile_s is None else f'{compile_s:.2f}'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+_CHILD = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import torch, descentlab
+from descentlab.engine import kernels
+t1 = time.perf_counter()
+engine, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+params = [torch.nn.Parameter(torch.randn(size)) for _ in range(count)]
+for p in params:
+    p.grad = torch.randn_like(p)
+opt = descentlab.Adam(params, engine=engine)
+start = time.perf_counter()
+opt.step()
+first = time.perf_counter() - start
+compile_s = max((k.compile_seconds or 0.0 for k in kernels._KERNELS.values()), default=None)
+print(json.dumps({"import_s": t1 - t0, "first_step_s": first, "compile_s": compile_s or None}))
+"""
+
+
+def startup_times(count: int, size: int) -> list[dict[str, Any]]:
+    """First-step seconds of each engine in fresh processes; compiled with cold then warm cache."""
+    results = []
+    with tempfile.TemporaryDirectory() as empty_cache:
+        runs = [
+            ("reference", "reference", {}),
+            ("flat", "flat", {}),
+            ("auto", "auto", {}),
+            ("compiled, cold cache", "compiled", {"TORCHINDUCTOR_CACHE_DIR": empty_cache}),
+            ("compiled, warm cache", "compiled", {"TORCHINDUCTOR_CACHE_DIR": empty_cache}),
+        ]
+        for label, engine, env in runs:
+            out = subprocess.run(
+                [sys.executable, "-c", _CHILD, engine, str(count), str(size)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env},
+                check=True,
+            )
+            row = json.loads(out.stdout.strip().splitlines()[-1])
+            row["label"] = label
+            results.append(row)
+    return results
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cases = QUICK_CASES if args.quick else CASES
+    cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
+    optimizers = args.optimizers.split(",") if args.optimizers else OPTIMIZERS
+    for name in optimizers:
+        if name not in OPTIMIZERS:
+            raise ValueError(f"--optimizers: unknown optimizer {name!r}; valid: {OPTIMIZERS}")
+    engines = [e for e in OUR_ENGINES if not (args.quick and e == "reference")]
+    repeats = args.repeats or (5 if args.quick else 10)
+    result = run(cases, optimizers, repeats, engines)
+    if args.startup:
+        count, size = cases.get("a", CASES["a"])
+        result["startup"] = startup_times(count, size)
+    print(format_table(result))
+    path = Path(
+        args.json or ("benchmarks/results/step_speed" + ("_quick" if args.quick else "") + ".json")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+    return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's command-line options (shared by the CLI and benchmarks/step_speed.py)."""
+    parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
+    parser.add_argument(
+        "--cases", default="a,b", help="which cases: a (large tensors), b (many small)"
+    )
+    parser.add_argument("--optimizers", default="", help="comma-separated names (default: all)")
+    parser.add_argument("--repeats", type=int, default=0, help="timed steps per variant")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--startup",
+        action="store_true",
+        help="also time first steps and compiles in fresh processes",
+    )
+    parser.add_argument("--json", default="", help="where to write the JSON results")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``descentlab speed``."""
+    parser = subparsers.add_parser(
+        "speed",
+        help="time optimizer steps: torch.optim vs our engines",
+        description=__doc__.splitlines()[0],
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=_main)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python benchmarks/step_speed.py``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return _main(parser.parse_args(argv))
