@@ -25,7 +25,8 @@ class OptimizerInfo:
     torch_cls: type
     settings: list[dict[str, Any]]
     converge: dict[str, Any] = field(default_factory=dict)
-    converge_steps: int = 3000
+    #: steps for the quadratic and for Rosenbrock (about 1.5–2× what the setting needs)
+    converge_steps: tuple[int, int] = (300, 4000)
     #: a different converging setting for Rosenbrock, where one is needed
     converge_rosenbrock: dict[str, Any] | None = None
 
@@ -43,6 +44,7 @@ INFOS = [
         ],
         converge={"lr": 0.01, "momentum": 0.9, "nesterov": True},
         converge_rosenbrock={"lr": 1e-3, "momentum": 0.9},
+        converge_steps=(200, 2000),
     ),
     OptimizerInfo(
         "adagrad",
@@ -54,7 +56,7 @@ INFOS = [
             {"lr": 0.05, "initial_accumulator_value": 0.5, "eps": 1e-6, "maximize": True},
         ],
         converge={"lr": 0.5},
-        converge_steps=5000,
+        converge_steps=(100, 9000),
     ),
     OptimizerInfo(
         "rmsprop",
@@ -67,7 +69,7 @@ INFOS = [
             {"lr": 0.005, "momentum": 0.5, "centered": True, "eps": 1e-4},
         ],
         converge={"lr": 1e-3, "momentum": 0.9},
-        converge_steps=5000,
+        converge_steps=(200, 2000),
     ),
     OptimizerInfo(
         "adadelta",
@@ -81,7 +83,7 @@ INFOS = [
         # near a minimum Adadelta's step tends to lr·g, so lr must be < 2/L
         converge={"lr": 0.01, "eps": 1e-2},
         converge_rosenbrock={"lr": 1e-3, "eps": 1.0},
-        converge_steps=5000,
+        converge_steps=(1200, 16000),
     ),
     OptimizerInfo(
         "adam",
@@ -94,7 +96,7 @@ INFOS = [
             {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True, "amsgrad": True},
         ],
         converge={"lr": 0.02},
-        converge_steps=5000,
+        converge_steps=(300, 4000),
     ),
     OptimizerInfo(
         "adamw",
@@ -106,7 +108,7 @@ INFOS = [
             {"lr": 0.005, "betas": (0.8, 0.99), "maximize": True},
         ],
         converge={"lr": 0.02, "weight_decay": 0.0},
-        converge_steps=5000,
+        converge_steps=(300, 4000),
     ),
     OptimizerInfo(
         "nadam",
@@ -118,7 +120,7 @@ INFOS = [
             {"lr": 0.005, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
         ],
         converge={"lr": 0.005},
-        converge_steps=5000,
+        converge_steps=(1000, 8500),
     ),
     OptimizerInfo(
         "radam",
@@ -136,7 +138,7 @@ INFOS = [
             },
         ],
         converge={"lr": 0.005},
-        converge_steps=5000,
+        converge_steps=(2000, 12000),
     ),
     OptimizerInfo(
         "adamax",
@@ -148,7 +150,7 @@ INFOS = [
             {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "maximize": True},
         ],
         converge={"lr": 0.02},
-        converge_steps=5000,
+        converge_steps=(400, 6500),
     ),
 ]
 
