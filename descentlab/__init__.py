@@ -1,5 +1,16 @@
-"""descentlab: optimisers for deep networks on PyTorch."""
+"""descentlab: optimisers for deep networks on PyTorch.
 
+The top level re-exports what most users need; each family lives in its own
+sub-package (``descentlab.schedules``, ``descentlab.linesearch``,
+``descentlab.second_order``, ``descentlab.diagnostics``, ``descentlab.problems``,
+``descentlab.bench``) with its full API there.
+"""
+
+from descentlab.accumulation import GradientAccumulator, accumulate_gradients
+from descentlab.averaging import ema_model
+from descentlab.clipping import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
+from descentlab.guard import NonFiniteGuard
+from descentlab.linesearch import WithLineSearch
 from descentlab.optim import (
     SGD,
     Adadelta,
@@ -13,10 +24,14 @@ from descentlab.optim import (
     available_optimizers,
     make_optimizer,
 )
+from descentlab.param_groups import weight_decay_param_groups
+from descentlab.schedules import ScheduleController, attach, warmup_cosine
+from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
 
 __version__ = "0.1.0"
 
 __all__ = [
+    # elementwise optimizers
     "SGD",
     "Adagrad",
     "RMSprop",
@@ -28,4 +43,23 @@ __all__ = [
     "Adamax",
     "available_optimizers",
     "make_optimizer",
+    # closure-based, line-search and second-order optimizers
+    "LBFGS",
+    "NewtonCG",
+    "NonlinearCG",
+    "LineSearchGD",
+    "PerturbedGD",
+    "WithLineSearch",
+    # around the step
+    "ScheduleController",
+    "attach",
+    "warmup_cosine",
+    "NonFiniteGuard",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "adaptive_clip_grad_",
+    "accumulate_gradients",
+    "GradientAccumulator",
+    "weight_decay_param_groups",
+    "ema_model",
 ]
