@@ -47,21 +47,23 @@ class AutoEngine(CompiledEngine):
         self._warned = False
 
     def apply(self, rule, param, grad, state, scalars, h, step, flags, maximize) -> None:
-        """Compiled kernel if ready; otherwise eager, starting a compile for large runs."""
-        if self.compile_enabled:
-            kernel = self.kernel_for(rule, flags, maximize, param, state, scalars, h)
-            if kernel.ready:
-                kernel(param, grad, state, scalars, h, step)
-                return
-            if kernel.error is not None:
-                if not self._warned:
-                    warnings.warn(
-                        f"descentlab: compiling the {rule.name} kernel failed ({kernel.error!r}); "
-                        "engine='auto' keeps the eager flat engine",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    self._warned = True
-            elif param.numel() >= COMPILE_THRESHOLD:
-                kernel.build_in_background()
+        """Compiled kernel if ready; otherwise eager, then start a compile for a large run."""
+        if not self.compile_enabled:
+            FlatEngine.apply(self, rule, param, grad, state, scalars, h, step, flags, maximize)
+            return
+        kernel = self.kernel_for(rule, flags, maximize, param, state, scalars, h)
+        if kernel.ready:
+            kernel(param, grad, state, scalars, h, step)
+            return
         FlatEngine.apply(self, rule, param, grad, state, scalars, h, step, flags, maximize)
+        if kernel.error is not None:
+            if not self._warned:
+                warnings.warn(
+                    f"descentlab: compiling the {rule.name} kernel failed ({kernel.error!r}); "
+                    "engine='auto' keeps the eager flat engine",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                self._warned = True
+        elif param.numel() >= COMPILE_THRESHOLD:
+            kernel.build_in_background()  # after the eager step, so that step never waits

@@ -11,12 +11,10 @@ import descentlab
 from descentlab.engine import auto as auto_module
 from descentlab.engine import kernels
 from tests.engine.helpers import loss, rel_diff, train
-
-#: Compiled in CI: cover first-step branches (SGD), scalar state (NAdam), torch.where (RAdam).
-CI_SUBSET = ["sgd", "nadam", "radam", "adadelta"]
+from tests.optim.engines import CI_COMPILED_SUBSET
 
 
-@pytest.mark.parametrize("name", CI_SUBSET)
+@pytest.mark.parametrize("name", CI_COMPILED_SUBSET)
 def test_compiled_training_matches_reference(name):
     ref, _ = train(name, "reference", zero_grad="assign")
     ours, _ = train(name, "compiled", zero_grad="assign")
