@@ -39,6 +39,9 @@ __all__ = [
 ]
 
 
+LOG_FLOOR = 1e-16
+
+
 def colors(names: list[str]) -> dict[str, str]:
     """A fixed colour per entrant (matplotlib's tab10, then tab20)."""
     cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
@@ -85,17 +88,22 @@ def profile_figure(results: Results) -> Any:
     ax.set_ylabel("ρ(τ): share of problems solved within τ")
     ax.set_title("Performance profiles (legend: score)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
 def curves_figure(results: Results) -> Any:
-    """Target metric per evaluation step, mean ± std band over seeds, one panel per problem."""
+    """Target metric per evaluation step, mean ± std band over seeds, one panel per problem.
+
+    Losses with a positive target are drawn on a log axis, with values below
+    ``1e-16`` drawn at ``1e-16``; the band never reaches below the best seed
+    (on a log axis ``mean − std`` is often negative).
+    """
     names = [e.name for e in results.entrants]
     col = colors(names)
     fig, axes = _grid(len(results.problems))
     for ax, p in zip(axes, results.problems, strict=False):
-        positive = True
+        log_y = not p.higher_is_better and p.target > 0
         for name in names:
             runs = results.units[(p.name, name)].runs
             curves = [r.curve for r in runs if r.curve]
@@ -109,16 +117,18 @@ def curves_figure(results: Results) -> Any:
                     v = c.get(p.metric)
                     mat[k, index[c["step"]]] = np.nan if v is None else v
             mat[~np.isfinite(mat)] = np.nan
+            if log_y:
+                mat = np.maximum(mat, LOG_FLOOR)
             with np.errstate(all="ignore"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean = np.nanmean(mat, axis=0)
                 std = np.nanstd(mat, axis=0, ddof=1) if len(curves) > 1 else np.zeros(len(steps))
-            std = np.nan_to_num(std)
+                low = np.fmax(mean - np.nan_to_num(std), np.nanmin(mat, axis=0))
+            high = mean + np.nan_to_num(std)
             ax.plot(steps, mean, color=col[name], lw=1.5, label=name)
-            ax.fill_between(steps, mean - std, mean + std, color=col[name], alpha=0.18, lw=0)
-            positive &= bool(np.all(mean[np.isfinite(mean)] > 0))
+            ax.fill_between(steps, low, high, color=col[name], alpha=0.18, lw=0)
         ax.axhline(p.target, color="k", ls="--", lw=1, label="target")
-        if positive and not p.higher_is_better and p.target > 0:
+        if log_y:
             ax.set_yscale("log")
         ax.set_title(f"{p.name} — {p.metric}", fontsize=10)
         ax.set_xlabel("step")
@@ -138,7 +148,11 @@ def curves_figure(results: Results) -> Any:
 
 
 def sensitivity_figure(results: Results) -> Any:
-    """Final metric of every tuning trial against its learning rate, one panel per problem."""
+    """Final metric of every tuning trial against its learning rate, one panel per problem.
+
+    Pruned trials show their last reported value. Diverged trials, and losses
+    more than 1000 × the median trial's, are drawn as × on the top edge.
+    """
     names = [e.name for e in results.entrants]
     col = colors(names)
     fig, axes = _grid(len(results.problems))
@@ -149,27 +163,33 @@ def sensitivity_figure(results: Results) -> Any:
             for t in results.units[(p.name, n)].trials
             if t["value"] is not None and math.isfinite(t["value"])
         ]
-        top = max(finite_vals) if finite_vals else 1.0
-        log_y = bool(finite_vals) and min(finite_vals) > 0 and not p.higher_is_better
+        log_y = not p.higher_is_better and p.target > 0
+        if not finite_vals:
+            edge = 1.0
+        elif p.higher_is_better:
+            edge = min(finite_vals)
+        else:  # draw values far above the typical trial (and diverged ones) at the top edge
+            edge = min(max(finite_vals), 1e3 * max(float(np.median(finite_vals)), LOG_FLOOR))
         for name in names:
             rows = [t for t in results.units[(p.name, name)].trials if "lr" in t["params"]]
-            pts = sorted(
-                (
-                    t["params"]["lr"],
-                    t["value"] if t["value"] is not None and math.isfinite(t["value"]) else top,
-                    t,
-                )
-                for t in rows
-            )
-            if not pts:
+            rows.sort(key=lambda t: t["params"]["lr"])
+            if not rows:
                 continue
-            lr = [x for x, _, _ in pts]
-            val = [y for _, y, _ in pts]
+            lr, val, kinds = [], [], []
+            for t in rows:
+                v = t["value"]
+                off = t["diverged"] or v is None or not math.isfinite(v)
+                if not off and not p.higher_is_better and v > edge:
+                    off = True
+                y = edge if off else (max(v, LOG_FLOOR) if log_y else v)
+                lr.append(t["params"]["lr"])
+                val.append(y)
+                kinds.append("off" if off else t["state"])
             ax.plot(lr, val, color=col[name], lw=0.8, alpha=0.6)
-            for x, y, t in pts:
-                if t["diverged"] or t["value"] is None:
+            for x, y, kind in zip(lr, val, kinds, strict=True):
+                if kind == "off":
                     ax.scatter([x], [y], s=22, marker="x", color=col[name])
-                elif t["state"] == "pruned":
+                elif kind == "pruned":
                     ax.scatter([x], [y], s=22, facecolors="none", edgecolors=col[name])
                 else:
                     ax.scatter([x], [y], s=22, color=col[name])
@@ -190,7 +210,10 @@ def sensitivity_figure(results: Results) -> Any:
         fontsize=8,
         bbox_to_anchor=(0.5, -0.04),
     )
-    fig.suptitle("Learning-rate sensitivity: every tuning trial (hollow = pruned, × = diverged)")
+    fig.suptitle(
+        "Learning-rate sensitivity: every tuning trial "
+        "(hollow = pruned, × = diverged or off the scale)"
+    )
     fig.tight_layout()
     return fig
 

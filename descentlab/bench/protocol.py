@@ -136,14 +136,16 @@ def tune(
     )
     # about ten pruning checks per trial (each is a database write)
     report_every = max(1, problem.eval_every * math.ceil(problem.steps / problem.eval_every / 10))
+    study = store.study(key, direction(problem), pruner=pruner)
     while True:
         finished = store.finished_trials(key)
         if len(finished) >= protocol.trials:
             return finished[: protocol.trials]
-        sampler = optuna.samplers.TPESampler(
-            seed=_sampler_seed(seed_key, len(finished)), n_startup_trials=protocol.startup_trials
+        study.sampler = optuna.samplers.TPESampler(
+            seed=_sampler_seed(seed_key, len(finished)),
+            n_startup_trials=protocol.startup_trials,
+            constant_liar=False,  # unfinished trials must not change what is sampled
         )
-        study = store.study(key, direction(problem), sampler, pruner)
         trial = study.ask()
         sampled = entrant.suggest(trial)
 

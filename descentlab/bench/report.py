@@ -30,7 +30,7 @@ from descentlab.bench.store import json_safe
 
 __all__ = ["write_report", "render_html"]
 
-SVG_W, SVG_H = 480, 400
+SVG_W = 440
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1b1f24;
@@ -44,7 +44,8 @@ th{background:#eef1f4}td.l,th.l{text-align:left}
 .bar{display:inline-block;height:10px;background:#4c78a8;vertical-align:middle;margin-right:6px}
 figure{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:12px;margin:12px 0}
 figure img{max-width:100%;height:auto}figcaption{color:#57606a;font-size:13px;margin-top:6px}
-.grid{display:flex;flex-wrap:wrap;gap:12px}.grid figure{margin:0}
+.grid{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
+.grid figure{margin:0;width:466px}
 .controls{margin:6px 0;display:flex;gap:8px;align-items:center;font-size:13px}
 .legend span{display:inline-block;margin-right:10px;font-size:12px}
 .legend i{display:inline-block;width:12px;height:3px;margin-right:4px;vertical-align:middle}
@@ -139,8 +140,15 @@ def _leaderboard(results: Results) -> str:
     )
 
 
+def _svg_height(bounds: Any) -> int:
+    """Height that keeps the function's aspect ratio (within 220–520 px)."""
+    (x0, x1), (y0, y1) = bounds
+    return int(min(max(SVG_W * (y1 - y0) / (x1 - x0), 220), 520))
+
+
 def _to_px(point: list[float | None], bounds: Any) -> list[float] | None:
     (x0, x1), (y0, y1) = bounds
+    SVG_H = _svg_height(bounds)
     if point is None or any(v is None or not math.isfinite(v) for v in point):
         return None
     px = (point[0] - x0) / (x1 - x0) * SVG_W
@@ -170,6 +178,7 @@ def _animated_trajectories(results: Results, problem: Any, fn: Any) -> str:
     if not paths:
         return ""
     frames = max(len(p) for p in paths)
+    SVG_H = _svg_height(fn.bounds)
     b64 = base64.b64encode(figures.contour_image(fn, SVG_W, SVG_H)).decode("ascii")
     shapes = "".join(
         f'<polyline fill="none" stroke="{col[n]}" stroke-width="2" points="{p[0][0]},{p[0][1]}"/>'
@@ -379,7 +388,10 @@ def write_report(
         "lr_sensitivity": figures.png_bytes(figures.sensitivity_figure(results)),
     }
     for p in results.problems:
-        if figures.function_of(p) is not None:
+        has_paths = any(
+            r.trajectory for e in results.entrants for r in results.units[(p.name, e.name)].runs
+        )
+        if figures.function_of(p) is not None and has_paths:
             pngs[f"trajectories_{p.name}"] = figures.png_bytes(
                 figures.trajectories_figure(results, p)
             )

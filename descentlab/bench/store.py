@@ -14,10 +14,10 @@ machines. Two kinds of study live there:
 
 Only ``COMPLETE`` and ``PRUNED`` trials count as finished. A process killed
 (even with ``kill -9``) mid-trial leaves a ``RUNNING`` trial behind; it is
-never reported, is marked ``FAIL`` when the store is opened again (local
-SQLite: at once, since the folder lock proves no one else is running; server
-database: through Optuna's heartbeat once its grace period passes), and the
-budget counts only finished trials, so the work is done again exactly once.
+never reported, is marked ``FAIL`` when the local store is opened again (the folder lock
+proves no one else is running; on a shared server database it stays
+``RUNNING`` and is ignored), and the budget counts only finished trials, so
+the work is done again exactly once.
 SQLite's journal makes every transaction all-or-nothing, so a kill can never
 leave a half-written result.
 
@@ -53,8 +53,6 @@ __all__ = ["DB_NAME", "ResultStore", "check_output_dir", "check_database", "json
 DB_NAME = "results.db"
 LOCK_NAME = ".descentlab.lock"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-HEARTBEAT_SECONDS = 30
-GRACE_SECONDS = 120
 
 
 def json_safe(value: Any) -> Any:
@@ -202,8 +200,6 @@ class ResultStore:
                 kwargs["engine_kwargs"] = {"creator": self._connect_sqlite}
             elif self.url.startswith("sqlite"):
                 kwargs["engine_kwargs"] = {"connect_args": {"timeout": 120}}
-            else:
-                kwargs.update(heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -227,19 +223,23 @@ class ResultStore:
         return con
 
     def fail_stale(self) -> int:
-        """Mark trials left ``RUNNING`` by killed processes as ``FAIL``; return how many."""
+        """Mark trials left ``RUNNING`` by killed processes as ``FAIL``; return how many.
+
+        Only for the local database, whose folder lock proves that no other
+        process is running. On a shared server database a ``RUNNING`` trial may
+        belong to another machine, so it is left alone: it is never reported,
+        does not count toward a budget, and the sampler ignores it.
+        """
+        if not self.local:
+            return 0
         storage = self.storage
         count = 0
         for summary in storage.get_all_studies():
-            if self.local:
-                for trial in storage.get_all_trials(
-                    summary._study_id, deepcopy=False, states=(TrialState.RUNNING,)
-                ):
-                    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                    count += 1
-            else:
-                study = optuna.load_study(study_name=summary.study_name, storage=storage)
-                count += len(optuna.storages.fail_stale_trials(study) or [])
+            for trial in storage.get_all_trials(
+                summary._study_id, deepcopy=False, states=(TrialState.RUNNING,)
+            ):
+                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+                count += 1
         return count
 
     def study(

@@ -134,3 +134,26 @@ def test_pickled_store_reconnects(tmp_path) -> None:
     assert sorted(copy.runs("runs:x")) == [1]
     copy.close()
     store.close()
+
+
+def test_storage_url_instead_of_local_file(tmp_path) -> None:
+    from descentlab.bench.harness import compare
+
+    url = f"sqlite:///{tmp_path / 'server.db'}"
+    result = compare(
+        "sgd",
+        "square",
+        trials=2,
+        seeds=1,
+        workers=1,
+        progress=False,
+        out=tmp_path / "out",
+        storage=url,
+        report=False,
+    )
+    assert result.work_done == 3
+    assert not (tmp_path / "out" / DB_NAME).exists()
+    study_names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+    assert len(study_names) == 2  # one tuning study, one re-runs study
+    with pytest.raises(BenchError, match="--fresh only applies to the local database"):
+        ResultStore.open(tmp_path / "out", url, fresh=True)
