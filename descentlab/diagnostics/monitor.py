@@ -21,7 +21,7 @@ during that step's forward pass — the share of dead units. Detectors
 (:mod:`.detectors`) then turn the record into
 :class:`~descentlab.diagnostics.findings.Finding` objects.
 
-Every step, two light hooks on the model remember the last training input
+Every step, one light hook on the model remembers the last training input
 and output; before the optimizer applies an update, the output is screened
 for NaN/Inf (one reduction). When it is not finite, the forward pass is
 replayed on the same input with hooks on every module, so the first module
@@ -83,6 +83,8 @@ def _all_finite(obj: Any) -> bool:
     finite reads as non-finite; callers use this as a cheap screen and then
     locate the culprit element-wise.
     """
+    if isinstance(obj, torch.Tensor) and obj.dtype in (torch.float32, torch.float64):
+        return math.isfinite(float(obj.detach().sum()))  # the common case, kept short
     for t in _tensors(obj):
         if t.is_floating_point():
             total = t.detach().sum() if t.element_size() >= 4 else t.detach().float().sum()
@@ -307,8 +309,7 @@ class TrainingMonitor:
         self._handles = [
             optimizer.register_step_pre_hook(self._pre_step),
             optimizer.register_step_post_hook(self._post_step),
-            model.register_forward_pre_hook(self._remember_input, with_kwargs=True),
-            model.register_forward_hook(self._remember_output),
+            model.register_forward_hook(self._remember, with_kwargs=True),
         ]
         self._arm()
 
@@ -332,12 +333,9 @@ class TrainingMonitor:
         probe.remove()
         return probe.collect()
 
-    def _remember_input(self, module: nn.Module, args: Any, kwargs: Any) -> None:
+    def _remember(self, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         if torch.is_grad_enabled():
             self._last_input = (args, kwargs)
-
-    def _remember_output(self, module: nn.Module, args: Any, output: Any) -> None:
-        if torch.is_grad_enabled():
             self._last_output = output.detach() if isinstance(output, torch.Tensor) else output
             self._fresh_output = True
 

@@ -72,7 +72,7 @@ def test_interval_controls_checks_and_hooks_are_transient():
     assert [c.step for c in mon.history.checks] == [0, 4, 8]
     assert len(mon.history.losses) == 10
     # tracing hooks exist only for the forward of a monitored step (step 11 is not monitored);
-    # the root keeps the two hooks that remember the last input and output
+    # the root keeps the hook that remembers the last input and output
     _train(model, opt, mon, 1)
     assert all(not m._forward_hooks for m in model.modules() if m is not model)
     assert len(model._forward_hooks) == 1
