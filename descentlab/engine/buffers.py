@@ -132,14 +132,27 @@ class Bucket:
 
     # -- gradients and parameter storage -------------------------------------------------
 
-    def sync_param(self, i: int) -> None:
-        """Re-attach parameter ``i`` if its ``.data`` was replaced since it was flattened."""
-        p = self.params[i]
-        if p.data_ptr() != self.data_ptrs[i]:
+    def attached(self) -> bool:
+        """Re-attach parameters whose ``.data`` was replaced; False if one no longer fits its slot.
+
+        A replacement of the same dtype, shape and device (``p.data = new``)
+        is copied into the slot and ``p.data`` pointed back at the view; one
+        that changed dtype, shape or device (``model.to(...)`` after the
+        optimizer was built) means the bucket must be rebuilt.
+        """
+        if [p.data_ptr() for p in self.params] == self.data_ptrs:
+            return True
+        for i, p in enumerate(self.params):
+            if p.data_ptr() == self.data_ptrs[i]:
+                continue
+            view = self.param_views[i]
+            if (p.dtype, p.shape, p.device) != (view.dtype, view.shape, view.device):
+                return False
             with torch.no_grad():
-                self.param_views[i].copy_(p.detach())
-            p.data = self.param_views[i]
+                view.copy_(p.detach())
+            p.data = view
             self.data_ptrs[i] = p.data_ptr()
+        return True
 
     def adopt_grad(self, i: int, grad: Tensor) -> None:
         """Copy a gradient that is not our view into the flat buffer and make ``.grad`` the view."""

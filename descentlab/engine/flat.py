@@ -72,11 +72,16 @@ class FlatEngine:
     # -- layout -------------------------------------------------------------------------
 
     def layout(self, optimizer: Any, group: dict[str, Any]) -> GroupLayout:
-        """The group's layout, flattening its parameters the first time it is seen."""
+        """The group's layout, flattening its parameters the first time it is seen.
+
+        Rebuilt when the group's parameter list changed or a parameter's
+        ``.data`` was replaced by one of another dtype, shape or device.
+        """
         params = group["params"]
         found = self._layouts.get(id(params))
         if found is not None and found.params is params and found.count == len(params):
-            return found
+            if all(bucket.attached() for bucket in found.buckets):
+                return found
         built = self._build(optimizer, params)
         self._layouts[id(params)] = built
         return built
@@ -84,16 +89,20 @@ class FlatEngine:
     def _build(self, optimizer: Any, params: list[Tensor]) -> GroupLayout:
         everything = [p for g in optimizer.param_groups for p in g["params"]]
         owners = Counter(p.untyped_storage().data_ptr() for p in everything)
-        ours = {
-            b.data.untyped_storage().data_ptr()
-            for lay in self._layouts.values()
-            for b in lay.buckets
+        buckets_now = [b for lay in self._layouts.values() for b in lay.buckets]
+        ours = {b.data.untyped_storage().data_ptr() for b in buckets_now}
+        # parameters still in one of our slots (when a layout is rebuilt) can move again
+        mine = {
+            id(p)
+            for b in buckets_now
+            for p, ptr in zip(b.params, b.data_ptrs, strict=True)
+            if p.data_ptr() == ptr
         }
         groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         fallback = []
         for p in params:
             ptr = p.untyped_storage().data_ptr()
-            if flattenable(p) and owners[ptr] == 1 and ptr not in ours:
+            if id(p) in mine or (flattenable(p) and owners[ptr] == 1 and ptr not in ours):
                 groups.setdefault((p.device, real_dtype(p)), []).append(p)
             else:
                 fallback.append(p)
@@ -129,10 +138,6 @@ class FlatEngine:
     ) -> None:
         params = b.params
         grads = [p.grad for p in params]
-        ptrs = [p.data_ptr() for p in params]
-        if ptrs != b.data_ptrs:
-            for i in range(len(params)):
-                b.sync_param(i)
         if all(map(operator.is_, grads, b.grad_views)) and all(b.has_state):
             first = b.cohort[0]
             if all(c == first for c in b.cohort):

@@ -143,7 +143,8 @@ class Kernel:
 
     def _examples(self, n: int, scalar_state: dict[str, Tensor] | None = None) -> list[Tensor]:
         def buf() -> Tensor:
-            return torch.rand(n, dtype=self.dtype, device=self.device) + 0.5
+            # deterministic values: a background build must not draw from the global RNG
+            return torch.linspace(0.5, 1.5, n, dtype=self.dtype, device=self.device)
 
         scalars = [
             (scalar_state or {}).get(k, _scalar(1.0, self.device)).clone() for k in self.scalar_keys

@@ -170,3 +170,16 @@ def test_model_zero_grad_and_backward_with_compiled_engine():
     ref, _ = train("adam", "reference", zero_grad="model")
     assert rel_diff(net, ref) <= 1e-12
     assert loss(net, 0).isfinite()
+
+
+def test_background_compile_leaves_the_global_random_state_alone(monkeypatch):
+    monkeypatch.setattr(auto_module, "COMPILE_THRESHOLD", 16)
+    monkeypatch.setattr(kernels, "_KERNELS", {})
+    params, opt = _big_problem()
+    for p in params:
+        p.grad = torch.ones_like(p)
+    state = torch.get_rng_state()
+    opt.step()
+    for k in kernels._KERNELS.values():
+        assert k.wait(timeout=300)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -247,3 +247,27 @@ def test_engine_keyword_is_checked():
         descentlab.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, engine="flat")._engine,
         FlatEngine,
     )
+
+
+def test_model_moved_to_another_dtype_after_the_first_step_is_rebuilt():
+    results = {}
+    for engine in ("reference", "flat"):
+        net = Net(torch.float32)
+        opt = descentlab.SGD(net.parameters(), lr=0.1, momentum=0.9, engine=engine)
+        for t in range(4):
+            if t == 2:
+                net.double()
+            opt.zero_grad()
+            loss(net, t).backward()
+            opt.step()
+        assert all(p.dtype == torch.float64 for p in net.parameters())
+        results[engine] = (net, opt)
+    net, opt = results["flat"]
+    # the flat engine's state follows the parameters' new dtype (as load_state_dict casts it);
+    # the reference keeps float32 momentum buffers, hence float32-level differences only
+    assert all(
+        opt.state[p]["momentum_buffer"].dtype == torch.float64
+        for p in net.parameters()
+        if opt.state[p]
+    )
+    assert rel_diff(net, results["reference"][0]) <= 1e-6
