@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from descentlab.bench.defaults import DEFAULT_SEEDS, DEFAULT_TRIALS
 from descentlab.bench.entrants import SEED_FAMILY, Entrant, get_entrant
 from descentlab.bench.errors import BenchError
 from descentlab.bench.protocol import Protocol, run_unit, unit_done, unit_total
@@ -32,9 +33,6 @@ from descentlab.bench.store import ResultStore
 from descentlab.bench.workers import Job, run_jobs
 
 __all__ = ["CompareResult", "compare", "resolve_names", "default_problems", "versions"]
-
-DEFAULT_TRIALS = 10
-DEFAULT_SEEDS = 3
 
 
 @dataclass
@@ -117,6 +115,7 @@ def versions() -> dict[str, str]:
 def _progress_bar(enabled: bool, total: int, done: int) -> Any:
     if not enabled:
         return None
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -128,13 +127,13 @@ def _progress_bar(enabled: bool, total: int, done: int) -> Any:
 
     bar = Progress(
         TextColumn("[bold]compare[/]"),
-        BarColumn(),
+        BarColumn(bar_width=24),
         MofNCompleteColumn(),
-        TextColumn("trials+runs"),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
         TextColumn("{task.description}"),
+        console=Console(stderr=True),
     )
     bar.start()
     bar.add_task("", total=total, completed=done)
@@ -155,11 +154,13 @@ def compare(
     prune: bool = True,
     progress: bool = True,
     report: bool = True,
+    command: str | None = None,
 ) -> CompareResult:
     """Compare ``optimizers`` on ``problems`` with the benchmark protocol; see the module doc.
 
     Defaults: the seeds' optimizer family on ``descentlab.problems.DEFAULT_SUITE``,
     ``trials`` tuning trials and ``seeds`` re-runs per (problem, optimizer).
+    ``command`` (the command line, if any) is recorded in the report.
     Raises :class:`BenchError` for bad names, budgets, output folder or database.
     """
     start = time.perf_counter()
@@ -215,6 +216,7 @@ def compare(
             "wall_time_s": wall,
             "workers": workers,
             "storage": "local SQLite" if storage is None else "server",
+            "command": command or "",
         }
         files = export(results, outdir, extra={"meta": meta})
         if report:

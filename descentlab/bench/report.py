@@ -278,6 +278,7 @@ def _protocol(results: Results, meta: dict[str, Any]) -> str:
             "AlgoPerf: area under the performance profile on steps to target, τ ∈ [1, 4], "
             "÷ 3; a problem not reached by the median seed earns no credit",
         ),
+        ("command", str(meta.get("command") or "(Python API)")),
         ("workers", str(meta.get("workers", "?"))),
         ("storage", str(meta.get("storage", "?"))),
     ]

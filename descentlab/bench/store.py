@@ -36,6 +36,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import sqlite3
 import time
 import warnings
@@ -48,11 +49,23 @@ from optuna.trial import FrozenTrial, TrialState
 from descentlab.bench.errors import BenchError
 from descentlab.bench.runner import RunRecord
 
-__all__ = ["DB_NAME", "ResultStore", "check_output_dir", "check_database", "json_safe"]
+__all__ = [
+    "DB_NAME",
+    "ResultStore",
+    "check_output_dir",
+    "check_database",
+    "json_safe",
+    "redact_url",
+]
 
 DB_NAME = "results.db"
 LOCK_NAME = ".descentlab.lock"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def redact_url(url: str) -> str:
+    """A storage URL with its password replaced by ``***`` (for messages and reports)."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def json_safe(value: Any) -> Any:
@@ -162,6 +175,7 @@ class ResultStore:
                     )
                 store = cls(storage, local=False)
             store._lock_fd = lock_fd
+            store.storage.get_all_studies()  # connect now: a bad URL fails before any work
             store.fail_stale()
         except BaseException:
             os.close(lock_fd)
@@ -205,7 +219,9 @@ class ResultStore:
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     self._storage = optuna.storages.RDBStorage(self.url, **kwargs)
             except Exception as exc:  # SQLAlchemy/driver errors: report, do not trace
-                raise BenchError(f"cannot open results storage {self.url!r}: {exc}") from None
+                raise BenchError(
+                    f"cannot open results storage {redact_url(self.url)!r}: {redact_url(str(exc))}"
+                ) from None
         return self._storage
 
     def _connect_sqlite(self) -> sqlite3.Connection:

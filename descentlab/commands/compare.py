@@ -27,7 +27,7 @@ def _positive_int(text: str) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``compare`` sub-command."""
-    from descentlab.bench.harness import DEFAULT_SEEDS, DEFAULT_TRIALS
+    from descentlab.bench.defaults import DEFAULT_SEEDS, DEFAULT_TRIALS, DEFAULT_WORKERS
 
     parser = subparsers.add_parser(
         "compare",
@@ -76,9 +76,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--workers",
         type=_positive_int,
-        default=2,
+        default=DEFAULT_WORKERS,
         metavar="N",
-        help="worker processes on this machine (default 2)",
+        help=f"worker processes on this machine (default {DEFAULT_WORKERS})",
     )
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -108,6 +108,23 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run, fresh=False)
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The command as run, options spelled out (a storage URL's password is hidden)."""
+    from descentlab.bench.store import redact_url
+
+    parts = ["descentlab compare"]
+    for name in ("optimizers", "problems"):
+        if getattr(args, name):
+            parts.append(f"--{name} {getattr(args, name)}")
+    parts.append(f"--trials {args.trials} --seeds {args.seeds} --seed {args.seed}")
+    parts.append(f"--workers {args.workers} --out {args.out}")
+    if args.storage:
+        parts.append(f"--storage {redact_url(args.storage)}")
+    if not args.prune:
+        parts.append("--no-prune")
+    return " ".join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the comparison; print the leaderboard and the wall time. Exit 2 on bad input."""
     from descentlab.bench.errors import BenchError
@@ -126,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             fresh=args.fresh,
             prune=args.prune,
             progress=args.progress,
+            command=_command_line(args),
         )
     except BenchError as exc:
         print(f"descentlab compare: error: {exc}", file=sys.stderr)

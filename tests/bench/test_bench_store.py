@@ -157,3 +157,12 @@ def test_storage_url_instead_of_local_file(tmp_path) -> None:
     assert len(study_names) == 2  # one tuning study, one re-runs study
     with pytest.raises(BenchError, match="--fresh only applies to the local database"):
         ResultStore.open(tmp_path / "out", url, fresh=True)
+
+
+def test_bad_storage_url_is_a_clear_error_without_the_password(tmp_path) -> None:
+    with pytest.raises(
+        BenchError, match=r"cannot open results storage 'postgresql://bob:\*\*\*@"
+    ) as exc:
+        ResultStore.open(tmp_path, "postgresql://bob:secret@127.0.0.1:1/db")
+    assert "secret" not in str(exc.value)
+    ResultStore.open(tmp_path).close()  # the lock was released
