@@ -208,6 +208,8 @@ def compare(
         finally:
             if bar is not None:
                 bar.stop()
+        if bar is not None:
+            bar.console.print("scoring and writing the report …")
         results = collect(store, found, entrants, protocol)
         outdir = Path(out)
         wall = time.perf_counter() - start
