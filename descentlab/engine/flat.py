@@ -48,6 +48,13 @@ from descentlab.rules.base import Flags, Rule
 __all__ = ["FlatEngine", "GroupLayout"]
 
 
+def _storage_ptr(p: Tensor) -> int | None:
+    """Address of ``p``'s storage, or None for wrapper subclasses (DTensor) that have none."""
+    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(p.data) is not torch.Tensor:
+        return None
+    return p.untyped_storage().data_ptr()
+
+
 class GroupLayout:
     """How one parameter group is stored: its buckets and the parameters left per-tensor."""
 
@@ -88,7 +95,7 @@ class FlatEngine:
 
     def _build(self, optimizer: Any, params: list[Tensor]) -> GroupLayout:
         everything = [p for g in optimizer.param_groups for p in g["params"]]
-        owners = Counter(p.untyped_storage().data_ptr() for p in everything)
+        owners = Counter(_storage_ptr(p) for p in everything)
         buckets_now = [b for lay in self._layouts.values() for b in lay.buckets]
         ours = {b.data.untyped_storage().data_ptr() for b in buckets_now}
         # parameters still in one of our slots (when a layout is rebuilt) can move again
@@ -101,8 +108,10 @@ class FlatEngine:
         groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
         fallback = []
         for p in params:
-            ptr = p.untyped_storage().data_ptr()
-            if id(p) in mine or (flattenable(p) and owners[ptr] == 1 and ptr not in ours):
+            ptr = _storage_ptr(p)
+            if ptr is None:
+                fallback.append(p)  # no storage of its own: DTensor and other wrapper subclasses
+            elif id(p) in mine or (flattenable(p) and owners[ptr] == 1 and ptr not in ours):
                 groups.setdefault((p.device, real_dtype(p)), []).append(p)
             else:
                 fallback.append(p)

@@ -271,3 +271,33 @@ def test_model_moved_to_another_dtype_after_the_first_step_is_rebuilt():
         if opt.state[p]
     )
     assert rel_diff(net, results["reference"][0]) <= 1e-6
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_dtensor_parameters_fall_back_to_the_reference_path(tmp_path):
+    import torch.distributed as dist
+    from torch.distributed.tensor import DeviceMesh, Replicate, distribute_tensor
+
+    dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"file://{tmp_path}/store")
+    try:
+        mesh = DeviceMesh("cpu", [0])
+        results = {}
+        for engine in ("reference", "flat"):
+            torch.manual_seed(6)
+            w = torch.nn.Parameter(
+                distribute_tensor(torch.randn(4, 3, dtype=torch.float64), mesh, [Replicate()])
+            )
+            b = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+            opt = descentlab.Adam([w, b], lr=0.1, engine=engine)
+            for t in range(4):
+                opt.zero_grad()
+                ((w.full_tensor() * (t + 1)).sin().sum() + (b * t).cos().sum()).backward()
+                opt.step()
+            results[engine] = (w.full_tensor().detach().clone(), b.detach().clone())
+            if engine == "flat":
+                layout = opt._engine.layout(opt, opt.param_groups[0])
+                assert layout.fallback == [w] and layout.buckets[0].params == [b]
+        for x, y in zip(results["flat"], results["reference"], strict=True):
+            assert torch.equal(x, y)
+    finally:
+        dist.destroy_process_group()
