@@ -97,10 +97,11 @@ def peak_extra_bytes(step: Callable[[], Any]) -> int:
     return peak
 
 
-def time_steps(step: Callable[[], Any], repeats: int) -> list[float]:
-    """Wall-clock seconds of ``repeats`` calls of ``step``."""
-    times = []
-    for _ in range(repeats):
+def time_steps(step: Callable[[], Any], repeats: int, budget_s: float = 4.0) -> list[float]:
+    """Seconds of up to ``repeats`` calls of ``step`` (at least 3; fewer once over budget)."""
+    times: list[float] = []
+    began = time.perf_counter()
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - began < budget_s):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
@@ -147,6 +148,7 @@ def _measure(
         "variant": variant,
         "ms": 1e3 * statistics.median(times),
         "ms_min": 1e3 * min(times),
+        "samples": len(times),
         "first_step_s": first,
         "bytes": _traffic_bytes(opt, numel),
         "peak_extra_bytes": peak_extra_bytes(opt.step),
