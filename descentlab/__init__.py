@@ -9,8 +9,18 @@ sub-package (``descentlab.schedules``, ``descentlab.linesearch``,
 from descentlab.accumulation import GradientAccumulator, accumulate_gradients
 from descentlab.averaging import ema_model
 from descentlab.clipping import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
+from descentlab.diagnostics import (
+    Finding,
+    FindingKind,
+    Severity,
+    TrainingMonitor,
+    diagnose,
+    lr_range_test,
+)
 from descentlab.guard import NonFiniteGuard
+from descentlab.init import init_model
 from descentlab.linesearch import WithLineSearch
+from descentlab.nn import SwitchableNorm, SwitchableNorm1d, SwitchableNorm2d, SwitchableNorm3d
 from descentlab.optim import (
     SGD,
     Adadelta,
@@ -62,4 +72,16 @@ __all__ = [
     "GradientAccumulator",
     "weight_decay_param_groups",
     "ema_model",
+    # diagnostics, initialisation, normalisation
+    "TrainingMonitor",
+    "Finding",
+    "FindingKind",
+    "Severity",
+    "diagnose",
+    "lr_range_test",
+    "init_model",
+    "SwitchableNorm",
+    "SwitchableNorm1d",
+    "SwitchableNorm2d",
+    "SwitchableNorm3d",
 ]
