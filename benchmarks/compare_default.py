@@ -46,7 +46,7 @@ def main() -> int:
     if done.returncode != 0:
         print(done.stdout, done.stderr, sep="\n", file=sys.stderr)
         return done.returncode
-    board = done.stdout.split("\n\n")[1] if "\n\n" in done.stdout else done.stdout
+    board = "\n".join(line for line in done.stdout.splitlines() if line.startswith("|"))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(board)
     print()

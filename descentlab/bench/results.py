@@ -168,7 +168,7 @@ def collect(
         solved = sum(math.isfinite(units[(p.name, e.name)].steps_to_target) for p in problems)
         row: dict[str, Any] = {
             "optimizer": e.name,
-            "score": round(scores[e.name], 4),
+            "score": round(scores[e.name], 3),
             "solved": solved,
         }
         for p in problems:
