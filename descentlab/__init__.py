@@ -35,6 +35,7 @@ from descentlab.optim import (
     make_optimizer,
 )
 from descentlab.param_groups import weight_decay_param_groups
+from descentlab.problems import DEFAULT_SUITE, Problem, available_problems, get_problem
 from descentlab.schedules import ScheduleController, attach, warmup_cosine
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
 
@@ -84,4 +85,9 @@ __all__ = [
     "SwitchableNorm1d",
     "SwitchableNorm2d",
     "SwitchableNorm3d",
+    # benchmark problems
+    "Problem",
+    "get_problem",
+    "available_problems",
+    "DEFAULT_SUITE",
 ]
