@@ -38,10 +38,20 @@ from torch import Tensor, fx
 
 from descentlab.rules.base import Flags, Rule
 
-__all__ = ["Kernel", "KernelKey", "cache_dir", "get_kernel", "kernel_key", "COMPILE_SIZE"]
+__all__ = [
+    "Kernel",
+    "KernelKey",
+    "cache_dir",
+    "get_kernel",
+    "kernel_key",
+    "COMPILE_SIZE",
+    "PARALLEL_MIN",
+]
 
 #: Buffer length the kernels are compiled with (a large hint makes inductor emit a parallel loop).
 COMPILE_SIZE = 1 << 20
+#: Shorter runs execute the compiled loop on one thread (torch's own grain size for eager ops).
+PARALLEL_MIN = 1 << 15
 
 #: (rule name, sorted flags, maximize, dtype, device type, state keys, scalar-state keys, h keys)
 KernelKey = tuple[Any, ...]
@@ -297,7 +307,17 @@ class Kernel:
             *[_scalar(h[k], device) for k in self.h_keys],
         ]
         scalar_out = self._scalar_part(*[args[i] for i in self._scalar_inputs])
-        self._elementwise(*[args[i] for i in self._buffer_inputs], *scalar_out)
+        threads = torch.get_num_threads()
+        if param.numel() >= PARALLEL_MIN or threads == 1:
+            self._elementwise(*[args[i] for i in self._buffer_inputs], *scalar_out)
+            return
+        # the compiled loop always opens an OpenMP region; for a short run one thread is faster
+        # (and on a busy machine, waiting for a second thread can cost milliseconds)
+        torch.set_num_threads(1)
+        try:
+            self._elementwise(*[args[i] for i in self._buffer_inputs], *scalar_out)
+        finally:
+            torch.set_num_threads(threads)
 
 
 def get_kernel(
