@@ -278,6 +278,12 @@ def _protocol(results: Results, meta: dict[str, Any]) -> str:
             "AlgoPerf: area under the performance profile on steps to target, τ ∈ [1, 4], "
             "÷ 3; a problem not reached by the median seed earns no credit",
         ),
+        (
+            "time",
+            "measured in optimizer steps, which is exactly reproducible (AlgoPerf uses wall "
+            "time on fixed hardware); one gd step is a full-batch step, one step of the others "
+            "a mini-batch step of the problem's batch size; wall times are in the tables below",
+        ),
         ("command", str(meta.get("command") or "(Python API)")),
         ("workers", str(meta.get("workers", "?"))),
         ("storage", str(meta.get("storage", "?"))),

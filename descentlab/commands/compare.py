@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "compare",
         help="tune and compare optimizers on a problem suite; write an HTML report",
-        description=__doc__.split("\n\n")[1].replace("\n", " "),
+        description=__doc__.split("\n\n")[1].replace("\n", " ").replace("``", ""),
     )
     parser.add_argument(
         "--optimizers",
