@@ -25,6 +25,7 @@ from typing import Protocol
 
 from descentlab.diagnostics.findings import Finding, FindingKind, Severity
 from descentlab.diagnostics.records import Check, History
+from descentlab.schedules.plateau import PlateauRule
 
 __all__ = [
     "DeadReluDetector",
@@ -322,52 +323,6 @@ class ExplodingGradientDetector:
         )
 
 
-class PlateauRule:
-    """``ReduceLROnPlateau``'s decision rule (mode "min"), fed one value at a time.
-
-    A value is an improvement when it is below ``best·(1 − threshold)``
-    (``"rel"``) or ``best − threshold`` (``"abs"``); after more than
-    ``patience`` values without improvement the rule fires (the scheduler
-    would reduce the learning rate), resets its count and waits
-    ``cooldown`` values.
-    """
-
-    def __init__(
-        self,
-        patience: int = 10,
-        threshold: float = 1e-4,
-        threshold_mode: str = "rel",
-        cooldown: int = 0,
-    ) -> None:
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        self.patience, self.threshold, self.mode, self.cooldown = (
-            patience,
-            threshold,
-            threshold_mode,
-            cooldown,
-        )
-        self.best, self.bad, self.cool = math.inf, 0, 0
-
-    def step(self, value: float) -> bool:
-        """Feed one value; return whether the rule fires on it."""
-        if self.mode == "rel":
-            target = self.best * (1.0 - self.threshold)
-        else:
-            target = self.best - self.threshold
-        if value < target:
-            self.best, self.bad = value, 0
-        else:
-            self.bad += 1
-        if self.cool > 0:
-            self.cool -= 1
-            self.bad = 0
-        if self.bad > self.patience:
-            self.cool, self.bad = self.cooldown, 0
-            return True
-        return False
-
-
 def plateau_indices(
     values: Sequence[float],
     patience: int = 10,
@@ -375,7 +330,11 @@ def plateau_indices(
     threshold_mode: str = "rel",
     cooldown: int = 0,
 ) -> list[int]:
-    """Indices at which ``ReduceLROnPlateau`` (mode "min") would reduce the learning rate."""
+    """Indices at which ``ReduceLROnPlateau`` (mode "min") would reduce the learning rate.
+
+    Uses :class:`~descentlab.schedules.plateau.PlateauRule`, the rule
+    :class:`~descentlab.schedules.plateau.ReduceOnPlateau` applies.
+    """
     rule = PlateauRule(patience, threshold, threshold_mode, cooldown)
     return [i for i, v in enumerate(values) if rule.step(v)]
 

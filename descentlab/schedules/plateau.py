@@ -2,13 +2,99 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Literal
 
 from descentlab.optim.validation import check_int, check_interval, check_nonnegative
 from descentlab.schedules.base import Schedule, as_schedule
 
-__all__ = ["ReduceOnPlateau"]
+__all__ = ["PlateauRule", "ReduceOnPlateau"]
+
+
+@dataclasses.dataclass
+class PlateauRule:
+    r"""``torch.optim.lr_scheduler.ReduceLROnPlateau``'s decision rule, fed one metric at a time.
+
+    A metric is an improvement if it beats ``best`` by more than
+    ``threshold``: for ``mode="min"`` it must be below ``best * (1 - threshold)``
+    (``threshold_mode="rel"``) or ``best - threshold`` (``"abs"``); for
+    ``mode="max"`` above ``best * (1 + threshold)`` or ``best + threshold``.
+    After more than ``patience`` metrics without improvement the rule fires
+    (the scheduler would reduce its value), resets its count and ignores the
+    next ``cooldown`` metrics. Arguments and defaults are torch's.
+
+    Used by :class:`ReduceOnPlateau` (which also applies torch's ``eps``
+    test before reducing) and by the diagnostics' plateau detector.
+    """
+
+    patience: int = 10
+    threshold: float = 1e-4
+    threshold_mode: Literal["rel", "abs"] = "rel"
+    cooldown: int = 0
+    mode: Literal["min", "max"] = "min"
+    best: float = dataclasses.field(init=False)
+    num_bad: int = dataclasses.field(init=False)
+    cooldown_counter: int = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {self.mode!r}")
+        if self.threshold_mode not in ("rel", "abs"):
+            raise ValueError(
+                f"threshold_mode must be 'rel' or 'abs', got {self.threshold_mode!r}"
+            )
+        self.patience = check_int("patience", self.patience, minimum=0)
+        self.threshold = check_nonnegative("threshold", self.threshold)
+        self.cooldown = check_int("cooldown", self.cooldown, minimum=0)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all metrics seen."""
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.num_bad = 0
+        self.cooldown_counter = 0
+
+    def is_better(self, current: float, best: float) -> bool:
+        """Whether ``current`` improves on ``best`` by more than the threshold."""
+        if self.mode == "min":
+            bound = best * (1.0 - self.threshold) if self.threshold_mode == "rel" else (
+                best - self.threshold
+            )
+            return current < bound
+        bound = best * (1.0 + self.threshold) if self.threshold_mode == "rel" else (
+            best + self.threshold
+        )
+        return current > bound
+
+    def step(self, metric: float) -> bool:
+        """Feed one metric; return whether the rule fires on it."""
+        current = float(metric)
+        if self.is_better(current, self.best):
+            self.best = current
+            self.num_bad = 0
+        else:
+            self.num_bad += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad = 0
+        if self.num_bad > self.patience:
+            self.cooldown_counter = self.cooldown
+            self.num_bad = 0
+            return True
+        return False
+
+
+def _rule_field(name: str) -> property:
+    """A property of :class:`ReduceOnPlateau` that reads and writes its rule's ``name``."""
+
+    def get(self: ReduceOnPlateau) -> Any:
+        return getattr(self.rule, name)
+
+    def set_(self: ReduceOnPlateau, value: Any) -> None:
+        setattr(self.rule, name, value)
+
+    return property(get, set_, doc=f"The plateau rule's ``{name}`` (see :class:`PlateauRule`).")
 
 
 class ReduceOnPlateau(Schedule):
@@ -22,7 +108,8 @@ class ReduceOnPlateau(Schedule):
     ``factor`` on each plateau. The outer ``min(b, ...)`` keeps ``min_value``
     from *raising* a base that is already below it (e.g. during a warm-up).
 
-    The plateau rule is ``torch.optim.lr_scheduler.ReduceLROnPlateau``'s,
+    The plateau rule (:class:`PlateauRule`, kept in :attr:`rule`) is
+    ``torch.optim.lr_scheduler.ReduceLROnPlateau``'s,
     with the same arguments and defaults: feed one metric per evaluation
     through :meth:`observe` (``ScheduleController.step(metric)`` or
     ``.observe(metric)`` does it). A metric is an improvement if it beats
@@ -52,27 +139,26 @@ class ReduceOnPlateau(Schedule):
         eps: float = 1e-8,
     ) -> None:
         self.base = as_schedule(base, "base")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        if threshold_mode not in ("rel", "abs"):
-            raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-        self.mode = mode
-        self.threshold_mode = threshold_mode
         self.factor = check_interval(
             "factor", factor, 0.0, 1.0, low_closed=False, high_closed=False
         )
-        self.patience = check_int("patience", patience, minimum=0)
-        self.threshold = check_nonnegative("threshold", threshold)
-        self.cooldown = check_int("cooldown", cooldown, minimum=0)
+        self.rule = PlateauRule(patience, threshold, threshold_mode, cooldown, mode)
         self.min_value = check_nonnegative("min_value", min_value)
         self.eps = check_nonnegative("eps", eps)
-        self.reset()
+        self.num_reductions = 0
+
+    mode = _rule_field("mode")
+    threshold_mode = _rule_field("threshold_mode")
+    patience = _rule_field("patience")
+    threshold = _rule_field("threshold")
+    cooldown = _rule_field("cooldown")
+    best = _rule_field("best")
+    num_bad = _rule_field("num_bad")
+    cooldown_counter = _rule_field("cooldown_counter")
 
     def reset(self) -> None:
         """Forget all observations and reductions."""
-        self.best = math.inf if self.mode == "min" else -math.inf
-        self.num_bad = 0
-        self.cooldown_counter = 0
+        self.rule.reset()
         self.num_reductions = 0
 
     def _value(self, step: int, n: int) -> float:
@@ -86,34 +172,15 @@ class ReduceOnPlateau(Schedule):
 
     def is_better(self, current: float, best: float) -> bool:
         """Whether ``current`` improves on ``best`` by more than the threshold."""
-        if self.mode == "min":
-            bound = best * (1.0 - self.threshold) if self.threshold_mode == "rel" else (
-                best - self.threshold
-            )
-            return current < bound
-        bound = best * (1.0 + self.threshold) if self.threshold_mode == "rel" else (
-            best + self.threshold
-        )
-        return current > bound
+        return self.rule.is_better(current, best)
 
     def observe(self, metric: float, step: int) -> None:
         """Record one metric measured at ``step``; maybe reduce from the next value on."""
-        current = float(metric)
-        if self.is_better(current, self.best):
-            self.best = current
-            self.num_bad = 0
-        else:
-            self.num_bad += 1
-        if self.cooldown_counter > 0:
-            self.cooldown_counter -= 1
-            self.num_bad = 0
-        if self.num_bad > self.patience:
+        if self.rule.step(metric):
             old = self._value(step, self.num_reductions)
             new = self._value(step, self.num_reductions + 1)
             if old - new > self.eps:
                 self.num_reductions += 1
-            self.cooldown_counter = self.cooldown
-            self.num_bad = 0
         self.base.observe(metric, step)
 
     def children(self) -> list[Schedule]:
