@@ -17,7 +17,8 @@ compiled engine's speed on large models. It therefore
 * stays eager for good if compiling fails (no C++ compiler, an unsupported
   device), warning once.
 
-Set ``DESCENTLAB_AUTO_COMPILE=0`` to never compile (e.g. in short test runs).
+Set ``DESCENTLAB_AUTO_COMPILE=0`` to never compile (e.g. in short test runs). A process
+that ends while a background compile runs exits cleanly without finishing it.
 Switching from the eager to the compiled update changes results only by
 rounding (the compiled kernel may round differently in the last bit).
 """

@@ -182,7 +182,13 @@ class Kernel:
             self._ready.set()
 
     def build_in_background(self) -> None:
-        """Start :meth:`build` in a daemon thread (once); failures are kept in :attr:`error`."""
+        """Start :meth:`build` in a background thread (once); failures are kept in :attr:`error`.
+
+        The thread is not a daemon (tearing a daemon thread down inside the
+        compiler aborts the interpreter): when the process ends during a build,
+        the build fails at its next step (Python refuses new threads at
+        shutdown), so the process exits promptly and cleanly, compiling nothing.
+        """
 
         def target() -> None:
             try:
@@ -193,7 +199,6 @@ class Kernel:
         with _LOCK:
             if self._thread is None and not self.ready:
                 self._thread = threading.Thread(target=target, name="descentlab-compile")
-                self._thread.daemon = True
                 self._thread.start()
 
     def wait(self, timeout: float | None = None) -> bool:
