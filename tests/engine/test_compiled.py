@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -183,3 +184,23 @@ def test_background_compile_leaves_the_global_random_state_alone(monkeypatch):
     for k in kernels._KERNELS.values():
         assert k.wait(timeout=300)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_process_exits_cleanly_while_a_background_compile_runs(tmp_path):
+    import subprocess
+    import sys
+
+    child = (
+        "import torch, descentlab\n"
+        "ps = [torch.zeros(1 << 18, requires_grad=True) for _ in range(4)]\n"
+        "for p in ps:\n"
+        "    p.grad = torch.ones_like(p)\n"
+        "descentlab.NAdam(ps, weight_decay=0.25, engine='auto').step()\n"
+        "print('stepped')\n"
+    )
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}  # cold: still compiling
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stepped" in done.stdout and "terminate called" not in done.stderr
