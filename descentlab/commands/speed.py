@@ -315,6 +315,9 @@ def format_table(result: dict[str, Any]) -> str:
             "|---|---:|---:|---:|",
         ]
         for row in result["startup"]:
+            if "error" in row:
+                lines.append(f"| {row['label']} | failed: {row['error'][:80]} | | |")
+                continue
             compile_s = row.get("compile_s")
             lines.append(
                 f"| {row['label']} | {row['import_s']:.2f} | {row['first_step_s']:.3f} | "
@@ -360,10 +363,14 @@ def startup_times(count: int, size: int) -> list[dict[str, Any]]:
                 capture_output=True,
                 text=True,
                 env={**os.environ, **env},
-                check=True,
             )
-            row = json.loads(out.stdout.strip().splitlines()[-1])
+            lines = out.stdout.strip().splitlines()
+            if out.returncode != 0 or not lines:
+                row = {"error": f"exit code {out.returncode}: {out.stderr.strip()[-300:]}"}
+            else:
+                row = json.loads(lines[-1])
             row["label"] = label
+            row["returncode"] = out.returncode
             results.append(row)
     return results
 
@@ -379,16 +386,17 @@ def _main(args: argparse.Namespace) -> int:
             raise ValueError(f"--optimizers: unknown optimizer {name!r}; valid: {OPTIMIZERS}")
     engines = [e for e in OUR_ENGINES if not (args.quick and e == "reference")]
     repeats = args.repeats or (5 if args.quick else 10)
-    result = run(cases, optimizers, repeats, engines)
-    if args.startup:
-        count, size = cases.get("a", CASES["a"])
-        result["startup"] = startup_times(count, size)
-    print(format_table(result))
     path = Path(
         args.json or ("benchmarks/results/step_speed" + ("_quick" if args.quick else "") + ".json")
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
+    result = run(cases, optimizers, repeats, engines)
+    path.write_text(json.dumps(result, indent=1))  # saved before the slower startup runs
+    if args.startup:
+        count, size = cases.get("a", CASES["a"])
+        result["startup"] = startup_times(count, size)
+        path.write_text(json.dumps(result, indent=1))
+    print(format_table(result))
     print(f"wrote {path}")
     return 0
 
