@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 
 import pytest
 
-from descentlab.bench.browser import chromium_missing, headless_chromium
+from descentlab.bench.browser import headless_chromium
 from descentlab.bench.harness import compare
+from tests.browser import chromium_reason
 
 pytestmark = pytest.mark.browser
 
-_reason = chromium_missing(install=os.environ.get("CI") == "true")
+_reason = chromium_reason()
 
 
 @pytest.fixture(scope="module")

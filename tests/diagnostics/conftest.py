@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from tests.browser import driver  # noqa: F401 (headless Chromium for the browser tests)
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import torch
 from torch import nn
@@ -12,24 +10,6 @@ from descentlab.diagnostics.monitor import TrainingMonitor
 from descentlab.diagnostics.report import write_html
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def driver():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    path = shutil.which("chromedriver")
-    if path is None:
-        pytest.skip("chromedriver not installed")
-    options = Options()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(path), options=options)
-    yield d
-    d.quit()
 
 
 def test_report_renders_findings_and_plots(tmp_path, driver):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.browser import driver  # noqa: F401 (headless Chromium for the browser tests)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():

@@ -2,32 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from descentlab.problems.trajectory import named_optimizer, run_trajectory
 from descentlab.problems.visualize import animate_trajectories
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def driver():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    path = shutil.which("chromedriver")
-    if path is None:
-        pytest.skip("chromedriver not installed")
-    options = Options()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(path), options=options)
-    yield d
-    d.quit()
 
 
 def test_html_animation_plays_in_chromium(tmp_path, driver):
