@@ -17,7 +17,6 @@ from descentlab.linesearch import (
 )
 
 
-
 def rosen(x: torch.Tensor) -> torch.Tensor:
     return (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
 

@@ -11,7 +11,6 @@ from descentlab.linesearch import Armijo, StochasticArmijo, StrongWolfe, WithLin
 from descentlab.second_order import LineSearchGD
 
 
-
 def quadratic(n: int = 5, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     m = torch.randn(n, n, generator=gen)

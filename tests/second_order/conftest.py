@@ -1,19 +1,3 @@
-"""Run these small tests in float64 on one intra-op thread (both restored afterwards).
+"""Every test here runs in float64 on one intra-op thread (see :mod:`tests.precision`)."""
 
-The problems are tiny, so extra threads only add contention on a shared machine
-(measured: a Hessian-vector product on a 67-parameter network takes 0.75 ms on
-one thread and 26 ms with two threads on a loaded two-core machine).
-"""
-
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
+from tests.precision import _float64_one_thread  # noqa: F401 (autouse fixture)

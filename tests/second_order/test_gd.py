@@ -11,7 +11,6 @@ from descentlab.linesearch import ArmijoGoldstein
 from descentlab.second_order import LineSearchGD, PerturbedGD
 
 
-
 def spd(n, seed=0):
     gen = torch.Generator().manual_seed(seed)
     m = torch.randn(n, n, generator=gen)

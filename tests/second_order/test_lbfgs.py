@@ -11,7 +11,6 @@ from descentlab.linesearch import Armijo
 from descentlab.second_order import LBFGS
 
 
-
 def logistic_problem(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(80, 6, generator=gen)

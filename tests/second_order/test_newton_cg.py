@@ -12,7 +12,6 @@ from descentlab.second_order import NewtonCG
 from descentlab.second_order.newton_cg import steihaug_cg, truncated_cg
 
 
-
 def rosen(x):
     return (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
 

@@ -12,7 +12,6 @@ from descentlab.second_order import NonlinearCG
 from descentlab.second_order.nonlinear_cg import CG_VARIANTS, cg_beta
 
 
-
 def rosen(x):
     return (100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2).sum()
 

@@ -20,7 +20,6 @@ import torch
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
 
 
-
 def saddle(p):
     return p[0] ** 2 - p[1] ** 2
 
