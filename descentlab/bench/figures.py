@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 
 from descentlab.bench.results import Results  # noqa: E402
 from descentlab.bench.scoring import TAU_MAX, performance_profile  # noqa: E402
+from descentlab.problems.analytic import FUNCTIONS  # noqa: E402
+from descentlab.problems.visualize import contour_grid, mark_minima  # noqa: E402
 
 __all__ = [
     "colors",
@@ -220,34 +222,15 @@ def sensitivity_figure(results: Results) -> Any:
 
 def function_of(problem: Any) -> Any:
     """The 2-D test function of an analytic problem, or ``None``."""
-    try:
-        from descentlab.problems.analytic import FUNCTIONS
-    except ImportError:
-        return None
     name = dict(getattr(problem, "config", ()) or ()).get("function")
     return FUNCTIONS.get(name) if isinstance(name, str) else None
 
 
-def _grid_values(fn: Any, n: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import torch
-
-    (x0, x1), (y0, y1) = fn.bounds
-    xs = torch.linspace(x0, x1, n, dtype=torch.float64)
-    ys = torch.linspace(y0, y1, n, dtype=torch.float64)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    with torch.no_grad():
-        z = fn.f(gx, gy).numpy()
-    return gx.numpy(), gy.numpy(), z
-
-
 def _draw_contours(ax: Any, fn: Any) -> None:
-    gx, gy, z = _grid_values(fn)
-    if fn.log_scale:
-        z = np.log10(z - np.nanmin(z) + 1e-3)
+    gx, gy, z, _ = contour_grid(fn, 300)
     ax.contourf(gx, gy, z, levels=40, cmap="viridis", alpha=0.85)
     ax.contour(gx, gy, z, levels=20, colors="white", linewidths=0.4, alpha=0.5)
-    for m in fn.minima:
-        ax.plot(*m, marker="*", color="gold", markersize=12, markeredgecolor="k")
+    mark_minima(ax, fn, markersize=12)
 
 
 def contour_image(fn: Any, width: int = 480, height: int = 400) -> bytes:

@@ -40,7 +40,9 @@ __all__ = [
     "animate_trajectories",
     "animation_gif",
     "animation_html",
+    "contour_grid",
     "draw_contours",
+    "mark_minima",
     "optimizer_colors",
     "plot_trajectories",
 ]
@@ -61,6 +63,35 @@ def _function(function: str | Function2D) -> Function2D:
     return function if isinstance(function, Function2D) else get_function(function)
 
 
+def contour_grid(
+    function: str | Function2D, resolution: int = 200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """``function`` on a ``resolution`` × ``resolution`` grid over its ``bounds``.
+
+    Returns ``(x, y, z, label)``: the grid coordinates (``meshgrid``,
+    ``indexing="ij"`` over ``y`` then ``x``), the values to colour and their
+    label. For steep functions (``Function2D.log_scale``) ``z`` is
+    ``log10(f − min f + 10⁻³)``.
+    """
+    fn = _function(function)
+    (x0, x1), (y0, y1) = fn.bounds
+    xs = torch.linspace(x0, x1, resolution, dtype=torch.float64)
+    ys = torch.linspace(y0, y1, resolution, dtype=torch.float64)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    with torch.no_grad():
+        z = fn.f(gx, gy).numpy()
+    if fn.log_scale:
+        return gx.numpy(), gy.numpy(), np.log10(z - np.nanmin(z) + 1e-3), "log₁₀(f − min + 10⁻³)"
+    return gx.numpy(), gy.numpy(), z, "f"
+
+
+def mark_minima(ax: Axes, function: str | Function2D, markersize: float = 13) -> None:
+    """The function's global minima as gold stars (above the contours and paths)."""
+    for mx, my in _function(function).minima:
+        ax.plot(mx, my, marker="*", color="gold", markersize=markersize,
+                markeredgecolor="black", linestyle="none", zorder=5)
+
+
 def draw_contours(
     ax: Axes, function: str | Function2D, resolution: int = 200, colorbar: bool = True
 ) -> None:
@@ -71,24 +102,13 @@ def draw_contours(
     """
     fn = _function(function)
     (x0, x1), (y0, y1) = fn.bounds
-    xs = torch.linspace(x0, x1, resolution, dtype=torch.float64)
-    ys = torch.linspace(y0, y1, resolution, dtype=torch.float64)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    with torch.no_grad():
-        z = fn.f(gx, gy).numpy()
-    label = "f"
-    if fn.log_scale:
-        z = np.log10(z - np.nanmin(z) + 1e-3)
-        label = "log₁₀(f − min + 10⁻³)"
+    gx, gy, z, label = contour_grid(fn, resolution)
     image = ax.imshow(z, origin="lower", extent=(x0, x1, y0, y1), aspect="auto",
                       cmap="viridis", interpolation="bilinear")
-    ax.contour(gx.numpy(), gy.numpy(), z, levels=15, colors="white", linewidths=0.5,
-               alpha=0.6)
+    ax.contour(gx, gy, z, levels=15, colors="white", linewidths=0.5, alpha=0.6)
     if colorbar:
         ax.figure.colorbar(image, ax=ax, label=label, shrink=0.85)
-    for mx, my in fn.minima:
-        ax.plot(mx, my, marker="*", color="gold", markersize=13, markeredgecolor="black",
-                linestyle="none", zorder=5)
+    mark_minima(ax, fn)
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
     ax.set_xlabel("x")
