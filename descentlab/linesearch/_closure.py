@@ -26,9 +26,34 @@ from descentlab.linesearch._flat import (
     set_params,
 )
 from descentlab.linesearch.base import LineObjective, LineSearch, LineSearchResult
-from descentlab.optim.validation import check_params
+from descentlab.optim.validation import check_int, check_nonnegative, check_params
 
-__all__ = ["ClosureOptimizer", "resolve_line_search"]
+__all__ = ["ClosureOptimizer", "check_limits", "resolve_line_search"]
+
+
+def check_limits(
+    max_iter: int,
+    max_eval: int | None,
+    tolerance_grad: float,
+    tolerance_change: float | None = None,
+    *,
+    default_max_eval: Callable[[int], int] = lambda max_iter: max_iter * 5 // 4,
+) -> int:
+    """Check the stopping settings of a closure optimizer; return ``max_eval``.
+
+    ``max_iter`` and ``max_eval`` must be ints >= 1, the tolerances >= 0
+    (``tolerance_change`` is skipped when ``None``, for optimizers without
+    one). ``max_eval=None`` becomes ``default_max_eval(max_iter)``
+    (``max_iter * 5 // 4``, ``torch.optim.LBFGS``'s default).
+    """
+    check_int("max_iter", max_iter, minimum=1)
+    if max_eval is None:
+        max_eval = default_max_eval(max_iter)
+    check_int("max_eval", max_eval, minimum=1)
+    check_nonnegative("tolerance_grad", tolerance_grad)
+    if tolerance_change is not None:
+        check_nonnegative("tolerance_change", tolerance_change)
+    return max_eval
 
 
 def resolve_line_search(
@@ -89,6 +114,20 @@ class ClosureOptimizer(torch.optim.Optimizer):
         if not callable(closure):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         return closure
+
+    def _begin_step(
+        self, closure: Callable[[], Any] | None, **counters: Any
+    ) -> tuple[Callable[[], Any], dict[str, Any], dict[str, Any]]:
+        """Start ``step``: the checked closure, the first group and the global state.
+
+        ``counters`` are entries of the global state to create (with the given
+        initial value) where they are missing.
+        """
+        closure = self._require_closure(closure)
+        state = self._global_state()
+        for key, value in counters.items():
+            state.setdefault(key, value)
+        return closure, self.param_groups[0], state
 
     def _flat_params(self) -> torch.Tensor:
         return flatten(self._params())

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from descentlab.linesearch._closure import ClosureOptimizer, resolve_line_search
+from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
 from descentlab.linesearch._flat import add_to_params, set_params
 from descentlab.linesearch.base import LineSearch
 from descentlab.optim.validation import (
@@ -63,11 +63,8 @@ class LineSearchGD(ClosureOptimizer):
                  max_iter: int = 1, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7) -> None:
         check_learning_rate(lr)
-        check_int("max_iter", max_iter, minimum=1)
-        if max_eval is None:
-            max_eval = max(25, 25 * max_iter)
-        check_int("max_eval", max_eval, minimum=1)
-        check_nonnegative("tolerance_grad", tolerance_grad)
+        max_eval = check_limits(max_iter, max_eval, tolerance_grad,
+                                default_max_eval=lambda n: max(25, 25 * n))
         self._search = resolve_line_search(line_search, allow_none=False)
         defaults = dict(lr=lr, line_search=line_search, max_iter=max_iter, max_eval=max_eval,
                         tolerance_grad=tolerance_grad)
@@ -76,10 +73,7 @@ class LineSearchGD(ClosureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` line-searched gradient steps (see the class docstring)."""
-        closure = self._require_closure(closure)
-        group = self.param_groups[0]
-        state = self._global_state()
-        state.setdefault("line_search_failures", 0)
+        closure, group, state = self._begin_step(closure, line_search_failures=0)
         hessian = self._search.needs_hessian
         lr = self._lr()
         start = state["func_evals"]
@@ -179,12 +173,9 @@ class PerturbedGD(ClosureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
         """One perturbed-gradient-descent iteration (see the class docstring)."""
-        closure = self._require_closure(closure)
-        group = self.param_groups[0]
-        state = self._global_state()
-        state.setdefault("step", 0)
-        state.setdefault("perturbations", 0)
-        state.setdefault("last_perturbation", -math.inf)
+        closure, group, state = self._begin_step(
+            closure, step=0, perturbations=0, last_perturbation=-math.inf
+        )
         params = self._params()
         ev = self._evaluate(closure)
         orig_loss = torch.tensor(ev.f)

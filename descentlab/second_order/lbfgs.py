@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from descentlab.linesearch._closure import ClosureOptimizer, resolve_line_search
+from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
 from descentlab.linesearch._flat import add_to_params
 from descentlab.linesearch.base import LineSearch
-from descentlab.optim.validation import check_int, check_learning_rate, check_nonnegative
+from descentlab.optim.validation import check_int, check_learning_rate
 
 __all__ = ["LBFGS"]
 
@@ -100,12 +100,7 @@ class LBFGS(ClosureOptimizer):
         line_search_fn: str | LineSearch | None = None,
     ) -> None:
         check_learning_rate(lr)
-        check_int("max_iter", max_iter, minimum=1)
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        check_int("max_eval", max_eval, minimum=1)
-        check_nonnegative("tolerance_grad", tolerance_grad)
-        check_nonnegative("tolerance_change", tolerance_change)
+        max_eval = check_limits(max_iter, max_eval, tolerance_grad, tolerance_change)
         check_int("history_size", history_size, minimum=1)
         self._search = resolve_line_search(line_search_fn)
         defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval,
@@ -122,16 +117,15 @@ class LBFGS(ClosureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations (see the class docstring)."""
-        closure = self._require_closure(closure)
-        group = self.param_groups[0]
+        closure, group, state = self._begin_step(
+            closure, line_search_failures=0, old_dirs=[], old_stps=[], ro=[]
+        )
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         m = group["history_size"]
-        state = self._global_state()
-        state.setdefault("line_search_failures", 0)
-        s_list: list[torch.Tensor] = state.setdefault("old_dirs", [])
-        y_list: list[torch.Tensor] = state.setdefault("old_stps", [])
-        rho: list[float] = state.setdefault("ro", [])
+        s_list: list[torch.Tensor] = state["old_dirs"]
+        y_list: list[torch.Tensor] = state["old_stps"]
+        rho: list[float] = state["ro"]
         lr = self._lr()
         precond = None
         if isinstance(lr, torch.Tensor):  # groups differ: relative lr preconditions H0

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from descentlab.linesearch._closure import ClosureOptimizer, resolve_line_search
+from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
 from descentlab.linesearch._flat import set_params
 from descentlab.linesearch._interp import interpolated_initial_step
 from descentlab.linesearch.base import LineSearch
@@ -17,7 +17,6 @@ from descentlab.optim.validation import (
     check_int,
     check_interval,
     check_learning_rate,
-    check_nonnegative,
     check_positive,
 )
 
@@ -187,12 +186,7 @@ class NewtonCG(ClosureOptimizer):
         eta: float = 0.15,
     ) -> None:
         check_learning_rate(lr)
-        check_int("max_iter", max_iter, minimum=1)
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        check_int("max_eval", max_eval, minimum=1)
-        check_nonnegative("tolerance_grad", tolerance_grad)
-        check_nonnegative("tolerance_change", tolerance_change)
+        max_eval = check_limits(max_iter, max_eval, tolerance_grad, tolerance_change)
         if cg_max_iter is not None:
             check_int("cg_max_iter", cg_max_iter, minimum=1)
         if cg_tol is not None:
@@ -222,12 +216,9 @@ class NewtonCG(ClosureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` Newton-CG iterations (see the class docstring)."""
-        closure = self._require_closure(closure)
-        group = self.param_groups[0]
-        state = self._global_state()
-        state.setdefault("line_search_failures", 0)
-        state.setdefault("cg_iters", 0)
-        state.setdefault("radius", group["radius"])
+        closure, group, state = self._begin_step(
+            closure, line_search_failures=0, cg_iters=0, radius=self.param_groups[0]["radius"]
+        )
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         lr = self._lr()
         start = state["func_evals"]

@@ -9,14 +9,13 @@ from typing import Any
 
 import torch
 
-from descentlab.linesearch._closure import ClosureOptimizer, resolve_line_search
+from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
 from descentlab.linesearch._interp import interpolated_initial_step
 from descentlab.linesearch.base import LineSearch
 from descentlab.linesearch.wolfe import StrongWolfe
 from descentlab.optim.validation import (
     check_int,
     check_learning_rate,
-    check_nonnegative,
 )
 
 __all__ = ["NonlinearCG", "cg_beta", "CG_VARIANTS"]
@@ -122,12 +121,7 @@ class NonlinearCG(ClosureOptimizer):
         check_learning_rate(lr)
         if variant not in CG_VARIANTS:
             raise ValueError(f"variant must be one of {CG_VARIANTS}, got {variant!r}")
-        check_int("max_iter", max_iter, minimum=1)
-        if max_eval is None:
-            max_eval = max_iter * 5 // 4
-        check_int("max_eval", max_eval, minimum=1)
-        check_nonnegative("tolerance_grad", tolerance_grad)
-        check_nonnegative("tolerance_change", tolerance_change)
+        max_eval = check_limits(max_iter, max_eval, tolerance_grad, tolerance_change)
         if restart_every is not None:
             check_int("restart_every", restart_every, minimum=1)
         if not isinstance(powell_restart, bool):
@@ -143,11 +137,7 @@ class NonlinearCG(ClosureOptimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Run up to ``max_iter`` CG iterations (see the class docstring)."""
-        closure = self._require_closure(closure)
-        group = self.param_groups[0]
-        state = self._global_state()
-        state.setdefault("restarts", 0)
-        state.setdefault("line_search_failures", 0)
+        closure, group, state = self._begin_step(closure, restarts=0, line_search_failures=0)
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         n = sum(p.numel() for p in self._params())
         period = group["restart_every"] or n
