@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
+from descentlab.diagnostics._progress import progress_bar
 from descentlab.optim.validation import check_int
 
 __all__ = [
@@ -208,22 +209,13 @@ def loss_surface(
     xs = torch.linspace(span[0], span[1], resolution, dtype=torch.float64)
     losses = torch.empty(resolution, resolution, dtype=torch.float64)
     keep = to_vector(model)
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("loss surface", total=resolution * resolution)
     try:
-        for j, y in enumerate(xs):
-            for i, x in enumerate(xs):
-                losses[j, i] = _evaluate(model, loss_fn, c + float(x) * d1 + float(y) * d2)
-                if bar is not None:
-                    bar.advance(task)
+        with progress_bar(progress, "loss surface", resolution * resolution) as advance:
+            for j, y in enumerate(xs):
+                for i, x in enumerate(xs):
+                    losses[j, i] = _evaluate(model, loss_fn, c + float(x) * d1 + float(y) * d2)
+                    advance()
     finally:
-        if bar is not None:
-            bar.stop()
         vector_to_parameters(keep, model.parameters())
     return LandscapeSurface(xs, xs.clone(), losses, c, d1, d2)
 

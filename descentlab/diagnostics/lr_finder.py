@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.diagnostics._progress import progress_bar
 from descentlab.optim.validation import check_int, check_interval, check_positive
 
 __all__ = ["LRRangeResult", "lr_range_test", "smooth_losses", "suggest_lrs"]
@@ -174,53 +175,44 @@ def lr_range_test(
     avg, best = 0.0, math.inf
     source = iter(batches)
     was_training = model.training
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("learning-rate range test", total=num_steps)
     try:
-        model.train()
-        for i in range(num_steps):
-            lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
-            for g, r in zip(optimizer.param_groups, ratios, strict=True):
-                g["lr"] = lr * r
-            try:
-                x, y = next(source)
-            except StopIteration:
-                source = iter(batches)
+        with progress_bar(progress, "learning-rate range test", num_steps) as advance:
+            model.train()
+            for i in range(num_steps):
+                lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
+                for g, r in zip(optimizer.param_groups, ratios, strict=True):
+                    g["lr"] = lr * r
                 try:
                     x, y = next(source)
                 except StopIteration:
-                    raise ValueError(
-                        f"batches ran out after {i} steps; pass a re-iterable (a list or a "
-                        "DataLoader) or at least num_steps batches"
-                    ) from None
-            loss = criterion(model(x), y)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            value = float(loss.detach())
-            lrs.append(lr)
-            losses.append(value)
-            if bar is not None:
-                bar.advance(task)
-            if not math.isfinite(value):
-                smoothed.append(math.inf)
-                diverged = True
-                break
-            avg = smoothing * avg + (1 - smoothing) * value
-            s = avg / (1 - smoothing ** (i + 1))
-            smoothed.append(s)
-            best = min(best, s)
-            if i > 0 and s > diverge_factor * best:
-                diverged = True
-                break
+                    source = iter(batches)
+                    try:
+                        x, y = next(source)
+                    except StopIteration:
+                        raise ValueError(
+                            f"batches ran out after {i} steps; pass a re-iterable (a list or a "
+                            "DataLoader) or at least num_steps batches"
+                        ) from None
+                loss = criterion(model(x), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                value = float(loss.detach())
+                lrs.append(lr)
+                losses.append(value)
+                advance()
+                if not math.isfinite(value):
+                    smoothed.append(math.inf)
+                    diverged = True
+                    break
+                avg = smoothing * avg + (1 - smoothing) * value
+                s = avg / (1 - smoothing ** (i + 1))
+                smoothed.append(s)
+                best = min(best, s)
+                if i > 0 and s > diverge_factor * best:
+                    diverged = True
+                    break
     finally:
-        if bar is not None:
-            bar.stop()
         model.load_state_dict(model_state)
         optimizer.load_state_dict(opt_state)
         model.train(was_training)

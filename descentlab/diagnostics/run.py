@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab.diagnostics._progress import progress_bar
 from descentlab.diagnostics.findings import Severity
 from descentlab.diagnostics.monitor import DEFAULT_INTERVAL, TrainingMonitor
 from descentlab.optim.validation import check_int
@@ -127,14 +128,7 @@ def diagnose(
                 mon.record_validation(criterion(model(validation[0]), validation[1]))
             model.train(was)
 
-    bar = None
-    if progress:
-        from rich.progress import Progress
-
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("training under the monitor", total=steps)
-    try:
+    with progress_bar(progress, "training under the monitor", steps) as advance:
         for step in range(steps):
             try:
                 inputs, targets = next(it)
@@ -150,8 +144,7 @@ def diagnose(
             mon.record_loss(loss)
             if (step + 1) % validate_every == 0:
                 validate()
-            if bar is not None:
-                bar.advance(task)
+            advance()
             if stop_on_error and mon.worst() is Severity.ERROR:
                 break
         if validation is not None and (
@@ -161,7 +154,4 @@ def diagnose(
         if curvature and first is not None and mon.worst() is not Severity.ERROR:
             x, y = first
             mon.check_curvature(lambda: criterion(model(x), y))
-    finally:
-        if bar is not None:
-            bar.stop()
     return mon
