@@ -26,6 +26,17 @@ _COLOURS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "c
 _HEX = {Severity.ERROR: "#c62828", Severity.WARNING: "#ef6c00", Severity.INFO: "#1565c0"}
 
 
+# The per-layer table: ``monitor.layer_table()`` key and column heading.
+_LAYER_COLUMNS = (
+    ("layer", "layer"),
+    ("param_norm", "‖θ‖"),
+    ("grad_norm", "‖g‖"),
+    ("relative_gradient", "‖g‖/‖θ‖"),
+    ("update_ratio", "‖Δθ‖/‖θ‖"),
+    ("effective_lr", "effective lr"),
+)
+
+
 def _sorted(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (-f.severity.rank, f.step))
 
@@ -50,21 +61,9 @@ def text_summary(monitor: TrainingMonitor) -> str:
         lines.append(f"    remedy: {f.remedy}")
     rows = monitor.layer_table()
     if rows:
-        lines.append("layer  ‖θ‖  ‖g‖  ‖g‖/‖θ‖  ‖Δθ‖/‖θ‖  effective lr")
+        lines.append("  ".join(title for _, title in _LAYER_COLUMNS))
         for r in rows:
-            lines.append(
-                "  ".join(
-                    _fmt(r[k])
-                    for k in (
-                        "layer",
-                        "param_norm",
-                        "grad_norm",
-                        "relative_gradient",
-                        "update_ratio",
-                        "effective_lr",
-                    )
-                )
-            )
+            lines.append("  ".join(_fmt(r[k]) for k, _ in _LAYER_COLUMNS))
     return "\n".join(lines)
 
 
@@ -217,22 +216,10 @@ def html_report(monitor: TrainingMonitor, title: str = "descentlab diagnosis") -
         parts.append(f"<h2>{e(heading)}</h2><figure>{svg}</figure>")
     rows = monitor.layer_table()
     if rows:
-        parts.append(
-            "<h2>Layers</h2><table id='layers'><tr><th>layer</th><th>‖θ‖</th><th>‖g‖</th>"
-            "<th>‖g‖/‖θ‖</th><th>‖Δθ‖/‖θ‖</th><th>effective lr</th></tr>"
-        )
+        heads = "".join(f"<th>{title}</th>" for _, title in _LAYER_COLUMNS)
+        parts.append(f"<h2>Layers</h2><table id='layers'><tr>{heads}</tr>")
         for r in rows:
-            cells = "".join(
-                f"<td>{e(_fmt(r[k]))}</td>"
-                for k in (
-                    "layer",
-                    "param_norm",
-                    "grad_norm",
-                    "relative_gradient",
-                    "update_ratio",
-                    "effective_lr",
-                )
-            )
+            cells = "".join(f"<td>{e(_fmt(r[k]))}</td>" for k, _ in _LAYER_COLUMNS)
             parts.append(f"<tr>{cells}</tr>")
         parts.append("</table>")
     parts.append("</body></html>")
