@@ -67,6 +67,22 @@ def _grid(n: int) -> tuple[Any, np.ndarray]:
     return fig, axes.flat
 
 
+def _finish_grid(fig: Any, axes: np.ndarray, title: str) -> Any:
+    """One legend (the first panel's entries) below a grid of panels, the title above."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles,
+        labels,
+        loc="lower center",
+        ncol=min(len(labels), 9),
+        fontsize=8,
+        bbox_to_anchor=(0.5, -0.04),
+    )
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def profile_figure(results: Results) -> Any:
     """Performance profiles ρ(τ) for τ in [1, τ_max] (score = area / (τ_max − 1))."""
     names = [e.name for e in results.entrants]
@@ -135,18 +151,9 @@ def curves_figure(results: Results) -> Any:
         ax.set_title(f"{p.name} — {p.metric}", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="lower center",
-        ncol=min(len(labels), 9),
-        fontsize=8,
-        bbox_to_anchor=(0.5, -0.04),
+    return _finish_grid(
+        fig, axes, "Target metric during training: mean ± 1 std over seeds (tuned setting)"
     )
-    fig.suptitle("Target metric during training: mean ± 1 std over seeds (tuned setting)")
-    fig.tight_layout()
-    return fig
 
 
 def sensitivity_figure(results: Results) -> Any:
@@ -203,21 +210,12 @@ def sensitivity_figure(results: Results) -> Any:
         ax.set_title(f"{p.name} — final {p.metric}", fontsize=10)
         ax.set_xlabel("learning rate")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles,
-        labels,
-        loc="lower center",
-        ncol=min(len(labels), 9),
-        fontsize=8,
-        bbox_to_anchor=(0.5, -0.04),
-    )
-    fig.suptitle(
+    return _finish_grid(
+        fig,
+        axes,
         "Learning-rate sensitivity: every tuning trial "
-        "(hollow = pruned, × = diverged or off the scale)"
+        "(hollow = pruned, × = diverged or off the scale)",
     )
-    fig.tight_layout()
-    return fig
 
 
 def function_of(problem: Any) -> Any:
