@@ -71,6 +71,12 @@ class Param:
     pair: tuple[str, int, float] | None = None
 
 
+def _digest(obj: Any) -> str:
+    """First 12 hex digits of the SHA-256 of ``obj`` as sorted-key JSON (others via ``str``)."""
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 @dataclass(frozen=True)
 class Entrant:
     """An optimizer as a benchmark entrant.
@@ -117,17 +123,14 @@ class Entrant:
 
     def space_hash(self) -> str:
         """Stable hash of the optimizer, fixed values and search space (keys stored results)."""
-        blob = json.dumps(
+        return _digest(
             {
                 "optimizer": self.optimizer,
                 "fixed": self.fixed,
                 "full_batch": self.full_batch,
                 "space": [dataclasses.asdict(p) for p in self.space],
-            },
-            sort_keys=True,
-            default=str,
+            }
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def search_hash(self) -> str:
         """Hash of the optimizer, fixed values and search space only (not the name or batch).
@@ -136,16 +139,13 @@ class Entrant:
         ``sgd``) try the same settings; on a full-batch problem they then agree
         exactly, as they should.
         """
-        blob = json.dumps(
+        return _digest(
             {
                 "optimizer": self.optimizer,
                 "fixed": self.fixed,
                 "space": [dataclasses.asdict(p) for p in self.space],
-            },
-            sort_keys=True,
-            default=str,
+            }
         )
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def describe_space(self) -> str:
         """The search space in words, e.g. ``lr ∈ [1e-04, 1] log; momentum ∈ [0.5, 0.99]``."""
