@@ -80,21 +80,30 @@ def test_perturbation_lies_in_the_ball_and_waits():
     assert st["func_evals"] == 12  # one extra closure call per perturbation
 
 
+def _saddle(p):
+    return p[0] ** 2 - p[1] ** 2 + p[1] ** 4
+
+
+def _resumed_alongside(opt, x, seed, steps):
+    """A copy of ``x`` under a fresh PerturbedGD (seeded ``seed``) loaded with ``opt``'s state;
+    both then take ``steps`` steps on the saddle ``_saddle``."""
+    sd = copy.deepcopy(opt.state_dict())
+    y = x.detach().clone().requires_grad_(True)
+    opt2 = PerturbedGD([y], lr=0.1, grad_threshold=1e-3, radius=0.1, wait=2, seed=seed)
+    opt2.load_state_dict(sd)
+    for _ in range(steps):
+        opt.step(lambda: _saddle(x))
+        opt2.step(lambda: _saddle(y))
+    return y
+
+
 def test_seeded_perturbations_resume_exactly():
     def run(split):
         x = torch.zeros(2, requires_grad=True)
         opt = PerturbedGD([x], lr=0.1, grad_threshold=1e-3, radius=0.1, wait=2, seed=7)
-        fn = lambda: x[0] ** 2 - x[1] ** 2 + x[1] ** 4  # noqa: E731
         for _ in range(split):
-            opt.step(fn)
-        sd = copy.deepcopy(opt.state_dict())
-        y = x.detach().clone().requires_grad_(True)
-        opt2 = PerturbedGD([y], lr=0.1, grad_threshold=1e-3, radius=0.1, wait=2, seed=123)
-        opt2.load_state_dict(sd)
-        fn2 = lambda: y[0] ** 2 - y[1] ** 2 + y[1] ** 4  # noqa: E731
-        for _ in range(30):
-            opt.step(fn)
-            opt2.step(fn2)
+            opt.step(lambda: _saddle(x))
+        y = _resumed_alongside(opt, x, seed=123, steps=30)
         return x.detach(), y.detach()
 
     a, b = run(5)
@@ -149,15 +158,7 @@ def test_seeded_resume_before_any_perturbation():
     x = torch.zeros(2, requires_grad=True)
     opt = make(x)
     x.data.fill_(1.0)  # far from the saddle: no perturbation in the first steps
-    fn = lambda: x[0] ** 2 - x[1] ** 2 + x[1] ** 4  # noqa: E731
-    opt.step(fn)
-    sd = copy.deepcopy(opt.state_dict())
-    y = x.detach().clone().requires_grad_(True)
-    opt2 = PerturbedGD([y], lr=0.1, grad_threshold=1e-3, radius=0.1, wait=2, seed=99)
-    opt2.load_state_dict(sd)
-    fn2 = lambda: y[0] ** 2 - y[1] ** 2 + y[1] ** 4  # noqa: E731
-    for _ in range(200):
-        opt.step(fn)
-        opt2.step(fn2)
+    opt.step(lambda: _saddle(x))
+    y = _resumed_alongside(opt, x, seed=99, steps=200)
     assert opt.state[x]["perturbations"] > 0
     torch.testing.assert_close(y.detach(), x.detach(), rtol=0, atol=0)
