@@ -54,6 +54,18 @@ def _command(out: Path) -> list[str]:
     ]
 
 
+def _start(out: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start the comparison into ``out`` in its own session (so it can be killed whole)."""
+    return subprocess.Popen(
+        _command(out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
 def _query(db: Path, sql: str) -> list[tuple]:
     if not db.exists():
         return []
@@ -128,14 +140,7 @@ def test_sigkill_worker_then_whole_run_then_resume(tmp_path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     # 1. kill the worker processes with SIGKILL while trials are running
-    proc = subprocess.Popen(
-        _command(out),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = _start(out, env)
     _wait_for(
         lambda: len(_finished(db)) >= 3 and _running(db) >= 1 and len(_workers(proc.pid)) == 2, proc
     )
@@ -152,14 +157,7 @@ def test_sigkill_worker_then_whole_run_then_resume(tmp_path) -> None:
     assert len(after_first) < TOTAL
 
     # 2. resume, then kill the whole run (parent and workers) with SIGKILL
-    proc = subprocess.Popen(
-        _command(out),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = _start(out, env)
     _wait_for(lambda: len(_finished(db)) >= len(after_first) + 2, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
