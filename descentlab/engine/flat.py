@@ -34,8 +34,10 @@ reference engine's.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -45,7 +47,26 @@ from descentlab.engine.buffers import Bucket, flattenable, real_dtype
 from descentlab.engine.reference import ReferenceEngine, check_grad
 from descentlab.rules.base import Flags, Rule
 
-__all__ = ["FlatEngine", "GroupLayout"]
+__all__ = ["FlatEngine", "GroupLayout", "one_thread"]
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops single-threaded for a while.
+
+    Per-parameter copies are small; opening an OpenMP region for each costs more
+    than it saves, and on a busy machine each region can wait milliseconds for
+    its second thread.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _storage_ptr(p: Tensor) -> int | None:
@@ -115,9 +136,10 @@ class FlatEngine:
                 groups.setdefault((p.device, real_dtype(p)), []).append(p)
             else:
                 fallback.append(p)
-        buckets = [Bucket(members) for members in groups.values()]
-        for bucket in buckets:
-            bucket.adopt_state(optimizer.state, optimizer.rule)
+        with one_thread():
+            buckets = [Bucket(members) for members in groups.values()]
+            for bucket in buckets:
+                bucket.adopt_state(optimizer.state, optimizer.rule)
         return GroupLayout(params, buckets, fallback)
 
     def state_loaded(self, optimizer: Any) -> None:
@@ -154,15 +176,16 @@ class FlatEngine:
                 return
         active = [g is not None for g in grads]
         fresh = 0
-        for i, g in enumerate(grads):
-            if g is None:
-                continue
-            check_grad(params[i], rule)
-            if g is not b.grad_views[i]:
-                b.adopt_grad(i, g)
-            if not b.has_state[i]:
-                fresh = fresh or b.new_cohort()
-                b.init_state(i, optimizer.state[params[i]], rule, flags, h, fresh)
+        with one_thread():  # many small per-parameter copies: no OpenMP region for each
+            for i, g in enumerate(grads):
+                if g is None:
+                    continue
+                check_grad(params[i], rule)
+                if g is not b.grad_views[i]:
+                    b.adopt_grad(i, g)
+                if not b.has_state[i]:
+                    fresh = fresh or b.new_cohort()
+                    b.init_state(i, optimizer.state[params[i]], rule, flags, h, fresh)
         members = Counter(b.cohort)
         i, n = 0, len(params)
         while i < n:
