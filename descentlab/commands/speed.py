@@ -269,8 +269,8 @@ def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def format_table(result: dict[str, Any]) -> str:
     """The rows as a markdown table, one block per case, plus the goals."""
     lines = [
-        f"triad bandwidth: {result['triad_GBps']:.1f} GB/s "
-        f"({result['machine']['threads']} threads, median of {result['repeats']} steps)",
+        f"triad bandwidth (torch, best of 20): {result['triad_GBps']:.1f} GB/s; "
+        f"{result['machine']['threads']} threads; steps: median of up to {result['repeats']}",
         "",
     ]
     for case, spec in result["cases"].items():

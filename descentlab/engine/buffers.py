@@ -140,7 +140,7 @@ class Bucket:
         that changed dtype, shape or device (``model.to(...)`` after the
         optimizer was built) means the bucket must be rebuilt.
         """
-        if [p.data_ptr() for p in self.params] == self.data_ptrs:
+        if list(map(Tensor.data_ptr, self.params)) == self.data_ptrs:
             return True
         for i, p in enumerate(self.params):
             if p.data_ptr() == self.data_ptrs[i]:

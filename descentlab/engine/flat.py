@@ -170,8 +170,7 @@ class FlatEngine:
         params = b.params
         grads = [p.grad for p in params]
         if all(map(operator.is_, grads, b.grad_views)) and all(b.has_state):
-            first = b.cohort[0]
-            if all(c == first for c in b.cohort):
+            if b.cohort.count(b.cohort[0]) == len(b.cohort):  # one cohort (C-speed check)
                 self._run(b, 0, len(params), rule, flags, h, maximize)
                 return
         active = [g is not None for g in grads]
