@@ -99,6 +99,7 @@ def test_auto_stays_eager_below_the_threshold():
 
 def test_auto_compiles_in_the_background_then_switches(monkeypatch):
     monkeypatch.setattr(auto_module, "COMPILE_THRESHOLD", 16)
+    monkeypatch.setattr(kernels, "_KERNELS", {})  # only this test's kernel, built here
     ref_params = [p.detach().clone().requires_grad_() for p in _big_problem()[0]]
     ref = descentlab.Adadelta(ref_params, lr=0.5, engine="reference")
     params, opt = _big_problem()
