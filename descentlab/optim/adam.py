@@ -51,7 +51,7 @@ class Adam(RuleOptimizer):
         amsgrad: use AMSGrad's running maximum of v (default False).
         maximize: maximise instead of minimise.
         decoupled_weight_decay: decay θ directly (AdamW) instead of adding λθ to g.
-        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+        engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
     rule = AdamRule()
@@ -68,6 +68,7 @@ class Adam(RuleOptimizer):
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -78,7 +79,7 @@ class Adam(RuleOptimizer):
             maximize=maximize,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     check_group = staticmethod(_check_moments_group)
 
@@ -95,7 +96,7 @@ class AdamW(Adam):
         lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ (default 1e-2).
         amsgrad: AMSGrad variant (default False). maximize: maximise instead.
-        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+        engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
     def __init__(
@@ -109,6 +110,7 @@ class AdamW(Adam):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         super().__init__(
             params,
@@ -120,6 +122,7 @@ class AdamW(Adam):
             maximize=maximize,
             decoupled_weight_decay=True,
             engine=engine,
+            **torch_options,
         )
 
 
@@ -143,7 +146,7 @@ class NAdam(RuleOptimizer):
         eps: ε (default 1e-8). weight_decay: λ (default 0).
         momentum_decay: ψ (default 4e-3).
         decoupled_weight_decay: decay θ directly instead of adding λθ to g.
-        maximize: maximise instead. engine: see :class:`RuleOptimizer`.
+        maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
     rule = NAdamRule()
@@ -160,6 +163,7 @@ class NAdam(RuleOptimizer):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -170,7 +174,7 @@ class NAdam(RuleOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
         )
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     @staticmethod
     def check_group(group: dict[str, Any]) -> None:
@@ -197,7 +201,7 @@ class RAdam(RuleOptimizer):
         lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ (default 0).
         decoupled_weight_decay: decay θ directly instead of adding λθ to g.
-        maximize: maximise instead. engine: see :class:`RuleOptimizer`.
+        maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
     rule = RAdamRule()
@@ -213,6 +217,7 @@ class RAdam(RuleOptimizer):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -222,7 +227,7 @@ class RAdam(RuleOptimizer):
             decoupled_weight_decay=decoupled_weight_decay,
             maximize=maximize,
         )
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     check_group = staticmethod(_check_moments_group)
 
@@ -240,7 +245,7 @@ class Adamax(RuleOptimizer):
     Args:
         lr: η (default 2e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ, coupled (default 0).
-        maximize: maximise instead. engine: see :class:`RuleOptimizer`.
+        maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
     rule = AdamaxRule()
@@ -255,8 +260,9 @@ class Adamax(RuleOptimizer):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     check_group = staticmethod(_check_moments_group)

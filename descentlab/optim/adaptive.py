@@ -31,7 +31,7 @@ class Adagrad(RuleOptimizer):
         lr: η (default 1e-2). lr_decay: time-based decay of η (default 0).
         weight_decay: λ (default 0). initial_accumulator_value: s₀ (default 0).
         eps: ε (default 1e-10). maximize: maximise instead of minimise.
-        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+        engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
     rule = AdagradRule()
@@ -47,6 +47,7 @@ class Adagrad(RuleOptimizer):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -56,7 +57,7 @@ class Adagrad(RuleOptimizer):
             eps=eps,
             maximize=maximize,
         )
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     @staticmethod
     def check_group(group: dict[str, Any]) -> None:
@@ -85,7 +86,7 @@ class RMSprop(RuleOptimizer):
         weight_decay: λ (default 0). momentum: μ (default 0).
         centered: subtract the squared mean gradient (default False).
         maximize: maximise instead of minimise.
-        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+        engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
     rule = RMSpropRule()
@@ -102,6 +103,7 @@ class RMSprop(RuleOptimizer):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -112,7 +114,7 @@ class RMSprop(RuleOptimizer):
             centered=centered,
             maximize=maximize,
         )
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     @staticmethod
     def check_group(group: dict[str, Any]) -> None:
@@ -140,7 +142,7 @@ class Adadelta(RuleOptimizer):
         lr: η, a multiplier on the step (default 1.0). rho: ρ (default 0.9).
         eps: ε (default 1e-6). weight_decay: λ (default 0).
         maximize: maximise instead of minimise.
-        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+        engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
     rule = AdadeltaRule()
@@ -155,9 +157,10 @@ class Adadelta(RuleOptimizer):
         *,
         maximize: bool = False,
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     @staticmethod
     def check_group(group: dict[str, Any]) -> None:

@@ -27,6 +27,21 @@ from descentlab.rules.base import Rule
 
 __all__ = ["RuleOptimizer"]
 
+#: torch.optim keywords that choose an implementation rather than an algorithm.
+TORCH_IMPLEMENTATION_OPTIONS = ("foreach", "fused", "capturable", "differentiable")
+
+
+def _check_torch_options(owner: str, options: dict[str, Any]) -> None:
+    """Accept torch.optim's implementation switches; refuse unknown keys and unsupported modes."""
+    for key, value in options.items():
+        if key not in TORCH_IMPLEMENTATION_OPTIONS:
+            raise TypeError(f"{owner}() got an unexpected keyword argument {key!r}")
+        if key in ("capturable", "differentiable") and value:
+            raise ValueError(
+                f"{key}={value!r} is not supported by descentlab's {owner}; "
+                "use torch.optim for CUDA-graph capture or differentiating through the step"
+            )
+
 
 class RuleOptimizer(torch.optim.Optimizer):
     """Base class of descentlab's elementwise optimizers (see the module docstring).
@@ -44,13 +59,23 @@ class RuleOptimizer(torch.optim.Optimizer):
             (the same with one compiled, fused kernel per buffer) or
             ``"auto"`` (default: flat at once, compiled once a background
             compile is ready; see :mod:`descentlab.engine`).
+        torch_options: torch.optim's implementation switches, accepted so that
+            code written for torch.optim runs unchanged: ``foreach`` and
+            ``fused`` are ignored (the engine decides how steps run);
+            ``capturable`` and ``differentiable`` must be False.
     """
 
     rule: ClassVar[Rule]
 
     def __init__(
-        self, params: Iterable[Any], defaults: dict[str, Any], *, engine: str = "auto"
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
+        _check_torch_options(type(self).__name__, torch_options)
         self._engine = make_engine(engine)
         defaults = {**defaults, "maximize": bool(defaults.get("maximize", False))}
         super().__init__(check_params(params), defaults)

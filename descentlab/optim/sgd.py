@@ -47,7 +47,7 @@ class SGD(RuleOptimizer):
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
         maximize: maximise the objective instead of minimising it.
         momentum_form: ``"heavy_ball"`` (default) or ``"averaged"``.
-        engine: see :class:`~descentlab.optim.base.RuleOptimizer`.
+        engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
     rule = SGDRule()
@@ -64,6 +64,7 @@ class SGD(RuleOptimizer):
         maximize: bool = False,
         momentum_form: str = "heavy_ball",
         engine: str = "auto",
+        **torch_options: Any,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -74,7 +75,7 @@ class SGD(RuleOptimizer):
             maximize=maximize,
             momentum_form=momentum_form,
         )
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, defaults, engine=engine, **torch_options)
 
     @staticmethod
     def check_group(group: dict[str, Any]) -> None:

@@ -152,3 +152,15 @@ def test_sparse_gradients_are_refused_clearly():
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match=r"adam does not support sparse gradients"):
         opt.step()
+
+
+@pytest.mark.parametrize("info", INFOS, ids=IDS)
+def test_torch_implementation_switches_are_accepted_for_drop_in_use(info):
+    x = torch.ones(2, requires_grad=True)
+    info.ours([x], foreach=True, fused=None, capturable=False, differentiable=False)
+    with pytest.raises(ValueError, match=r"differentiable=True is not supported"):
+        info.ours([x], differentiable=True)
+    with pytest.raises(ValueError, match=r"capturable=True is not supported"):
+        info.ours([x], capturable=True)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'turbo'"):
+        info.ours([x], turbo=True)
