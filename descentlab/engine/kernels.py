@@ -43,7 +43,6 @@ __all__ = [
     "KernelKey",
     "cache_dir",
     "get_kernel",
-    "kernel_key",
     "COMPILE_SIZE",
     "PARALLEL_MIN",
 ]
@@ -81,29 +80,6 @@ def _inductor_cache() -> Iterator[None]:
             os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
         else:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = saved
-
-
-def kernel_key(
-    rule: Rule,
-    flags: Flags,
-    maximize: bool,
-    dtype: torch.dtype,
-    device: torch.device,
-    state_keys: Sequence[str],
-    scalar_keys: Sequence[str],
-    h_keys: Sequence[str],
-) -> KernelKey:
-    """The identity of a compiled kernel: everything structural about one rule call."""
-    return (
-        type(rule).__qualname__,
-        tuple(sorted(flags.items())),
-        bool(maximize),
-        dtype,
-        torch.device(device).type,
-        tuple(state_keys),
-        tuple(scalar_keys),
-        tuple(h_keys),
-    )
 
 
 def _scalar(value: Any, device: torch.device) -> Tensor:
@@ -335,8 +311,22 @@ def get_kernel(
     scalar_keys: Sequence[str],
     h_keys: Sequence[str],
 ) -> Kernel:
-    """The (process-wide, shared) kernel for this structure, created unbuilt if new."""
-    key = kernel_key(rule, flags, maximize, dtype, device, state_keys, scalar_keys, h_keys)
+    """The (process-wide, shared) kernel for this structure, created unbuilt if new.
+
+    A kernel's identity is everything structural about one rule call: the rule,
+    its flags, maximize, dtype, device type and the names of the state, scalar
+    state and hyperparameters it reads.
+    """
+    key: KernelKey = (
+        type(rule).__qualname__,
+        tuple(sorted(flags.items())),
+        bool(maximize),
+        dtype,
+        torch.device(device).type,
+        tuple(state_keys),
+        tuple(scalar_keys),
+        tuple(h_keys),
+    )
     with _LOCK:
         kernel = _KERNELS.get(key)
         if kernel is None:
