@@ -188,7 +188,7 @@ class LineSearch:
             with torch.enable_grad():
                 ft = fun(xt.view(shape))
                 (gt,) = torch.autograd.grad(ft, xt)
-            return ClosureEvaluation(float(ft.detach()), gt.detach(), None)
+            return ClosureEvaluation(ft, float(ft.detach()), gt.detach(), None)
 
         def hvp(v: torch.Tensor) -> torch.Tensor:
             (hv,) = torch.autograd.grad(g0, x0, grad_outputs=v, retain_graph=True)

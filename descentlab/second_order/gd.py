@@ -8,7 +8,12 @@ from typing import Any
 
 import torch
 
-from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
+from descentlab.linesearch._closure import (
+    ClosureOptimizer,
+    check_hvp_mode,
+    check_limits,
+    resolve_line_search,
+)
 from descentlab.linesearch._flat import add_to_params, set_params
 from descentlab.linesearch.base import LineSearch
 from descentlab.optim.validation import (
@@ -34,15 +39,17 @@ class LineSearchGD(ClosureOptimizer):
 
     With ``line_search="full_relaxation"`` the search uses one Hessian-vector
     product per iteration and starts from the exact minimiser of the quadratic
-    model along ``d`` (seed 003's "full relaxation").
+    model along ``d`` (seed 003's "full relaxation"); ``hvp`` says how it is
+    taken, as in :class:`~descentlab.second_order.NewtonCG` (default
+    ``"auto"``: double backward when the closure leaves a graph, else a
+    forward difference of gradients — one extra closure call per iteration).
 
     Closure protocol: ``closure()`` zeroes the gradients, computes the loss, calls
     ``loss.backward()`` and returns the loss (or returns the loss without calling
-    backward, which is required — or ``backward(create_graph=True)`` — for the
-    full-relaxation search). It is called once at the start of ``step`` and once
-    per line-search trial; for mini-batch training it must use the same batch on
+    backward). It is called once at the start of ``step`` and once per
+    line-search trial; for mini-batch training it must use the same batch on
     every call within one ``step``. ``step()`` without a closure raises
-    ``TypeError``. Returns the loss at the start.
+    ``TypeError``. Returns what the first closure call returned.
 
     A failed search (no acceptable step) leaves the parameters where they are,
     counts ``state["line_search_failures"]``, resets the carried step, and ends
@@ -57,36 +64,40 @@ class LineSearchGD(ClosureOptimizer):
             for full-batch problems).
         max_eval: closure calls per ``step`` (default ``max(25, max_iter * 25)``).
         tolerance_grad: stop when ``max |g| <= tolerance_grad`` (default 1e-7).
+        hvp: ``"auto"``, ``"autograd"`` or ``"finite_difference"``, for
+            curvature-using searches.
     """
 
     def __init__(self, params: Any, lr: float = 1.0, line_search: str | LineSearch = "armijo",
                  max_iter: int = 1, max_eval: int | None = None,
-                 tolerance_grad: float = 1e-7) -> None:
+                 tolerance_grad: float = 1e-7, hvp: str = "auto") -> None:
         check_learning_rate(lr)
         max_eval = check_limits(max_iter, max_eval, tolerance_grad,
                                 default_max_eval=lambda n: max(25, 25 * n))
-        self._search = resolve_line_search(line_search, allow_none=False)
+        resolve_line_search(line_search, allow_none=False)  # refuse a bad name now
+        check_hvp_mode(hvp)
         defaults = dict(lr=lr, line_search=line_search, max_iter=max_iter, max_eval=max_eval,
-                        tolerance_grad=tolerance_grad)
+                        tolerance_grad=tolerance_grad, hvp=hvp)
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` line-searched gradient steps (see the class docstring)."""
         closure, group, state = self._begin_step(closure, line_search_failures=0)
-        hessian = self._search.needs_hessian
+        search = self._line_search()
+        hessian = search.needs_hessian
         lr = self._lr()
         start = state["func_evals"]
         ev = self._evaluate(closure, create_graph=hessian)
-        orig_loss = torch.tensor(ev.f)
+        orig_loss = ev.loss
         x = self._flat_params()
         for _ in range(group["max_iter"]):
             if float(ev.g.abs().max()) <= group["tolerance_grad"]:
                 break
             state["n_iter"] += 1
             d = -ev.g * lr
-            t0 = self._search.initial_step(state.get("t"), 1.0)
-            res, ev = self._run_line_search(closure, self._search, x, ev, d, t0,
+            t0 = search.initial_step(state.get("t"), 1.0)
+            res, ev = self._run_line_search(closure, search, x, ev, d, t0,
                                             need_graph=hessian)
             if not res.success and res.step == 0.0:
                 state["line_search_failures"] += 1
@@ -141,6 +152,8 @@ class PerturbedGD(ClosureOptimizer):
     Saddle Points Efficiently", ICML 2017, Algorithm 2.
     """
 
+    _pickled_attributes = ("_generator",)
+
     def __init__(self, params: Any, lr: float = 0.01, grad_threshold: float = 1e-3,
                  radius: float = 1e-2, wait: int = 10, f_threshold: float | None = None,
                  seed: int | None = None) -> None:
@@ -171,14 +184,14 @@ class PerturbedGD(ClosureOptimizer):
             self._generator.set_state(rng.detach().to("cpu", torch.uint8))
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One perturbed-gradient-descent iteration (see the class docstring)."""
         closure, group, state = self._begin_step(
             closure, step=0, perturbations=0, last_perturbation=-math.inf
         )
         params = self._params()
         ev = self._evaluate(closure)
-        orig_loss = torch.tensor(ev.f)
+        orig_loss = ev.loss
         if state.get("converged"):
             return orig_loss
         t = state["step"]

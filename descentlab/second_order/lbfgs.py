@@ -1,4 +1,4 @@
-"""L-BFGS with a choice of line search, several parameter groups, any device."""
+"""L-BFGS: torch.optim.LBFGS's algorithm and state, plus line searches and parameter groups."""
 
 from __future__ import annotations
 
@@ -8,69 +8,89 @@ from typing import Any
 import torch
 
 from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
-from descentlab.linesearch._flat import add_to_params
+from descentlab.linesearch._flat import ClosureEvaluation, add_to_params
 from descentlab.linesearch.base import LineSearch
+from descentlab.linesearch.minfunc import minfunc_strong_wolfe
 from descentlab.optim.validation import check_int, check_learning_rate
 
-__all__ = ["LBFGS"]
+__all__ = ["LBFGS", "two_loop"]
+
+#: ``line_search_fn`` value that selects torch's own strong Wolfe search
+TORCH_STRONG_WOLFE = "strong_wolfe"
 
 
-def two_loop(g: torch.Tensor, s_list: list[torch.Tensor], y_list: list[torch.Tensor],
-             rho: list[float], gamma: float, diag: torch.Tensor | None = None) -> torch.Tensor:
-    """``H g`` for the L-BFGS inverse-Hessian approximation (N&W Alg. 7.4).
+def two_loop(flat_grad: torch.Tensor, old_dirs: list[torch.Tensor],
+             old_stps: list[torch.Tensor], ro: list[Any], h_diag: Any, al: list[Any],
+             precond: torch.Tensor | None = None) -> torch.Tensor:
+    """The L-BFGS direction ``-H g`` by the two-loop recursion (N&W Alg. 7.4).
 
-    ``H0 = gamma I``, or ``gamma diag(diag)`` when a positive diagonal is given.
+    ``old_dirs`` hold the gradient changes ``y``, ``old_stps`` the steps ``s``,
+    ``ro`` the ``1 / (y . s)`` (torch's names and order, oldest first); ``H_0 =
+    h_diag I`` (times ``diag(precond)`` if given). ``al`` receives the first
+    loop's coefficients, as in torch's state.
     """
-    q = g.clone()
-    alphas = []
-    for s, y, r in zip(reversed(s_list), reversed(y_list), reversed(rho), strict=True):
-        a = r * float(torch.dot(s, q))
-        q.add_(y, alpha=-a)
-        alphas.append(a)
-    q.mul_(gamma)
-    if diag is not None:
-        q.mul_(diag)
-    for s, y, r, a in zip(s_list, y_list, rho, reversed(alphas), strict=True):
-        b = r * float(torch.dot(y, q))
-        q.add_(s, alpha=a - b)
-    return q
+    q = flat_grad.neg()
+    for i in range(len(old_dirs) - 1, -1, -1):
+        al[i] = old_stps[i].dot(q) * ro[i]
+        q.add_(old_dirs[i], alpha=-al[i])
+    r = torch.mul(q, h_diag)
+    if precond is not None:
+        r.mul_(precond)
+    for i in range(len(old_dirs)):
+        be_i = old_dirs[i].dot(r) * ro[i]
+        r.add_(old_stps[i], alpha=al[i] - be_i)
+    return r
 
 
 class LBFGS(ClosureOptimizer):
     r"""Limited-memory BFGS (Nocedal & Wright, Alg. 7.4 and 7.5), closure-based.
 
-    Each iteration takes ``d = -lr * H_k g_k`` where ``H_k`` is the inverse-Hessian
-    approximation built by the two-loop recursion from the last ``history_size``
-    pairs ``s = x_{k+1} - x_k``, ``y = g_{k+1} - g_k`` (pairs with
-    ``s . y <= 1e-10 * y . y`` are skipped so ``H_k`` stays positive definite),
-    scaled by ``H_0 = (s.y / y.y) I``. The step ``t`` along ``d`` comes from the line
-    search; the first trial is ``1`` except on the very first iteration, where it is
-    ``min(1, 1/||g||_1)`` (as in torch; scipy's L-BFGS-B uses ``1/||g||_2``).
+    The algorithm, defaults and state of ``torch.optim.LBFGS``: each iteration
+    takes ``d = -H_k g_k``, where ``H_k`` comes from the two-loop recursion over
+    the last ``history_size`` pairs ``s = t d`` (the step taken) and ``y =
+    g_{k+1} - g_k``, with ``H_0 = (s.y / y.y) I`` from the newest pair; a pair
+    is stored only if ``y . s > 1e-10`` (torch's test). Pairs are formed at
+    the start of the next iteration — of the next ``step`` call after the last
+    iteration — so a run split into ``step`` calls, or resumed from a
+    checkpoint, takes the same iterates as one long run. The step ``t`` along
+    ``d`` is ``lr`` (``min(1, 1/||g||_1) lr`` on the very first iteration), or
+    comes from the line search started there.
 
-    Drop-in for ``torch.optim.LBFGS`` (same argument names and defaults), with
-    these differences: ``line_search_fn`` also accepts ``"armijo"``,
-    ``"armijo_goldstein"`` or any :class:`~descentlab.linesearch.LineSearch`
-    object; several parameter groups are allowed (all groups form one vector; the
-    other hyperparameters are read from the first group); parameters may live on
-    any device. When groups have different ``lr``, the largest scales the step as
-    above and the ratios ``lr_group / lr_max`` form a diagonal ``H_0 = gamma
-    diag(ratios)``, which keeps ``H_k`` symmetric positive definite (so ``d`` stays
-    a descent direction).
+    Drop-in for ``torch.optim.LBFGS``: same arguments, defaults, closure
+    protocol and ``state`` (under the first parameter: ``func_evals``,
+    ``n_iter``, ``d``, ``t``, ``old_dirs``, ``old_stps``, ``ro``, ``H_diag``,
+    ``prev_flat_grad``, ``prev_loss``, ``al``), so a checkpoint of either loads
+    into the other and continues identically; with ``line_search_fn=None`` or
+    ``"strong_wolfe"`` (torch's own search,
+    :func:`~descentlab.linesearch.minfunc.minfunc_strong_wolfe`) the iterates
+    are torch's, bit for bit. A closure may return a Python number, set the
+    gradients outside, or leave parameters without gradients, as in torch;
+    complex parameters count as their real and imaginary parts.
 
-    Closure protocol: ``closure()`` zeroes the gradients, computes the loss, calls
-    ``loss.backward()`` and returns the loss (returning the loss without calling
-    backward also works). ``step(closure)`` calls it once at the start and then
-    once per line-search trial (once per iteration without a line search), at
-    most ``max_eval`` times in total, for at most ``max_iter`` iterations.
-    ``step()`` without a closure raises ``TypeError``. Returns the loss at the
-    start of the step.
+    Beyond torch: ``line_search_fn`` also accepts ``"armijo"``,
+    ``"armijo_goldstein"``, ``"full_relaxation"`` or any
+    :class:`~descentlab.linesearch.LineSearch` object (then a failed search
+    without decrease discards the memory and retries along ``-g``, once;
+    ``state["line_search_failures"]`` counts failures) — note that the *name*
+    ``"strong_wolfe"`` means torch's search while a
+    :class:`~descentlab.linesearch.StrongWolfe` object is Nocedal & Wright's;
+    several parameter groups are allowed (they form one vector, the other
+    hyperparameters come from the first group; when their ``lr`` differ, the
+    largest scales the step and the ratios ``lr_group / lr_max`` form a
+    diagonal ``H_0 = gamma diag(ratios)``, which keeps ``H_k`` positive
+    definite); parameters may live on several devices; a closure may return
+    the loss without calling ``backward`` (it is then differentiated here).
 
-    Stops early when ``max |g| <= tolerance_grad``, when ``max |t d| <=
-    tolerance_change``, when the loss changes by less than ``tolerance_change``,
-    or when the line search fails (counted in ``state["line_search_failures"]``):
-    a failed search that still decreased the loss is accepted and ends the call;
-    one without decrease discards the memory and retries along ``-g``, and ends
-    the call if that fails too.
+    Closure protocol: ``closure()`` zeroes the gradients, computes the loss,
+    calls ``loss.backward()`` and returns the loss. ``step(closure)`` calls it
+    once at the start and then once per line-search trial (once per iteration
+    without a line search, except after the last), at most ``max_eval`` times,
+    for at most ``max_iter`` iterations, and returns what the first call
+    returned. ``step()`` without a closure raises ``TypeError``.
+
+    Stops early when ``max |g| <= tolerance_grad``, when ``g . d >
+    -tolerance_change``, when ``max |t d| <= tolerance_change`` or when the
+    loss changes by less than ``tolerance_change``.
 
     Args:
         params: parameters or parameter groups.
@@ -80,18 +100,15 @@ class LBFGS(ClosureOptimizer):
         tolerance_grad: first-order optimality tolerance (default 1e-7).
         tolerance_change: tolerance on step and loss changes (default 1e-9).
         history_size: memory ``m`` (default 100).
-        line_search_fn: None (fixed step ``lr``, torch's default), ``"strong_wolfe"``
-            (recommended), another name, or a line-search object.
-
-    The global state (under the first parameter) holds the memory
-    (``old_dirs``, ``old_stps``, ``ro``, ``H_diag``) and the counters
-    ``func_evals``, ``n_iter``.
+        line_search_fn: None (fixed step ``lr``, torch's default),
+            ``"strong_wolfe"`` (torch's search, recommended), another name, or a
+            line-search object.
     """
 
     def __init__(
         self,
         params: Any,
-        lr: float = 1.0,
+        lr: float | torch.Tensor = 1.0,
         max_iter: int = 20,
         max_eval: int | None = None,
         tolerance_grad: float = 1e-7,
@@ -102,7 +119,7 @@ class LBFGS(ClosureOptimizer):
         check_learning_rate(lr)
         max_eval = check_limits(max_iter, max_eval, tolerance_grad, tolerance_change)
         check_int("history_size", history_size, minimum=1)
-        self._search = resolve_line_search(line_search_fn)
+        resolve_line_search(line_search_fn)  # refuse a bad name now
         defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval,
                         tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                         history_size=history_size, line_search_fn=line_search_fn)
@@ -114,86 +131,132 @@ class LBFGS(ClosureOptimizer):
             check_learning_rate(param_group["lr"])
         super().add_param_group(param_group)
 
+    def _params(self) -> list[torch.Tensor]:
+        # torch's: every parameter, also those without a gradient (their part of d is 0)
+        return [p for g in self.param_groups for p in g["params"]]
+
+    def _line_search(self) -> LineSearch | None:
+        spec = self.param_groups[0]["line_search_fn"]
+        return None if spec == TORCH_STRONG_WOLFE else resolve_line_search(spec)
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` L-BFGS iterations (see the class docstring)."""
-        closure, group, state = self._begin_step(
-            closure, line_search_failures=0, old_dirs=[], old_stps=[], ro=[]
-        )
+        closure, group, state = self._begin_step(closure)
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
-        m = group["history_size"]
-        s_list: list[torch.Tensor] = state["old_dirs"]
-        y_list: list[torch.Tensor] = state["old_stps"]
-        rho: list[float] = state["ro"]
+        history_size = group["history_size"]
+        torch_search = group["line_search_fn"] == TORCH_STRONG_WOLFE
+        search = self._line_search()
         lr = self._lr()
         precond = None
         if isinstance(lr, torch.Tensor):  # groups differ: relative lr preconditions H0
             scale = float(lr.max())
             precond, lr = lr / scale, scale
+        elif isinstance(group["lr"], torch.Tensor):  # a tensor lr enters as torch's does
+            lr = group["lr"] if group["lr"].dim() == 0 else group["lr"].squeeze()
         params = self._params()
+        hessian = search is not None and search.needs_hessian
 
-        start_evals = state["func_evals"]
-        ev = self._evaluate(closure, create_graph=self._hessian())
-        orig_loss = torch.tensor(ev.f)
-        if float(ev.g.abs().max()) <= tol_grad:
+        ev = self._evaluate(closure, create_graph=hessian)
+        orig_loss = ev.loss
+        current_evals = 1
+        loss, flat_grad = ev.f, ev.g
+        opt_cond = flat_grad.abs().max() <= tol_grad
+        if opt_cond:
             return orig_loss
-        x = self._flat_params()
-        for _ in range(max_iter):
+
+        d, t = state.get("d"), state.get("t")
+        old_dirs, old_stps, ro = state.get("old_dirs"), state.get("old_stps"), state.get("ro")
+        h_diag = state.get("H_diag")
+        prev_flat_grad, prev_loss = state.get("prev_flat_grad"), state.get("prev_loss")
+        restart = False
+        n_iter = 0
+        while n_iter < max_iter:
+            n_iter += 1
             state["n_iter"] += 1
-            gamma = state.get("H_diag", 1.0)
-            if s_list:
-                d = -two_loop(ev.g, s_list, y_list, rho, gamma, precond)
+            # -- direction -----------------------------------------------------------------
+            if state["n_iter"] == 1 or restart:
+                d = flat_grad.neg() if precond is None else flat_grad.neg().mul_(precond)
+                old_dirs, old_stps, ro = [], [], []
+                h_diag = 1
+                restart = False
             else:
-                d = -ev.g if precond is None else -ev.g * precond
-            d = d * lr
-            gtd = float(torch.dot(ev.g, d))
+                y = flat_grad.sub(prev_flat_grad)
+                s = d.mul(t)
+                ys = y.dot(s)
+                if ys > 1e-10:
+                    if len(old_dirs) == history_size:
+                        old_dirs.pop(0), old_stps.pop(0), ro.pop(0)
+                    old_dirs.append(y)
+                    old_stps.append(s)
+                    ro.append(1.0 / ys)
+                    h_diag = ys / y.dot(y)
+                if "al" not in state:
+                    state["al"] = [None] * history_size
+                d = two_loop(flat_grad, old_dirs, old_stps, ro, h_diag, state["al"], precond)
+            if prev_flat_grad is None:
+                prev_flat_grad = flat_grad.clone(memory_format=torch.contiguous_format)
+            else:
+                prev_flat_grad.copy_(flat_grad)
+            prev_loss = loss
+            last_t = None if t is None else float(t)
+            # -- step length ---------------------------------------------------------------
+            t = min(1.0, 1.0 / flat_grad.abs().sum()) * lr if state["n_iter"] == 1 else lr
+            gtd = flat_grad.dot(d)
             if gtd > -tol_change:
-                if not s_list:
-                    break
-                s_list.clear(), y_list.clear(), rho.clear()
-                continue
-            if state["n_iter"] == 1:
-                t = min(1.0, 1.0 / float(ev.g.abs().sum()))
-            else:
-                t = 1.0
-            failed = False
-            if self._search is None:
+                break
+            ls_evals = 0
+            if torch_search:
+                x_init = [p.clone(memory_format=torch.contiguous_format) for p in params]
+
+                def along(step: Any, d: torch.Tensor = d, x_init: list = x_init) -> tuple:
+                    add_to_params(params, d, step)
+                    trial = self._evaluate(closure)
+                    for p, x0 in zip(params, x_init, strict=True):
+                        p.copy_(x0)
+                    return trial.f, trial.g
+
+                loss, flat_grad, t, ls_evals = minfunc_strong_wolfe(
+                    along, t, d, loss, flat_grad, gtd, max_evals=max_eval - current_evals)
                 add_to_params(params, d, t)
-                new_ev = self._evaluate(closure)
+                opt_cond = flat_grad.abs().max() <= tol_grad
+            elif search is None:
+                add_to_params(params, d, t)
+                if n_iter != max_iter:
+                    ev = self._evaluate(closure)
+                    loss, flat_grad = ev.f, ev.g
+                    opt_cond = flat_grad.abs().max() <= tol_grad
+                    ls_evals = 1
             else:
-                t = self._search.initial_step(state.get("t"), t)
-                res, new_ev = self._run_line_search(closure, self._search, x, ev, d, t)
+                start = state["func_evals"]
+                x = self._flat_params()
+                ev0 = ClosureEvaluation(None, loss, flat_grad, ev.graph_grads)
+                res, ev = self._run_line_search(
+                    closure, search, x, ev0, d, search.initial_step(last_t, float(t)))
+                ls_evals = state["func_evals"] - start
                 t = res.step
                 if not res.success:
-                    state["line_search_failures"] += 1
-                    failed = True
-                    if t == 0.0:
-                        if s_list:  # discard the memory and retry from steepest descent
-                            s_list.clear(), y_list.clear(), rho.clear()
-                            continue
-                        break
-            state["t"] = t
-            x_new = self._flat_params()
-            s = x_new - x
-            y = new_ev.g - ev.g
-            ys = float(torch.dot(y, s))
-            yy = float(torch.dot(y, y))
-            if ys > 1e-10 * yy and ys > 0:
-                if len(s_list) == m:
-                    s_list.pop(0), y_list.pop(0), rho.pop(0)
-                s_list.append(s)
-                y_list.append(y)
-                rho.append(1.0 / ys)
-                state["H_diag"] = ys / yy
-            f_prev = ev.f
-            ev, x = new_ev, x_new
-            if failed or state["func_evals"] - start_evals >= max_eval:
+                    state["line_search_failures"] = state.get("line_search_failures", 0) + 1
+                    if res.step == 0.0:
+                        current_evals += ls_evals
+                        if not old_dirs or current_evals >= max_eval:
+                            break
+                        restart = True  # discard the memory and retry along -g
+                        continue
+                loss, flat_grad = ev.f, ev.g
+                opt_cond = flat_grad.abs().max() <= tol_grad
+            current_evals += ls_evals
+            # -- stopping ------------------------------------------------------------------
+            if n_iter == max_iter or current_evals >= max_eval or opt_cond:
                 break
-            if float(ev.g.abs().max()) <= tol_grad:
+            if d.mul(t).abs().max() <= tol_change:
                 break
-            if float(s.abs().max()) <= tol_change:
+            if abs(loss - prev_loss) < tol_change:
                 break
-            if abs(ev.f - f_prev) < tol_change:
-                break
+
+        state["d"], state["t"] = d, t
+        state["old_dirs"], state["old_stps"], state["ro"] = old_dirs, old_stps, ro
+        state["H_diag"] = h_diag
+        state["prev_flat_grad"], state["prev_loss"] = prev_flat_grad, prev_loss
         return orig_loss

@@ -9,7 +9,12 @@ from typing import Any
 
 import torch
 
-from descentlab.linesearch._closure import ClosureOptimizer, check_limits, resolve_line_search
+from descentlab.linesearch._closure import (
+    ClosureOptimizer,
+    check_hvp_mode,
+    check_limits,
+    resolve_line_search,
+)
 from descentlab.linesearch._flat import set_params
 from descentlab.linesearch._interp import interpolated_initial_step
 from descentlab.linesearch.base import LineSearch
@@ -110,8 +115,8 @@ class NewtonCG(ClosureOptimizer):
     r"""Newton-CG ("Hessian-free"): Newton steps solved by truncated CG on ``H v`` products.
 
     Each iteration solves ``H_k p = -g_k`` approximately by conjugate gradients,
-    using only Hessian-vector products (double backward through the closure's
-    graph), to the relative accuracy of the forcing sequence
+    using only Hessian-vector products, to the relative accuracy of the forcing
+    sequence
     ``||H p + g|| <= min(0.5, sqrt(||g||)) ||g||`` (superlinear convergence,
     N&W Thm. 7.2), or ``cg_tol * ||g||`` if ``cg_tol`` is given.
 
@@ -129,18 +134,35 @@ class NewtonCG(ClosureOptimizer):
       The ratio ``rho = (f(x) - f(x+p)) / (m(0) - m(p))`` decides: ``rho < 1/4``
       shrinks the radius to a quarter, ``rho > 3/4`` with ``p`` on the boundary
       doubles it (up to ``max_radius``); the step is taken if ``rho > eta``. A
-      rejected step costs one extra closure call to rebuild the graph at ``x``.
+      rejected step costs one extra closure call to rebuild the graph at ``x``
+      (none with finite differences).
 
-    Closure protocol: ``closure()`` computes and **returns the loss without calling
-    backward** (recommended: the optimizer differentiates it with
-    ``create_graph=True``), or zeroes the gradients, calls
-    ``loss.backward(create_graph=True)`` and returns the loss; a closure calling
-    plain ``backward()`` gets a ``RuntimeError`` explaining this. It is called
-    once at the start of ``step`` and once per line-search trial or
-    trust-region trial (at most ``max_eval`` times, ``max_iter`` iterations).
-    Hessian-vector products are counted in ``state["hvp_evals"]``, closure
-    calls in ``state["func_evals"]``. ``step()`` without a closure raises
-    ``TypeError``. Returns the loss at the start.
+    Closure protocol: the standard one of every closure optimizer
+    (``closure()`` zeroes the gradients, computes the loss, calls
+    ``loss.backward()`` and returns the loss), or one that returns the loss
+    **without** calling backward, or calls ``loss.backward(create_graph=True)``.
+    How Hessian-vector products are taken (``hvp``):
+
+    * ``"auto"`` (default): by double backward (Pearlmutter's ``R``-operator)
+      when the closure leaves a graph (loss-only or ``create_graph=True``
+      closures; about the cost of one extra backward each, no closure call);
+      when the closure has called plain ``backward()``, by a forward difference
+      of gradients, ``H v ~ (g(x + h v) - g(x)) / h`` as scipy's Newton-CG does
+      without ``hessp`` — **one extra closure call (forward + backward) per
+      product**, i.e. per CG iteration, accurate to about ``1e-8`` relative in
+      float64 (``3e-4`` in float32);
+    * ``"autograd"``: double backward only (a plain-``backward`` closure is an
+      error);
+    * ``"finite_difference"``: always differences (no graph is ever built:
+      less memory, for closures whose double backward is slow or unsupported).
+
+    The closure is called once at the start of ``step`` and once per
+    line-search trial or trust-region trial (at most ``max_eval`` times,
+    ``max_iter`` iterations), plus once per Hessian-vector product with finite
+    differences. Products are counted in ``state["hvp_evals"]``, other closure
+    calls in ``state["func_evals"]`` (the ``max_eval`` budget). ``step()``
+    without a closure raises ``TypeError``. Returns what the first closure
+    call returned.
 
     Stops early when ``max |g| <= tolerance_grad``, ``max |step| <=
     tolerance_change``, the loss changes by less than ``tolerance_change``, or
@@ -163,6 +185,7 @@ class NewtonCG(ClosureOptimizer):
         trust_region: use the Steihaug trust-region variant.
         radius, max_radius, eta: initial and largest trust radius, acceptance
             threshold (defaults 1, 1e4, 0.15).
+        hvp: ``"auto"``, ``"autograd"`` or ``"finite_difference"`` (above).
 
     References: Nocedal & Wright, *Numerical Optimization*, 2nd ed., ch. 4 and
     7.1; J. Martens, "Deep learning via Hessian-free optimization", ICML 2010;
@@ -184,6 +207,7 @@ class NewtonCG(ClosureOptimizer):
         radius: float = 1.0,
         max_radius: float = 1e4,
         eta: float = 0.15,
+        hvp: str = "auto",
     ) -> None:
         check_learning_rate(lr)
         max_eval = check_limits(max_iter, max_eval, tolerance_grad, tolerance_change)
@@ -198,12 +222,13 @@ class NewtonCG(ClosureOptimizer):
         if radius > max_radius:
             raise ValueError(f"radius must be <= max_radius, got {radius!r} > {max_radius!r}")
         check_interval("eta", eta, 0.0, 0.25, high_closed=False)
-        self._search = resolve_line_search(line_search, allow_none=False)
+        resolve_line_search(line_search, allow_none=False)  # refuse a bad name now
+        check_hvp_mode(hvp)
         defaults = dict(lr=lr, max_iter=max_iter, max_eval=max_eval,
                         tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                         cg_max_iter=cg_max_iter, cg_tol=cg_tol, line_search=line_search,
                         trust_region=trust_region, radius=radius, max_radius=max_radius,
-                        eta=eta)
+                        eta=eta, hvp=hvp)
         super().__init__(params, defaults)
 
     def _cg_settings(self, gnorm: float) -> tuple[float, int]:
@@ -214,17 +239,19 @@ class NewtonCG(ClosureOptimizer):
         return rel * gnorm, cg_max
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` Newton-CG iterations (see the class docstring)."""
         closure, group, state = self._begin_step(
-            closure, line_search_failures=0, cg_iters=0, radius=self.param_groups[0]["radius"]
+            closure, hvp_evals=0, line_search_failures=0, cg_iters=0,
+            radius=self.param_groups[0]["radius"]
         )
+        search = self._line_search()
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         lr = self._lr()
         start = state["func_evals"]
 
         ev = self._evaluate(closure, create_graph=True)
-        orig_loss = torch.tensor(ev.f)
+        orig_loss = ev.loss
         x = self._flat_params()
         for _ in range(group["max_iter"]):
             if float(ev.g.abs().max()) <= tol_grad:
@@ -234,7 +261,7 @@ class NewtonCG(ClosureOptimizer):
             f_prev = ev.f
             if group["trust_region"]:
                 radius = state["radius"]
-                p, m_p, its = steihaug_cg(self._hvp(ev), ev.g, radius, tol, cg_max)
+                p, m_p, its = steihaug_cg(self._hvp(ev, closure, x), ev.g, radius, tol, cg_max)
                 state["cg_iters"] += its
                 set_params(self._params(), x + p)
                 new_ev = self._evaluate(closure, create_graph=True)
@@ -250,7 +277,8 @@ class NewtonCG(ClosureOptimizer):
                     ev, x_new = new_ev, self._flat_params()
                 else:
                     set_params(self._params(), x)
-                    ev = self._evaluate(closure, create_graph=True)
+                    if self._graph:  # rebuild the graph at x; differences reuse ev's gradient
+                        ev = self._evaluate(closure, create_graph=True)
                     x_new = x
                     if state["radius"] < 1e-12 * max(1.0, float(x.norm())):
                         break
@@ -261,12 +289,12 @@ class NewtonCG(ClosureOptimizer):
                         break
                     continue
             else:
-                p, its = truncated_cg(self._hvp(ev), ev.g, tol, cg_max)
+                p, its = truncated_cg(self._hvp(ev, closure, x), ev.g, tol, cg_max)
                 state["cg_iters"] += its
                 d = p * lr
                 t0 = interpolated_initial_step(ev.f, state.get("f_prev"), float(torch.dot(ev.g, d)))
                 state["f_prev"] = ev.f
-                res, new_ev = self._run_line_search(closure, self._search, x, ev, d, t0,
+                res, new_ev = self._run_line_search(closure, search, x, ev, d, t0,
                                                     need_graph=True)
                 if not res.success:
                     state["line_search_failures"] += 1

@@ -126,26 +126,33 @@ class NonlinearCG(ClosureOptimizer):
             check_int("restart_every", restart_every, minimum=1)
         if not isinstance(powell_restart, bool):
             raise TypeError(f"powell_restart must be a bool, got {powell_restart!r}")
-        self._search = (StrongWolfe(c1=1e-4, c2=0.4) if line_search is None
-                        else resolve_line_search(line_search, allow_none=False))
+        if line_search is not None:
+            resolve_line_search(line_search, allow_none=False)  # refuse a bad name now
         defaults = dict(lr=lr, variant=variant, max_iter=max_iter, max_eval=max_eval,
                         tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
                         line_search=line_search, restart_every=restart_every,
                         powell_restart=powell_restart)
         super().__init__(params, defaults)
 
+    def _line_search(self) -> LineSearch:
+        spec = self.param_groups[0]["line_search"]
+        if spec is None:
+            return StrongWolfe(c1=1e-4, c2=0.4)
+        return resolve_line_search(spec, allow_none=False)
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> torch.Tensor:  # type: ignore[override]
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """Run up to ``max_iter`` CG iterations (see the class docstring)."""
         closure, group, state = self._begin_step(closure, restarts=0, line_search_failures=0)
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         n = sum(p.numel() for p in self._params())
         period = group["restart_every"] or n
         lr = self._lr()
+        search = self._line_search()
         start = state["func_evals"]
 
         ev = self._evaluate(closure, create_graph=self._hessian())
-        orig_loss = torch.tensor(ev.f)
+        orig_loss = ev.loss
         x = self._flat_params()
         d = state.get("d")
         since = state.get("since_restart", 0)
@@ -161,7 +168,7 @@ class NonlinearCG(ClosureOptimizer):
                 t0 = min(1.0, 1.0 / float(ev.g.norm()))
             else:
                 t0 = interpolated_initial_step(ev.f, f_prev, gtd)
-            res, new_ev = self._run_line_search(closure, self._search, x, ev, d, t0)
+            res, new_ev = self._run_line_search(closure, search, x, ev, d, t0)
             if not res.success:
                 state["line_search_failures"] += 1
                 if res.step == 0.0:

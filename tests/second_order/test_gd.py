@@ -33,6 +33,31 @@ def test_full_relaxation_gd_is_exact_steepest_descent():
     assert st["hvp_evals"] == 6 and st["func_evals"] == 12  # start + one trial per step
 
 
+def test_full_relaxation_with_the_standard_closure():
+    """A closure calling plain backward(): d^T H d comes from a difference of gradients
+    (one extra call per search); on a quadratic that is exact up to rounding."""
+    a, b = spd(5)
+    x = torch.zeros(5, requires_grad=True)
+    opt = LineSearchGD([x], line_search="full_relaxation", max_iter=1)
+    calls = []
+
+    def closure():
+        calls.append(1)
+        opt.zero_grad()
+        loss = 0.5 * x @ a @ x - b @ x
+        loss.backward()
+        return loss
+
+    ref = torch.zeros(5)
+    for _ in range(6):
+        opt.step(closure)
+        g = a @ ref - b
+        ref = ref - float(g @ g) / float(g @ a @ g) * g
+        torch.testing.assert_close(x.detach(), ref, rtol=1e-6, atol=1e-8)
+    st = opt.state[x]
+    assert st["hvp_evals"] == 6 and st["func_evals"] == 12 and len(calls) == 18
+
+
 @pytest.mark.parametrize("search", ["armijo", "strong_wolfe", ArmijoGoldstein()])
 def test_line_search_gd_decreases_monotonically_and_converges(search):
     a, b = spd(4, seed=1)
@@ -45,7 +70,7 @@ def test_line_search_gd_decreases_monotonically_and_converges(search):
         loss.backward()
         return loss
 
-    losses = [float(opt.step(closure)) for _ in range(400)]
+    losses = [float(opt.step(closure).detach()) for _ in range(400)]
     assert all(l1 <= l0 for l0, l1 in zip(losses, losses[1:], strict=False))
     torch.testing.assert_close(x.detach(), torch.linalg.solve(a, b), rtol=1e-6, atol=1e-6)
 

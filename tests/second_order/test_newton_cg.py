@@ -50,18 +50,90 @@ def test_hvp_matches_exact_hessian_across_parameters(style):
     assert u.grad is not None and not u.grad.requires_grad  # detached: no reference cycle
 
 
-def test_plain_backward_gets_a_clear_error():
-    x = torch.tensor([1.0, 2.0], requires_grad=True)
-    opt = NewtonCG([x])
+def standard_closure(opt, fn, *args):
+    """The closure every other closure optimizer uses: zero grads, loss, backward()."""
+    calls = []
 
     def closure():
+        calls.append(1)
         opt.zero_grad()
-        loss = rosen(x)
+        loss = fn(*args)
         loss.backward()
         return loss
 
+    return closure, calls
+
+
+def test_finite_difference_hvp_matches_exact_hessian():
+    gen = torch.Generator().manual_seed(3)
+    x0 = torch.randn(6, generator=gen)
+    x = x0.clone().requires_grad_(True)
+    opt = NewtonCG([x])
+    closure, calls = standard_closure(opt, rosen, x)
+    ev = opt._evaluate(closure, create_graph=True)  # plain backward: no graph
+    assert ev.graph_grads is None
+    hvp = opt._hvp(ev, closure, x0)
+    hess = torch.autograd.functional.hessian(rosen, x0)
+    for _ in range(3):
+        v = torch.randn(6, generator=gen)
+        hv = hvp(v)
+        assert float((hv - hess @ v).norm()) <= 1e-6 * float((hess @ v).norm())
+    assert torch.equal(x.detach(), x0)  # the parameters are back at x
+    assert len(calls) == 1 + 3 and opt.state[x]["hvp_evals"] == 3  # one call per product
+
+
+@pytest.mark.parametrize("trust_region", [False, True])
+def test_standard_closure_reaches_scipys_newton_cg_minimum(trust_region):
+    """scipy's Newton-CG without hessp differences gradients too; both must reach the
+    minimum of the 4-D Rosenbrock function, ours with the closure LBFGS users write."""
+    scipy_optimize = pytest.importorskip("scipy.optimize")
+    x0 = [-1.2, 1.0, -1.2, 1.0]
+    ref = scipy_optimize.minimize(scipy_optimize.rosen, x0, jac=scipy_optimize.rosen_der,
+                                  method="Newton-CG", options={"xtol": 1e-12})
+    x = torch.tensor(x0, requires_grad=True)
+    opt = NewtonCG([x], max_iter=300, tolerance_grad=1e-9, trust_region=trust_region)
+    closure, calls = standard_closure(opt, rosen, x)
+    opt.step(closure)
+    torch.testing.assert_close(x.detach(), torch.tensor(ref.x), rtol=1e-6, atol=1e-6)
+    st = opt.state[x]
+    assert len(calls) == st["func_evals"] + st["hvp_evals"]  # every product: one call
+
+
+def test_standard_closure_takes_the_autograd_newton_step_on_a_quadratic():
+    a, b = spd(10, seed=4)
+    results = {}
+    for style in ("loss_only", "standard"):
+        x = torch.zeros(10, requires_grad=True)
+        opt = NewtonCG([x], max_iter=1, cg_tol=1e-12)
+        if style == "loss_only":
+            opt.step(lambda x=x: 0.5 * x @ a @ x - b @ x)
+        else:
+            opt.step(standard_closure(opt, lambda v: 0.5 * v @ a @ v - b @ v, x)[0])
+        results[style] = x.detach()
+    exact = torch.linalg.solve(a, b)
+    torch.testing.assert_close(results["standard"], exact, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(results["loss_only"], exact, rtol=1e-8, atol=1e-9)
+
+
+def test_hvp_modes():
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    opt = NewtonCG([x], hvp="autograd")
     with pytest.raises(RuntimeError, match="create_graph=True"):
-        opt.step(closure)
+        opt.step(standard_closure(opt, rosen, x)[0])
+    fd = NewtonCG([x], hvp="finite_difference", max_iter=50, tolerance_grad=1e-9,
+                  tolerance_change=0.0)
+    calls = []
+
+    def loss_only():
+        calls.append(1)
+        return rosen(x)
+
+    fd.step(loss_only)  # differences even though a graph could be had
+    st = fd.state[x]
+    assert st["hvp_evals"] > 0 and len(calls) == st["func_evals"] + st["hvp_evals"]
+    torch.testing.assert_close(x.detach(), torch.ones(2), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="hvp must be one of"):
+        NewtonCG([x], hvp="exact")
 
 
 def test_truncated_cg_solves_spd_system():
