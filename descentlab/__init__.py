@@ -2,11 +2,11 @@
 
 The top level re-exports what most users need; each family lives in its own
 sub-package (``descentlab.schedules``, ``descentlab.linesearch``,
-``descentlab.second_order``, ``descentlab.diagnostics``, ``descentlab.problems``,
-``descentlab.bench``) with its full API there.
+``descentlab.second_order``, ``descentlab.wrappers``, ``descentlab.diagnostics``,
+``descentlab.problems``, ``descentlab.bench``) with its full API there.
 """
 
-from descentlab.accumulation import GradientAccumulator, accumulate_gradients
+from descentlab.accumulation import accumulate_gradients
 from descentlab.averaging import ema_model
 from descentlab.clipping import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
 from descentlab.diagnostics import (
@@ -17,9 +17,7 @@ from descentlab.diagnostics import (
     diagnose,
     lr_range_test,
 )
-from descentlab.guard import NonFiniteGuard
 from descentlab.init import init_model
-from descentlab.linesearch import WithLineSearch
 from descentlab.nn import SwitchableNorm, SwitchableNorm1d, SwitchableNorm2d, SwitchableNorm3d
 from descentlab.optim import (
     SGD,
@@ -38,6 +36,7 @@ from descentlab.param_groups import weight_decay_param_groups
 from descentlab.problems import DEFAULT_SUITE, Problem, available_problems, get_problem
 from descentlab.schedules import ScheduleController, attach, warmup_cosine
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
+from descentlab.wrappers import GradientAccumulator, NonFiniteGuard, WithLineSearch
 
 __version__ = "0.1.0"
 

@@ -15,8 +15,9 @@ large batch whatever the weights; use group or layer norm, or accept the
 difference.
 
 :func:`accumulate_gradients` does the whole thing for a list of
-micro-batches; :class:`GradientAccumulator` fits a training loop that
-streams micro-batches from a loader.
+micro-batches; :class:`~descentlab.wrappers.GradientAccumulator` (also
+importable from here) fits a training loop that streams micro-batches from a
+loader.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
-from torch.optim import Optimizer
 
 from descentlab.optim.validation import check_int
+from descentlab.wrappers.accumulation import GradientAccumulator
 
 __all__ = ["split_batch", "batch_size", "accumulate_gradients", "GradientAccumulator"]
 
@@ -128,69 +129,3 @@ def accumulate_gradients(
         loss_sum = part if loss_sum is None else loss_sum + part
     assert loss_sum is not None
     return loss_sum
-
-
-class GradientAccumulator:
-    """Step the optimizer once every ``accumulation_steps`` micro-batches, in a streaming loop.
-
-    ::
-
-        acc = GradientAccumulator(optimizer, accumulation_steps=4)
-        for x, y in loader:                      # micro-batches
-            stepped = acc.backward(loss_fn(model(x), y))
-            if stepped:
-                scheduler.step()                  # once per optimizer step
-
-    :meth:`backward` scales a mean loss by ``1 / accumulation_steps``, which
-    equals one large batch when every micro-batch has the same size (give
-    ``weight=n_i / N`` yourself otherwise). After the last micro-batch of a
-    group it calls ``optimizer.step()`` then ``optimizer.zero_grad()``.
-    ``clip`` is called on the parameters just before the step (e.g.
-    ``lambda ps: clip_grad_norm_(ps, 1.0)``). :meth:`flush` steps on a
-    partial group (end of epoch), rescaling it to a mean over the
-    micro-batches it saw.
-    """
-
-    def __init__(
-        self,
-        optimizer: Optimizer,
-        accumulation_steps: int,
-        clip: Callable[[list[torch.Tensor]], Any] | None = None,
-    ) -> None:
-        self.optimizer = optimizer
-        self.accumulation_steps = check_int("accumulation_steps", accumulation_steps, minimum=1)
-        self.clip = clip
-        self.pending = 0
-        self.optimizer_steps = 0
-
-    def _params(self) -> list[torch.Tensor]:
-        return [p for g in self.optimizer.param_groups for p in g["params"]]
-
-    def backward(self, loss: torch.Tensor, weight: float | None = None) -> bool:
-        """Accumulate ``loss``'s gradient; return ``True`` if this call stepped the optimizer."""
-        w = 1.0 / self.accumulation_steps if weight is None else float(weight)
-        (loss * w).backward()
-        self.pending += 1
-        if self.pending == self.accumulation_steps:
-            self._step()
-            return True
-        return False
-
-    def flush(self) -> bool:
-        """Step on a partial group of micro-batches; return ``True`` if there was one."""
-        if self.pending == 0:
-            return False
-        scale = self.accumulation_steps / self.pending
-        for p in self._params():
-            if p.grad is not None:
-                p.grad.mul_(scale)
-        self._step()
-        return True
-
-    def _step(self) -> None:
-        if self.clip is not None:
-            self.clip(self._params())
-        self.optimizer.step()
-        self.optimizer.zero_grad()
-        self.pending = 0
-        self.optimizer_steps += 1

@@ -82,6 +82,52 @@ def test_streaming_accumulator_matches_large_batch_training():
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("zero_grad_first", [True, False])
+def test_drop_in_loop_matches_large_batch_training(zero_grad_first):
+    """An unchanged training loop (zero_grad, backward, step per micro-batch) over the
+    wrapper equals large-batch training: step() averages the summed gradients and
+    zero_grad() keeps them while micro-batches are pending."""
+    model, x, y = setup(32)
+    ref_model = copy.deepcopy(model)
+    opt = GradientAccumulator(torch.optim.Adam(model.parameters(), lr=0.01), 4)
+    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=0.01)
+    stepped = []
+    for _ in range(3):
+        for xb, yb in split_batch((x, y), 8):
+            if zero_grad_first:
+                opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            opt.step()
+            stepped.append(opt.stepped)
+            if not zero_grad_first:
+                opt.zero_grad()
+        ref_opt.zero_grad()
+        torch.nn.functional.cross_entropy(ref_model(x), y).backward()
+        ref_opt.step()
+    assert stepped == [False, False, False, True] * 3 and opt.optimizer_steps == 3
+    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_drop_in_flush_and_mixed_use():
+    model, x, y = setup(16)
+    _, ref = full_batch_grads(model, x[:8], y[:8], "mean")
+    seen = {}
+    model.zero_grad()
+    acc = GradientAccumulator(torch.optim.SGD(model.parameters(), lr=0.0), 4,
+                              clip=lambda ps: seen.setdefault("g", [p.grad.clone() for p in ps]))
+    for xb, yb in split_batch((x[:8], y[:8]), 4):
+        acc.zero_grad()
+        torch.nn.functional.cross_entropy(model(xb), yb).backward()
+        acc.step()
+    assert acc.flush() and acc.pending == 0
+    for g, r in zip(seen["g"], ref, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-15)
+    acc.step()
+    with pytest.raises(RuntimeError, match="use one of them per group"):
+        acc.backward(torch.nn.functional.cross_entropy(model(x), y))
+
+
 def test_flush_rescales_partial_group():
     model, x, y = setup(16)
     _, ref = full_batch_grads(model, x[:8], y[:8], "mean")

@@ -25,7 +25,17 @@ registry: dict[str, type[LineSearch]] = {
     "stochastic_armijo": StochasticArmijo,
 }
 
-from descentlab.linesearch.wrapper import WithLineSearch  # noqa: E402  (needs registry)
+
+
+def __getattr__(name: str):
+    # WithLineSearch lives with the other wrappers (descentlab.wrappers), which import this
+    # package; importing it lazily keeps `from descentlab.linesearch import WithLineSearch`.
+    if name == "WithLineSearch":
+        from descentlab.wrappers.line_search import WithLineSearch
+
+        return WithLineSearch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Armijo",
