@@ -1,10 +1,20 @@
 """Flat buffers: one contiguous tensor per (parameter group, device, dtype).
 
 A :class:`Bucket` owns a 1-D buffer holding the values of several parameters
-back to back; each parameter's ``.data`` becomes a view of its slot, and so
-does its ``.grad`` (so ``backward`` accumulates straight into the flat
-gradient while ``.grad`` is kept). Slots start at multiples of
-:data:`ALIGN` elements; the padding between them is zero in every buffer.
+back to back, in *slots* that start at multiples of :data:`ALIGN` elements
+(the padding between them is zero in every buffer). Each parameter's
+``.data`` becomes a tensor over its slot, and so does its ``.grad`` when the
+gradient can move (so ``backward`` accumulates straight into the flat
+gradient). These per-slot tensors have storages of their own, exactly the
+slot's size (:func:`~descentlab.engine.sharing.slot_tensor`): saving one
+parameter, or a sub-module's ``state_dict()``, writes that slot only.
+
+Nothing that another tensor can see is ever moved (the rule of
+:mod:`descentlab.engine.sharing`): a gradient that is not private stays
+``p.grad`` and is copied into the flat gradient at each step; a parameter
+whose ``.data`` was replaced by a tensor that something else sees leaves its
+slot for good (:meth:`Bucket.release`), and the slot stays a hole that no
+update touches.
 
 Complex parameters are stored as their real view (``torch.view_as_real``),
 so a complex64 parameter shares a float32 bucket, exactly as the reference
@@ -12,15 +22,15 @@ engine treats each real and imaginary part as one coordinate.
 
 The optimizer state of every parameter of a bucket (moment buffers, the
 step counter and scalar bookkeeping such as NAdam's ``mu_product``) is flat
-as well, and ``optimizer.state[p]`` holds *views* of it: ``state_dict()``
-therefore stays per-parameter and torch's own saving and loading work
-unchanged.
+as well, and ``optimizer.state[p]`` holds per-slot tensors over it:
+``state_dict()`` therefore stays per-parameter and torch's own saving and
+loading work unchanged.
 
 Which parameters can be flattened (:func:`flattenable`): dense, strided,
 contiguous, floating or complex tensors that are plain ``torch.Tensor`` /
-``nn.Parameter`` (not DTensor or other subclasses) and own their whole
-storage (no other tensor's view, no storage shared with another
-parameter). The others stay per-tensor (see :mod:`descentlab.engine.flat`).
+``nn.Parameter`` (not DTensor or other subclasses), not on the ``meta``
+device, not in shared memory, and owning their whole storage (no other
+tensor's view). The others stay per-tensor (see :mod:`descentlab.engine.flat`).
 """
 
 from __future__ import annotations
@@ -31,12 +41,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from descentlab.engine.sharing import data_private, grad_private, slot_tensor
 from descentlab.rules.base import Rule
 
 __all__ = ["ALIGN", "Bucket", "flattenable", "real_dtype"]
 
 #: Slot alignment in elements (64 bytes of float32; keeps complex views aligned).
 ALIGN = 16
+
+#: Stands in for a parameter that left its slot: no gradient, never stepped.
+_GONE = torch.empty(0)
 
 
 def real_dtype(t: Tensor) -> torch.dtype:
@@ -52,6 +66,8 @@ def flattenable(p: Tensor) -> bool:
         return False
     if not (p.is_floating_point() or p.is_complex()) or p.numel() == 0:
         return False
+    if p.device.type == "meta" or p.is_shared():
+        return False  # no memory to move / memory other processes see (Hogwild)
     nbytes = p.numel() * p.element_size()
     return p.storage_offset() == 0 and p.untyped_storage().nbytes() == nbytes
 
@@ -68,9 +84,11 @@ class Bucket:
     """Parameters of one group, device and (real) dtype in one flat buffer with flat state.
 
     Attributes:
-        params: the parameters, in group order.
+        params: the parameters in slot order (``_GONE`` for a slot whose parameter left).
         offsets / sizes: each slot's start and real element count in the buffer.
         data / grad: the flat parameter and gradient buffers.
+        param_views / grad_views: each parameter's per-slot tensors over them.
+        gapless: no slot has been left (one update may cover the whole buffer).
         state: rule state key → flat buffer (elementwise state).
         scalar_state: rule scalar-state key → tensor with one entry per parameter.
         step: float32 step counters, one per parameter (``state[p]["step"]`` views them).
@@ -81,7 +99,7 @@ class Bucket:
     """
 
     def __init__(self, params: list[Tensor]) -> None:
-        self.params = params
+        self.params = list(params)
         first = params[0]
         self.device, self.dtype = first.device, real_dtype(first)
         self.sizes = [_real(p.detach()).numel() for p in params]
@@ -93,13 +111,20 @@ class Bucket:
         self.total = total
         self.data = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.grad = torch.zeros_like(self.data)
+        self.shapes = [(p.shape, p.is_complex()) for p in params]
         self.param_views = [self._view(self.data, i) for i in range(len(params))]
-        self.grad_views = [self._view(self.grad, i) for i in range(len(params))]
+        self.grad_views: list[Tensor | None] = [
+            self._view(self.grad, i) for i in range(len(params))
+        ]
         with torch.no_grad():
             for i, p in enumerate(params):
                 self.param_views[i].copy_(p.detach())
                 p.data = self.param_views[i]
         self.data_ptrs = [p.data_ptr() for p in params]
+        #: id() of the foreign gradient last copied in, and of one found held elsewhere
+        self.foreign = [0] * len(params)
+        self.held = [0] * len(params)
+        self.gapless = True
         self.state: dict[str, Tensor] = {}
         self.scalar_state: dict[str, Tensor] = {}
         self.step = torch.zeros(len(params), dtype=torch.float32, device=self.device)
@@ -107,23 +132,24 @@ class Bucket:
         self.cohort = [0] * len(params)
         self.has_state = [False] * len(params)
         self._next_cohort = 1
+        present = [i for i, p in enumerate(params) if p.grad is not None and not p.grad.is_sparse]
+        if present:
+            self.take_grads(present, move=True)
 
     def _view(self, flat: Tensor, i: int) -> Tensor:
-        """Parameter ``i``'s slot of ``flat``, shaped (and typed) like the parameter."""
-        p, start = self.params[i], self.offsets[i]
+        """Parameter ``i``'s slot of ``flat``, shaped like it, in a storage of its own."""
+        (shape, complex_), start = self.shapes[i], self.offsets[i]
         piece = flat[start : start + self.sizes[i]]
-        if p.is_complex():
-            return torch.view_as_complex(piece.view(*p.shape, 2))
-        return piece.view(p.shape)
+        piece = torch.view_as_complex(piece.view(*shape, 2)) if complex_ else piece.view(shape)
+        return slot_tensor(piece)
 
     def slot(self, flat: Tensor, i: int) -> Tensor:
         """Parameter ``i``'s slot of ``flat`` as a 1-D real tensor."""
         return flat[self.offsets[i] : self.offsets[i] + self.sizes[i]]
 
     def span(self, start: int, stop: int) -> tuple[int, int]:
-        """Element range covering parameters ``start … stop-1`` (with their padding)."""
-        end = self.offsets[stop] if stop < len(self.params) else self.total
-        return self.offsets[start], end
+        """Element range covering slots ``start … stop-1`` (with their padding)."""
+        return self.offsets[start], self.offsets[stop - 1] + _padded(self.sizes[stop - 1])
 
     def new_cohort(self) -> int:
         """A cohort id not used before."""
@@ -132,36 +158,73 @@ class Bucket:
 
     # -- gradients and parameter storage -------------------------------------------------
 
-    def attached(self) -> bool:
-        """Re-attach parameters whose ``.data`` was replaced; False if one no longer fits its slot.
+    def moved(self) -> list[int]:
+        """Re-attach parameters whose ``.data`` was replaced; return those that cannot be.
 
-        A replacement of the same dtype, shape and device (``p.data = new``)
-        is copied into the slot and ``p.data`` pointed back at the view; one
-        that changed dtype, shape or device (``model.to(...)`` after the
-        optimizer was built) means the bucket must be rebuilt.
+        A replacement that nothing else sees (``p.data = new`` of the same
+        dtype, shape and device) is copied into the slot and ``p.data`` is
+        pointed back at it. One of another dtype, shape or device
+        (``model.to(...)`` after the optimizer was built), or one that another
+        tensor sees, means the parameter must leave the bucket: its index is
+        returned (see :meth:`release`).
         """
         if list(map(Tensor.data_ptr, self.params)) == self.data_ptrs:
-            return True
+            return []
+        leaving = []
         for i, p in enumerate(self.params):
             if p.data_ptr() == self.data_ptrs[i]:
                 continue
             view = self.param_views[i]
             if (p.dtype, p.shape, p.device) != (view.dtype, view.shape, view.device):
-                return False
-            with torch.no_grad():
-                view.copy_(p.detach())
-            p.data = view
-            self.data_ptrs[i] = p.data_ptr()
-        return True
+                leaving.append(i)
+            elif not data_private(p):
+                leaving.append(i)
+            else:
+                with torch.no_grad():
+                    view.copy_(p.detach())
+                p.data = view
+                self.data_ptrs[i] = p.data_ptr()
+        return leaving
 
-    def adopt_grad(self, i: int, grad: Tensor) -> None:
-        """Copy a gradient that is not our view into the flat buffer and make ``.grad`` the view."""
-        if grad.is_sparse:
-            raise RuntimeError(
-                f"sparse gradients are not supported (param of shape {tuple(grad.shape)})"
-            )
-        self.grad_views[i].copy_(grad)
-        self.params[i].grad = self.grad_views[i]
+    def release(self, indices: list[int]) -> None:
+        """Let parameters leave their slots; the slots become holes no update touches."""
+        for i in indices:
+            self.params[i] = self.param_views[i] = _GONE
+            self.data_ptrs[i] = _GONE.data_ptr()
+            self.grad_views[i] = None
+            self.has_state[i] = True  # nothing to create for a hole
+            self.cohort[i] = 0
+            self.gapless = False
+
+    def empty(self) -> bool:
+        """Whether every parameter has left."""
+        return all(p is _GONE for p in self.params)
+
+    def take_grads(self, indices: list[int], move: bool = False) -> None:
+        """Copy the gradients of parameters ``indices``, which are not our views, into the buffer.
+
+        One ``.grad`` is pointed at its flat view only when nothing else sees
+        the gradient (:func:`~descentlab.engine.sharing.grad_private`; the
+        caller must hold no reference to it) and, unless ``move``, only once
+        the same gradient comes back at the next step: a gradient made afresh
+        for every step (``zero_grad()`` sets ``None``) is copied, and moving
+        it would save nothing. A gradient found held elsewhere (a kept
+        handle, a DDP bucket view) is not checked again.
+        """
+        grads = [self.params[i].grad for i in indices]
+        torch._foreach_copy_([self.grad_views[i] for i in indices], grads)
+        ids = list(map(id, grads))
+        del grads
+        for i, seen in zip(indices, ids, strict=True):
+            if seen == self.held[i]:
+                continue
+            if not move and seen != self.foreign[i]:
+                self.foreign[i] = seen  # first sighting
+            elif grad_private(self.params[i]):
+                self.params[i].grad = self.grad_views[i]
+                self.foreign[i] = 0
+            else:
+                self.held[i] = seen
 
     # -- state ----------------------------------------------------------------------------
 
@@ -214,9 +277,9 @@ class Bucket:
         previous: tuple[Any, ...] | None = None
         cohort = self.new_cohort()
         for i, p in enumerate(self.params):
-            state = state_of.get(p) if p in state_of else None
+            state = state_of.get(p) if p is not _GONE and p in state_of else None
             if not state:
-                self.has_state[i] = False
+                self.has_state[i] = p is _GONE
                 self.cohort[i] = 0
                 previous = None
                 continue

@@ -1,20 +1,26 @@
 """The flat engine: one rule call per contiguous buffer instead of one per tensor.
 
-On the first step of a parameter group its parameters are moved into flat
-buffers, one per (device, dtype) (:class:`~descentlab.engine.buffers.Bucket`):
-parameters and gradients become views of them, and the optimizer state is
-flat with per-parameter views in ``optimizer.state`` (so ``state_dict()`` is
-per-parameter and loads into any engine).
+When the optimizer is built (:meth:`FlatEngine.prepare`, also after
+``add_param_group`` and unpickling) each group's parameters are moved into
+flat buffers, one per (device, dtype) (:class:`~descentlab.engine.buffers.Bucket`,
+placed by :mod:`descentlab.engine.layout`): parameters and gradients become
+tensors over slots of them, and the optimizer state is flat with
+per-parameter tensors in ``optimizer.state`` (so ``state_dict()`` is
+per-parameter and loads into any engine). Aliases taken from then on
+(``w = layer.weight.detach()``, ``g = p.grad``) are the live tensors, as
+with torch.optim: nothing that another tensor sees is ever moved
+(:mod:`descentlab.engine.sharing`).
 
 Each step then follows the reference engine's semantics exactly:
 
 * a parameter whose ``.grad`` is ``None`` is left untouched and its step
   counter does not advance (``optimizer.zero_grad()``, ``model.zero_grad()``);
 * a gradient that is not the flat view (a fresh one after
-  ``zero_grad(set_to_none=True)``, or one assigned with ``p.grad = ...``) is
-  copied into the flat buffer and ``.grad`` is pointed back at the view, so
-  the next ``backward`` accumulates in place; with ``zero_grad(set_to_none=
-  False)`` gradients never leave the buffer and no copy is made;
+  ``zero_grad(set_to_none=True)``, one assigned with ``p.grad = ...``, a DDP
+  bucket view) is copied into the flat buffer; ``.grad`` is pointed at the
+  flat view only if the same gradient comes back at the next step and
+  nothing else sees it (:meth:`~descentlab.engine.buffers.Bucket.take_grad`),
+  so ``zero_grad(set_to_none=False)`` loops soon stop copying;
 * parameters are updated in *runs*: maximal sequences of neighbouring
   parameters that have a gradient and share their step count and scalar state.
   Normally that is one run over the whole buffer.
@@ -25,17 +31,18 @@ elements, which bounds the temporaries the rule allocates and keeps them in
 cache; the result is bitwise identical to the reference. The compiled engine
 (:mod:`descentlab.engine.compiled`) replaces only :meth:`FlatEngine.apply`.
 
-Per-tensor fallback: parameters that cannot be flattened (see
-:func:`~descentlab.engine.buffers.flattenable`: DTensor and other tensor
-subclasses, non-contiguous or storage-sharing parameters) are stepped by the
-reference engine. Sparse gradients are refused with the same error as the
-reference engine's.
+Per-tensor fallback: parameters that cannot be flattened (DTensor and other
+tensor subclasses, non-contiguous, meta or storage-sharing parameters) and
+those whose memory another tensor sees (until it no longer does; a warning
+says so once) are stepped by the reference engine. Sparse gradients are
+refused with the same error as the reference engine's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import operator
+import warnings
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -43,11 +50,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.engine.buffers import Bucket, flattenable, real_dtype
+from descentlab.engine.buffers import Bucket
+from descentlab.engine.layout import GroupLayout, arrange
 from descentlab.engine.reference import ReferenceEngine, check_grad
 from descentlab.rules.base import Flags, Rule
 
-__all__ = ["FlatEngine", "GroupLayout", "one_thread"]
+__all__ = ["FlatEngine", "one_thread"]
 
 
 @contextlib.contextmanager
@@ -69,23 +77,6 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _storage_ptr(p: Tensor) -> int | None:
-    """Address of ``p``'s storage, or None for wrapper subclasses (DTensor) that have none."""
-    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(p.data) is not torch.Tensor:
-        return None
-    return p.untyped_storage().data_ptr()
-
-
-class GroupLayout:
-    """How one parameter group is stored: its buckets and the parameters left per-tensor."""
-
-    def __init__(self, params: list[Tensor], buckets: list[Bucket], fallback: list[Tensor]):
-        self.params = params  # the group's own list object, to recognise the group
-        self.count = len(params)
-        self.buckets = buckets
-        self.fallback = fallback
-
-
 class FlatEngine:
     """Runs a rule once per flat buffer, eagerly (see the module docstring)."""
 
@@ -96,51 +87,26 @@ class FlatEngine:
     def __init__(self) -> None:
         self._layouts: dict[int, GroupLayout] = {}
         self._reference = ReferenceEngine()
+        self._warned_waiting = False
 
     # -- layout -------------------------------------------------------------------------
 
-    def layout(self, optimizer: Any, group: dict[str, Any]) -> GroupLayout:
-        """The group's layout, flattening its parameters the first time it is seen.
+    def prepare(self, optimizer: Any) -> None:
+        """Lay out every parameter group now, so that aliases taken from here on stay live."""
+        for group in optimizer.param_groups:
+            self.layout(optimizer, group)
 
-        Rebuilt when the group's parameter list changed or a parameter's
-        ``.data`` was replaced by one of another dtype, shape or device.
-        """
+    def layout(self, optimizer: Any, group: dict[str, Any]) -> GroupLayout:
+        """The group's layout, brought up to date (see :mod:`descentlab.engine.layout`)."""
         params = group["params"]
         found = self._layouts.get(id(params))
-        if found is not None and found.params is params and found.count == len(params):
-            if all(bucket.attached() for bucket in found.buckets):
-                return found
-        built = self._build(optimizer, params)
-        self._layouts[id(params)] = built
-        return built
-
-    def _build(self, optimizer: Any, params: list[Tensor]) -> GroupLayout:
-        everything = [p for g in optimizer.param_groups for p in g["params"]]
-        owners = Counter(_storage_ptr(p) for p in everything)
-        buckets_now = [b for lay in self._layouts.values() for b in lay.buckets]
-        ours = {b.data.untyped_storage().data_ptr() for b in buckets_now}
-        # parameters still in one of our slots (when a layout is rebuilt) can move again
-        mine = {
-            id(p)
-            for b in buckets_now
-            for p, ptr in zip(b.params, b.data_ptrs, strict=True)
-            if p.data_ptr() == ptr
-        }
-        groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-        fallback = []
-        for p in params:
-            ptr = _storage_ptr(p)
-            if ptr is None:
-                fallback.append(p)  # no storage of its own: DTensor and other wrapper subclasses
-            elif id(p) in mine or (flattenable(p) and owners[ptr] == 1 and ptr not in ours):
-                groups.setdefault((p.device, real_dtype(p)), []).append(p)
-            else:
-                fallback.append(p)
+        if found is None or found.params is not params:
+            found = self._layouts[id(params)] = GroupLayout(params)
+        elif found.current():
+            return found
         with one_thread():
-            buckets = [Bucket(members) for members in groups.values()]
-            for bucket in buckets:
-                bucket.adopt_state(optimizer.state, optimizer.rule)
-        return GroupLayout(params, buckets, fallback)
+            arrange(optimizer, found)
+        return found
 
     def state_loaded(self, optimizer: Any) -> None:
         """Copy freshly loaded per-parameter state into the flat buffers (and bind views)."""
@@ -153,6 +119,8 @@ class FlatEngine:
     def step_group(self, optimizer: Any, group: dict[str, Any]) -> None:
         """Apply ``optimizer.rule`` to every parameter of ``group`` that has a gradient."""
         layout = self.layout(optimizer, group)
+        if layout.waiting:
+            self._warn_waiting(layout.waiting)
         if layout.fallback:
             self._reference.step_group(optimizer, {**group, "params": layout.fallback})
         if not layout.buckets:
@@ -164,27 +132,47 @@ class FlatEngine:
         for bucket in layout.buckets:
             self._step_bucket(optimizer, bucket, rule, flags, h, maximize)
 
+    def _warn_waiting(self, waiting: list[Tensor]) -> None:
+        if self._warned_waiting:
+            return
+        self._warned_waiting = True
+        shapes = ", ".join(str(tuple(p.shape)) for p in waiting[:4])
+        more = f" and {len(waiting) - 4} more" if len(waiting) > 4 else ""
+        warnings.warn(
+            f"descentlab: {len(waiting)} parameter(s) of shape {shapes}{more} share their memory "
+            "with other tensors (e.g. `w = layer.weight.detach()` or a state_dict() taken before "
+            "the optimizer was built, or after model.to()); so that those stay live, they are "
+            "stepped per tensor (slower) until nothing else holds their memory",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
     def _step_bucket(
         self, optimizer: Any, b: Bucket, rule: Rule, flags: Flags, h: dict, maximize: bool
     ) -> None:
         params = b.params
         grads = [p.grad for p in params]
-        if all(map(operator.is_, grads, b.grad_views)) and all(b.has_state):
+        if b.gapless and all(map(operator.is_, grads, b.grad_views)) and all(b.has_state):
             if b.cohort.count(b.cohort[0]) == len(b.cohort):  # one cohort (C-speed check)
                 self._run(b, 0, len(params), rule, flags, h, maximize)
                 return
         active = [g is not None for g in grads]
-        fresh = 0
+        foreign = [
+            i
+            for i, (g, v) in enumerate(zip(grads, b.grad_views, strict=True))
+            if g is not None and g is not v
+        ]
+        del grads  # take_grads counts who else holds a gradient
+        for i in foreign:
+            check_grad(params[i], rule)
         with one_thread():  # many small per-parameter copies: no OpenMP region for each
-            for i, g in enumerate(grads):
-                if g is None:
-                    continue
-                check_grad(params[i], rule)
-                if g is not b.grad_views[i]:
-                    b.adopt_grad(i, g)
-                if not b.has_state[i]:
-                    fresh = fresh or b.new_cohort()
-                    b.init_state(i, optimizer.state[params[i]], rule, flags, h, fresh)
+            if foreign:
+                b.take_grads(foreign)
+            if not all(b.has_state):
+                fresh = b.new_cohort()
+                for i, p in enumerate(params):
+                    if active[i] and not b.has_state[i]:
+                        b.init_state(i, optimizer.state[p], rule, flags, h, fresh)
         members = Counter(b.cohort)
         i, n = 0, len(params)
         while i < n:

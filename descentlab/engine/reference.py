@@ -70,5 +70,8 @@ class ReferenceEngine:
             buffers = {k: (v if k in rule.scalar_state else _real(v)) for k, v in state.items()}
             rule.update(_real(p), _real(grad), buffers, h, float(state["step"]), flags)
 
+    def prepare(self, optimizer: Any) -> None:
+        """Nothing to lay out: parameters, gradients and state stay where they are."""
+
     def state_loaded(self, optimizer: Any) -> None:
         """Nothing to rebuild: the reference engine reads ``optimizer.state`` directly."""

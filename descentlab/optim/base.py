@@ -79,6 +79,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         self._engine = make_engine(engine)
         defaults = {**defaults, "maximize": bool(defaults.get("maximize", False))}
         super().__init__(check_params(params), defaults)
+        self._engine.prepare(self)
 
     @staticmethod
     def check_group(group: dict[str, Any]) -> None:
@@ -100,6 +101,7 @@ class RuleOptimizer(torch.optim.Optimizer):
         merged = {**self.defaults, **param_group, "params": params}
         self.check_group(merged)
         super().add_param_group({**param_group, "params": params})
+        self._engine.prepare(self)  # lay the new group out now: aliases taken later stay live
 
     @property
     def engine(self) -> str:

@@ -1,0 +1,102 @@
+"""Where each parameter of a group lives: in a flat buffer, or stepped per tensor.
+
+A :class:`GroupLayout` is made when the optimizer is built (``prepare``) and
+kept up to date at every step by :func:`arrange`, which moves as little as it
+can (the rule of :mod:`descentlab.engine.sharing`: nothing another tensor sees
+is moved):
+
+* a parameter that can be flattened (:func:`~descentlab.engine.buffers.flattenable`)
+  and whose memory nothing else sees goes into a bucket, one per
+  (device, dtype) of the parameters placed together;
+* one whose memory another tensor sees (an alias taken before the optimizer
+  was built, a ``state_dict()`` held in memory, a second optimizer's buffer, a
+  pending autograd graph) *waits*: it is stepped per tensor, and moved into a
+  new bucket at the first step at which nothing else sees it any more;
+* the others (DTensor and other subclasses, non-contiguous, meta, shared
+  memory, storage shared between parameters) are stepped per tensor for good.
+
+A parameter leaves its bucket when it leaves the group, or when its ``.data``
+was replaced by a tensor that cannot simply be copied back into its slot
+(another dtype, shape or device, as after ``model.double()``; or one that
+another tensor sees); it is then placed again as above. The buckets of the
+other parameters are not touched, so their aliases stay live.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descentlab.engine.buffers import Bucket, flattenable, real_dtype
+from descentlab.engine.sharing import data_private
+
+__all__ = ["GroupLayout", "arrange", "storage_ptr"]
+
+
+def storage_ptr(p: Tensor) -> int | None:
+    """Address of ``p``'s storage, or None for wrapper subclasses (DTensor) that have none."""
+    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(p.data) is not torch.Tensor:
+        return None
+    return p.untyped_storage().data_ptr()
+
+
+class GroupLayout:
+    """How one parameter group is stored.
+
+    Attributes:
+        params: the group's own list object (to recognise the group).
+        count: its length when last arranged.
+        buckets: the flat buffers.
+        fallback: parameters stepped per tensor (including ``waiting``).
+        waiting: flattenable parameters whose memory another tensor sees.
+    """
+
+    def __init__(self, params: list[Tensor]) -> None:
+        self.params = params
+        self.count = -1
+        self.buckets: list[Bucket] = []
+        self.fallback: list[Tensor] = []
+        self.waiting: list[Tensor] = []
+
+    def current(self) -> bool:
+        """Whether the layout still fits its group (re-attaching replaced ``.data`` on the way)."""
+        if self.count != len(self.params):
+            return False
+        if self.waiting and any(map(data_private, self.waiting)):
+            return False
+        return not any([bucket.moved() for bucket in self.buckets])
+
+
+def arrange(optimizer: Any, layout: GroupLayout) -> None:
+    """Bring ``layout`` up to date with its group, moving as little as possible."""
+    params = layout.params
+    members = {id(p) for p in params}
+    for bucket in layout.buckets:
+        gone = [i for i, p in enumerate(bucket.params) if id(p) not in members]
+        bucket.release(sorted({*gone, *bucket.moved()}))
+    layout.buckets = [b for b in layout.buckets if not b.empty()]
+    placed = {id(p) for b in layout.buckets for p in b.params}
+    everything = [p for g in optimizer.param_groups for p in g["params"]]
+    owners = Counter(storage_ptr(p) for p in everything)
+    together: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    fallback, waiting = [], []
+    for p in params:
+        if id(p) in placed:
+            continue
+        ptr = storage_ptr(p)
+        if ptr is None or not flattenable(p) or owners[ptr] > 1:
+            fallback.append(p)
+        elif not data_private(p):
+            waiting.append(p)
+        else:
+            together.setdefault((p.device, real_dtype(p)), []).append(p)
+    for members_ in together.values():
+        bucket = Bucket(members_)
+        bucket.adopt_state(optimizer.state, optimizer.rule)
+        layout.buckets.append(bucket)
+    layout.fallback = fallback + waiting
+    layout.waiting = waiting
+    layout.count = len(params)
