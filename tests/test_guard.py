@@ -98,7 +98,8 @@ def test_closure_is_evaluated_once_and_replayed():
     assert_same(before, snapshot(model, opt))
 
 
-def test_lbfgs_through_the_guard_matches_plain_lbfgs():
+@pytest.mark.parametrize("lbfgs", [torch.optim.LBFGS, descentlab.LBFGS])
+def test_lbfgs_through_the_guard_matches_plain_lbfgs(lbfgs):
     model, x, y = model_and_data()
     ref_model = copy.deepcopy(model)
 
@@ -111,7 +112,7 @@ def test_lbfgs_through_the_guard_matches_plain_lbfgs():
 
         return closure
 
-    opt = NonFiniteGuard(torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5))
+    opt = NonFiniteGuard(lbfgs(model.parameters(), lr=0.5, max_iter=5))
     ref = torch.optim.LBFGS(ref_model.parameters(), lr=0.5, max_iter=5)
     for _ in range(3):
         opt.step(make_closure(model, opt))

@@ -35,6 +35,7 @@ from descentlab.linesearch._flat import (
     finite_difference_hvp,
     flatten,
     hessian_vector_product,
+    loss_value,
     real_view,
     set_params,
 )
@@ -187,22 +188,35 @@ class ClosureOptimizer(torch.optim.Optimizer):
             raise TypeError(f"closure must be callable, got {type(closure).__name__}")
         return closure
 
-    def _begin_step(
-        self, closure: Callable[[], Any] | None, **counters: Any
-    ) -> tuple[Callable[[], Any], dict[str, Any], dict[str, Any]]:
-        """Start ``step``: the checked closure, the first group and the global state.
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """Run the method's iterations on ``closure`` (see the class docstring).
 
-        ``counters`` are entries of the global state to create (with the given
-        initial value) where they are missing.
+        Returns what the first closure call returned. When no parameter needs a
+        gradient the closure is called once and nothing moves (``torch.optim.LBFGS``
+        ends the same way: it finds a zero gradient).
         """
         closure = self._require_closure(closure)
+        if not self._params():
+            with torch.enable_grad():
+                loss = closure()
+            loss_value(loss)
+            self._global_state()["func_evals"] += 1
+            return loss
+        # whether evaluations should keep the gradient's graph (for double-backward HVPs)
+        self._graph = self.param_groups[0].get("hvp", "auto") != "finite_difference"
+        return self._iterate(closure)
+
+    def _iterate(self, closure: Callable[[], Any]) -> Any:  # pragma: no cover
+        """The method's iterations (subclasses define it)."""
+        raise NotImplementedError
+
+    def _begin_step(self, **counters: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The first group and the global state, with ``counters`` created where missing."""
         state = self._global_state()
         for key, value in counters.items():
             state.setdefault(key, value)
-        group = self.param_groups[0]
-        # whether evaluations should keep the gradient's graph (for double-backward HVPs)
-        self._graph = group.get("hvp", "auto") != "finite_difference"
-        return closure, group, state
+        return self.param_groups[0], state
 
     def _flat_params(self) -> torch.Tensor:
         return flatten(self._params())

@@ -80,10 +80,9 @@ class LineSearchGD(ClosureOptimizer):
                         tolerance_grad=tolerance_grad, hvp=hvp)
         super().__init__(params, defaults)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def _iterate(self, closure: Callable[[], Any]) -> Any:
         """Run up to ``max_iter`` line-searched gradient steps (see the class docstring)."""
-        closure, group, state = self._begin_step(closure, line_search_failures=0)
+        group, state = self._begin_step(line_search_failures=0)
         search = self._line_search()
         hessian = search.needs_hessian
         lr = self._lr()
@@ -183,12 +182,9 @@ class PerturbedGD(ClosureOptimizer):
         if self._generator is not None and rng is not None:
             self._generator.set_state(rng.detach().to("cpu", torch.uint8))
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def _iterate(self, closure: Callable[[], Any]) -> Any:
         """One perturbed-gradient-descent iteration (see the class docstring)."""
-        closure, group, state = self._begin_step(
-            closure, step=0, perturbations=0, last_perturbation=-math.inf
-        )
+        group, state = self._begin_step(step=0, perturbations=0, last_perturbation=-math.inf)
         params = self._params()
         ev = self._evaluate(closure)
         orig_loss = ev.loss

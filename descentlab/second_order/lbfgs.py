@@ -139,10 +139,9 @@ class LBFGS(ClosureOptimizer):
         spec = self.param_groups[0]["line_search_fn"]
         return None if spec == TORCH_STRONG_WOLFE else resolve_line_search(spec)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def _iterate(self, closure: Callable[[], Any]) -> Any:
         """Run up to ``max_iter`` L-BFGS iterations (see the class docstring)."""
-        closure, group, state = self._begin_step(closure)
+        group, state = self._begin_step()
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         history_size = group["history_size"]

@@ -238,13 +238,10 @@ class NewtonCG(ClosureOptimizer):
         cg_max = group["cg_max_iter"] if group["cg_max_iter"] is not None else min(n, 500)
         return rel * gnorm, cg_max
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def _iterate(self, closure: Callable[[], Any]) -> Any:
         """Run up to ``max_iter`` Newton-CG iterations (see the class docstring)."""
-        closure, group, state = self._begin_step(
-            closure, hvp_evals=0, line_search_failures=0, cg_iters=0,
-            radius=self.param_groups[0]["radius"]
-        )
+        group, state = self._begin_step(hvp_evals=0, line_search_failures=0, cg_iters=0,
+                                        radius=self.param_groups[0]["radius"])
         search = self._line_search()
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         lr = self._lr()

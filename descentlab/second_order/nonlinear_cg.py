@@ -140,10 +140,9 @@ class NonlinearCG(ClosureOptimizer):
             return StrongWolfe(c1=1e-4, c2=0.4)
         return resolve_line_search(spec, allow_none=False)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+    def _iterate(self, closure: Callable[[], Any]) -> Any:
         """Run up to ``max_iter`` CG iterations (see the class docstring)."""
-        closure, group, state = self._begin_step(closure, restarts=0, line_search_failures=0)
+        group, state = self._begin_step(restarts=0, line_search_failures=0)
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         n = sum(p.numel() for p in self._params())
         period = group["restart_every"] or n
