@@ -64,47 +64,34 @@ def test_naive_one_over_k_weighting_is_wrong_for_unequal_sizes():
     assert not torch.allclose(grads(model)[0], ref[0], rtol=1e-6)
 
 
-def test_streaming_accumulator_matches_large_batch_training():
+@pytest.mark.parametrize("style", ["backward", "zero_grad_first", "zero_grad_last"])
+def test_accumulator_matches_large_batch_training(style):
+    """Streaming with acc.backward(loss), and an unchanged training loop (zero_grad,
+    backward, step per micro-batch, zero_grad before or after) over the wrapper: both
+    equal large-batch training. In the loop, step() averages the summed gradients and
+    zero_grad() keeps them while micro-batches are pending."""
     model, x, y = setup(32)
     ref_model = copy.deepcopy(model)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    acc = GradientAccumulator(torch.optim.Adam(model.parameters(), lr=0.01), 4)
     ref_opt = torch.optim.Adam(ref_model.parameters(), lr=0.01)
-    acc = GradientAccumulator(opt, accumulation_steps=4)
     stepped = []
     for _ in range(3):  # three optimizer steps, each from 4 micro-batches of 8
         for xb, yb in split_batch((x, y), 8):
-            stepped.append(acc.backward(torch.nn.functional.cross_entropy(model(xb), yb)))
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            if style == "backward":
+                stepped.append(acc.backward(loss))
+                continue
+            if style == "zero_grad_first":
+                acc.zero_grad()
+            loss.backward()
+            acc.step()
+            stepped.append(acc.stepped)
+            if style == "zero_grad_last":
+                acc.zero_grad()
         ref_opt.zero_grad()
         torch.nn.functional.cross_entropy(ref_model(x), y).backward()
         ref_opt.step()
     assert stepped == [False, False, False, True] * 3 and acc.optimizer_steps == 3
-    for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-
-
-@pytest.mark.parametrize("zero_grad_first", [True, False])
-def test_drop_in_loop_matches_large_batch_training(zero_grad_first):
-    """An unchanged training loop (zero_grad, backward, step per micro-batch) over the
-    wrapper equals large-batch training: step() averages the summed gradients and
-    zero_grad() keeps them while micro-batches are pending."""
-    model, x, y = setup(32)
-    ref_model = copy.deepcopy(model)
-    opt = GradientAccumulator(torch.optim.Adam(model.parameters(), lr=0.01), 4)
-    ref_opt = torch.optim.Adam(ref_model.parameters(), lr=0.01)
-    stepped = []
-    for _ in range(3):
-        for xb, yb in split_batch((x, y), 8):
-            if zero_grad_first:
-                opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xb), yb).backward()
-            opt.step()
-            stepped.append(opt.stepped)
-            if not zero_grad_first:
-                opt.zero_grad()
-        ref_opt.zero_grad()
-        torch.nn.functional.cross_entropy(ref_model(x), y).backward()
-        ref_opt.step()
-    assert stepped == [False, False, False, True] * 3 and opt.optimizer_steps == 3
     for p, q in zip(model.parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
 

@@ -24,6 +24,7 @@ from descentlab.schedules import (
     one_cycle_momentum,
     warmup_cosine,
 )
+from tests.copies import HOWS, copy_by
 
 
 def params(n=3, dtype=torch.float64):
@@ -259,25 +260,14 @@ def test_compiled_engine_takes_new_values_without_recompiling():
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
+@pytest.mark.parametrize("how", HOWS)
 def test_copies_drive_their_own_copy_of_a_wrapped_optimizer(how):
-    import copy
-    import pickle
-
     opt = descentlab.NonFiniteGuard(descentlab.SGD(params(), lr=0.1, momentum=0.9))
     ctrl = attach(opt, lr=Warmup(ReduceOnPlateau(0.1, factor=0.5, patience=0), 2),
                   momentum=LinearSchedule(0.9, 0.5, 6))
     for loss in (3.0, 2.0, 2.5):
         ctrl.step(loss)
-    if how == "deepcopy":
-        twin = copy.deepcopy(ctrl)
-    elif how == "pickle":
-        twin = pickle.loads(pickle.dumps(ctrl))
-    else:
-        buf = io.BytesIO()
-        torch.save(ctrl, buf)
-        buf.seek(0)
-        twin = torch.load(buf, weights_only=False)
+    twin = copy_by(ctrl, how)
     assert twin.optimizer is not opt and isinstance(twin.optimizer, descentlab.NonFiniteGuard)
     for loss in (2.6, 2.7, 1.0):
         ctrl.step(loss)

@@ -4,16 +4,14 @@ parameters, infinite tolerances, complex parameters."""
 
 from __future__ import annotations
 
-import copy
-import io
 import math
-import pickle
 
 import pytest
 import torch
 
 from descentlab.linesearch import StochasticArmijo
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
+from tests.copies import HOWS, copy_by
 
 OPTIMIZERS = {
     "lbfgs": lambda ps: LBFGS(ps, max_iter=3, line_search_fn="strong_wolfe"),
@@ -45,25 +43,14 @@ def closure_for(opt, params, fn=rosen):
     return closure
 
 
-def copy_of(opt, how):
-    if how == "deepcopy":
-        return copy.deepcopy(opt)
-    if how == "pickle":
-        return pickle.loads(pickle.dumps(opt))
-    buf = io.BytesIO()
-    torch.save(opt, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=False)
-
-
-@pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_copy_is_independent_and_continues_identically(name, how):
     params = [torch.tensor([-1.2, 1.0], requires_grad=True),
               torch.tensor([-0.5], requires_grad=True)]
     opt = OPTIMIZERS[name](params)
     opt.step(closure_for(opt, params))
-    twin = copy_of(opt, how)
+    twin = copy_by(opt, how)
     twin_params = [p for g in twin.param_groups for p in g["params"]]
     assert all(a is not b and torch.equal(a, b)
                for a, b in zip(twin_params, params, strict=True))

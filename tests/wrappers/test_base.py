@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import io
-import pickle
 
 import pytest
 import torch
@@ -23,6 +22,7 @@ from descentlab.wrappers import (
     WithLineSearch,
     unwrap,
 )
+from tests.copies import HOWS, copy_by
 
 WRAPPERS = {
     "guard": lambda o: NonFiniteGuard(o),
@@ -198,7 +198,7 @@ def test_hooks_run_around_the_wrapper(name):
     assert not copy.deepcopy(opt)._optimizer_step_pre_hooks  # copies have no hooks, as torch's
 
 
-@pytest.mark.parametrize("how", ["deepcopy", "pickle", "torch.save"])
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("name", sorted(WRAPPERS) + ["slow_average"])
 def test_copies_work_on_their_own_and_continue_identically(name, how):
     model, x, y = problem()
@@ -206,15 +206,7 @@ def test_copies_work_on_their_own_and_continue_identically(name, how):
     opt = make(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
     torch.optim.lr_scheduler.StepLR(opt, 2)  # patches opt.step, as schedulers do
     run(opt, model, x, y, 2)
-    if how == "deepcopy":
-        twin = copy.deepcopy(opt)
-    elif how == "pickle":
-        twin = pickle.loads(pickle.dumps(opt))
-    else:
-        buf = io.BytesIO()
-        torch.save(opt, buf)
-        buf.seek(0)
-        twin = torch.load(buf, weights_only=False)
+    twin = copy_by(opt, how)
     twin_params = [p for g in twin.param_groups for p in g["params"]]
     originals = list(model.parameters())
     assert all(a is not b and torch.equal(a, b)
