@@ -131,6 +131,22 @@ class LBFGS(ClosureOptimizer):
             check_learning_rate(param_group["lr"])
         super().add_param_group(param_group)
 
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state dict of this class or of ``torch.optim.LBFGS``.
+
+        A checkpoint of descentlab 0.1 (whose memory held ``s`` in ``old_dirs``
+        and ``y`` in ``old_stps``, and no pending pair) is converted: the memory
+        is kept, and the pair of its last iteration is not formed.
+        """
+        super().load_state_dict(state_dict)
+        state = self._global_state()
+        if "hvp_evals" in state and "prev_flat_grad" not in state:
+            del state["hvp_evals"]
+            state["old_dirs"], state["old_stps"] = state.get("old_stps", []), state.get(
+                "old_dirs", [])
+            state.setdefault("ro", [])
+            state.setdefault("H_diag", 1)
+
     def _params(self) -> list[torch.Tensor]:
         # torch's: every parameter, also those without a gradient (their part of d is 0)
         return [p for g in self.param_groups for p in g["params"]]
@@ -181,10 +197,12 @@ class LBFGS(ClosureOptimizer):
                 h_diag = 1
                 restart = False
             else:
-                y = flat_grad.sub(prev_flat_grad)
-                s = d.mul(t)
-                ys = y.dot(s)
-                if ys > 1e-10:
+                ys = None
+                if prev_flat_grad is not None:  # (None: a checkpoint of descentlab 0.1)
+                    y = flat_grad.sub(prev_flat_grad)
+                    s = d.mul(t)
+                    ys = y.dot(s)
+                if ys is not None and ys > 1e-10:
                     if len(old_dirs) == history_size:
                         old_dirs.pop(0), old_stps.pop(0), ro.pop(0)
                     old_dirs.append(y)

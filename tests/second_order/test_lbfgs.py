@@ -358,3 +358,27 @@ def test_errors_are_clear():
         opt.step(lambda: "one")
     with pytest.raises(TypeError, match="closure returned None"):
         opt.step(lambda: None)
+
+
+def test_a_checkpoint_of_descentlab_0_1_still_loads():
+    """0.1 kept s in old_dirs and y in old_stps, floats for ro and H_diag, and no
+    pending pair (d, prev_flat_grad): the memory must be read the right way round."""
+    loss_fn = logistic_problem(8)
+    w = torch.zeros(6, requires_grad=True)
+    ref = torch.optim.LBFGS([w], max_iter=4, history_size=5)
+    ref.step(closure_for(ref, loss_fn, w))
+    st = ref.state_dict()["state"][0]
+    old = {"func_evals": st["func_evals"], "hvp_evals": 0, "n_iter": st["n_iter"],
+           "line_search_failures": 0, "t": 1.0, "old_dirs": st["old_stps"],
+           "old_stps": st["old_dirs"], "ro": [float(r) for r in st["ro"]],
+           "H_diag": float(st["H_diag"])}
+    sd = {"state": {0: old}, "param_groups": ref.state_dict()["param_groups"]}
+    w2 = w.detach().clone().requires_grad_(True)
+    ours = LBFGS([w2], max_iter=4, history_size=5)
+    ours.load_state_dict(copy.deepcopy(sd))
+    state = ours.state[w2]
+    assert "hvp_evals" not in state
+    assert all(torch.equal(a, b) for a, b in zip(state["old_dirs"], st["old_dirs"], strict=True))
+    before = loss_fn(w2.detach()).item()
+    ours.step(closure_for(ours, loss_fn, w2))
+    assert loss_fn(w2.detach()).item() < before
