@@ -172,11 +172,6 @@ class ClosureOptimizer(torch.optim.Optimizer):
         """The line search named by the first group (``line_search``)."""
         return resolve_line_search(self.param_groups[0]["line_search"], allow_none=False)
 
-    def _hessian(self) -> bool:
-        """Whether this optimizer's line search needs Hessian-vector products."""
-        search = self._line_search()
-        return bool(search is not None and search.needs_hessian)
-
     def _require_closure(self, closure: Callable[[], Any] | None) -> Callable[[], Any]:
         if closure is None:
             raise TypeError(

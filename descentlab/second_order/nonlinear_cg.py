@@ -150,7 +150,7 @@ class NonlinearCG(ClosureOptimizer):
         search = self._line_search()
         start = state["func_evals"]
 
-        ev = self._evaluate(closure, create_graph=self._hessian())
+        ev = self._evaluate(closure, create_graph=search.needs_hessian)
         orig_loss = ev.loss
         x = self._flat_params()
         d = state.get("d")
