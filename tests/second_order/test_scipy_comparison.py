@@ -16,10 +16,13 @@ from descentlab.second_order.scipy_check import (  # noqa: E402
 )
 
 PROBLEMS = {p.name: p for p in problems()}
+# The finite-difference Newton-CG rows of the 100-D problems cost 1,000-3,500 evaluations
+# each side; CI keeps the three small problems (benchmarks/scipy_comparison.py runs all).
+ROWS = [(name, ours) for ours, _ in PAIRS for name in PROBLEMS
+        if not (ours == "NewtonCG (backward closure)" and "100-D" in name)]
 
 
-@pytest.mark.parametrize("method", [ours for ours, _ in PAIRS])
-@pytest.mark.parametrize("name", list(PROBLEMS))
+@pytest.mark.parametrize(("name", "method"), ROWS)
 def test_row_reaches_scipy_minimum_within_eval_budget(name, method):
     row = compare(PROBLEMS[name], method)
     f_star = row.f_star
