@@ -1,11 +1,22 @@
 """Wire formats of sparse gradient messages: how indices and values become bytes.
 
 A sparse message is the set of entries ``(i, x_i)`` one rank sends for one
-bucket of ``n`` gradient entries. It is encoded as one ``uint8`` tensor::
+bucket of ``n`` gradient entries. It is encoded as one ``uint8`` tensor, in
+one of two forms:
 
-    [count k: uint32] [index parameter: uint8] [indices] [values]
+* **counted** (top-k, DGC: every rank sends ``k`` entries and every rank
+  knows ``k``)::
 
-with each section padded to whole bytes. The cost per entry is what limits
+      [indices, padded to their worst-case length] [values]
+
+  a fixed length, so the messages travel in one all-gather;
+* **headed** (threshold: the count varies by rank and step)::
+
+      [count k: uint32] [index parameter: uint8] [indices] [values]
+
+  exchanged after an all-gather of the lengths (4 bytes a rank).
+
+Each section is padded to whole bytes. The cost per entry is what limits
 the compression ratio: with int64 indices and fp32 values an entry costs
 12 bytes, so a density of 1% saves only 4 / (0.01 · 12) = 33× over sending
 all ``n`` fp32 entries.
@@ -31,7 +42,7 @@ the coding lost (clamping, rounding) in its residual, so coding errors are
 fed back like the entries not sent.
 
 :func:`encode` and :func:`decode` are exact inverses for the indices and for
-:func:`code_values` ' output, and every rank decodes every message the same
+:func:`code_values`' output, and every rank decodes every message the same
 way, so all ranks compute bit-identical averages.
 """
 
@@ -50,7 +61,8 @@ __all__ = [
     "code_values",
     "decode",
     "encode",
-    "fixed_message_bytes",
+    "counted_message_bytes",
+    "counted_rice_parameter",
     "pack_bits",
     "unpack_bits",
 ]
@@ -112,7 +124,23 @@ def _rice_parameter(gaps: Tensor, limit: int) -> int:
     return int(lengths.argmin())
 
 
-def _encode_indices(indices: Tensor, n: int, coding: str) -> tuple[int, Tensor]:
+def counted_rice_parameter(n: int, k: int) -> int:
+    """The Rice parameter of counted messages: it minimises the worst-case length
+    ``k (b + 1) + (n − k) / 2^b`` bits, i.e. ``2^b ≈ (n − k) ln 2 / k``."""
+    if k <= 0 or n <= k:
+        return 0
+    return min(range(_index_width(n) + 1), key=lambda b: k * (b + 1) + ((n - k) >> b))
+
+
+def _rice_bytes_bound(n: int, k: int, b: int) -> int:
+    """Most bytes ``k`` sorted indices below ``n`` take in a Rice code of parameter ``b``:
+    ``k`` stop bits, ``k·b`` low bits, and the gaps' high parts, which sum to at most
+    ``(n − k) >> b`` because the gaps sum to at most ``n − k``."""
+    return (k * b + 7) // 8 + (k + ((n - k) >> b) + 7) // 8
+
+
+def _encode_indices(indices: Tensor, n: int, coding: str, b: int | None = None
+                    ) -> tuple[int, Tensor]:
     if coding == "int64":
         return 0, indices.to(torch.int64).view(torch.uint8)
     if coding == "int32":
@@ -121,7 +149,8 @@ def _encode_indices(indices: Tensor, n: int, coding: str) -> tuple[int, Tensor]:
     if coding == "bits":
         return 0, pack_bits(_to_bits(indices, width))
     gaps = torch.diff(indices, prepend=indices.new_full((1,), -1)) - 1
-    b = _rice_parameter(gaps, width)
+    if b is None:
+        b = _rice_parameter(gaps, width)
     low = pack_bits(_to_bits(gaps & ((1 << b) - 1), b))
     high = gaps >> b
     stops = torch.cumsum(high + 1, 0) - 1  # position of each unary code's terminating 0
@@ -182,14 +211,32 @@ def _decode_values(data: Tensor, k: int, coding: str) -> Tensor:
     return data.clone().view(dtype).to(torch.float32)
 
 
-def encode(indices: Tensor, values: Tensor, n: int, index_coding: str, value_coding: str) -> Tensor:
+def encode(indices: Tensor, values: Tensor, n: int, index_coding: str, value_coding: str,
+           counted: bool = False) -> Tensor:
     """Encode ``k`` entries of an ``n``-vector as one uint8 message.
 
     ``indices`` must be sorted ascending and unique (int64); ``values`` are
     the entries' values (coded with ``value_coding``; for ``"sign"`` only
     their signs are kept).
+
+    ``counted=True`` is for exchanges where every rank sends exactly ``k``
+    entries and the receiver knows ``k``: the message has no header and a
+    fixed length, :func:`counted_message_bytes` (Rice indices use the fixed
+    parameter :func:`counted_rice_parameter` and are padded to their
+    worst-case length, which is only a few bits above the typical one because
+    the gaps of ``k`` indices below ``n`` sum to at most ``n − k``), so one
+    all-gather needs no length exchange.
     """
     k = len(indices)
+    if counted:
+        b = counted_rice_parameter(n, k) if index_coding == "rice" else None
+        _, index_bytes = _encode_indices(indices, n, index_coding, b)
+        if index_coding == "rice":
+            assert b is not None
+            pad = _rice_bytes_bound(n, k, b) - len(index_bytes)
+            index_bytes = torch.cat([index_bytes, index_bytes.new_zeros(pad)])
+        return torch.cat([index_bytes.cpu(), _encode_values(values, value_coding).cpu()]).to(
+            indices.device)
     b, index_bytes = _encode_indices(indices, n, index_coding)
     header = torch.tensor([k], dtype=torch.int32).view(torch.uint8)
     parts = [header, torch.tensor([b], dtype=torch.uint8), index_bytes.cpu()]
@@ -197,23 +244,29 @@ def encode(indices: Tensor, values: Tensor, n: int, index_coding: str, value_cod
     return torch.cat(parts).to(indices.device)
 
 
-def decode(message: Tensor, n: int, index_coding: str, value_coding: str) -> tuple[Tensor, Tensor]:
+def decode(message: Tensor, n: int, index_coding: str, value_coding: str,
+           count: int | None = None) -> tuple[Tensor, Tensor]:
     """Inverse of :func:`encode`: ``(indices int64, values float32)``.
 
-    ``message`` must be exactly what :func:`encode` returned (no padding after it).
+    ``message`` must be exactly what :func:`encode` returned (no padding after
+    it); ``count`` is ``k`` for a counted message (``None``: read the header).
     """
-    k = int(message[:4].clone().view(torch.int32)[0])
-    b = int(message[4])
+    if count is not None:
+        k, start = count, 0
+        b = counted_rice_parameter(n, k) if index_coding == "rice" else 0
+    else:
+        k, start = int(message[:4].clone().view(torch.int32)[0]), HEADER_BYTES
+        b = int(message[4])
     end = len(message) - _value_bytes(k, value_coding)
-    indices = _decode_indices(message[HEADER_BYTES:end], k, n, index_coding, b)
+    indices = _decode_indices(message[start:end], k, n, index_coding, b)
     return indices, _decode_values(message[end:], k, value_coding)
 
 
-def fixed_message_bytes(k: int, n: int, index_coding: str, value_coding: str) -> int | None:
-    """The byte length of every message of ``k`` entries, or ``None`` if it varies (``"rice"``)."""
-    if index_coding == "rice":
-        return None
+def counted_message_bytes(k: int, n: int, index_coding: str, value_coding: str) -> int:
+    """The length of every counted message (``encode(..., counted=True)``) of ``k`` entries."""
     index_bytes = {"int64": 8 * k, "int32": 4 * k}.get(index_coding)
-    if index_bytes is None:
+    if index_bytes is None and index_coding == "bits":
         index_bytes = (k * _index_width(n) + 7) // 8
-    return HEADER_BYTES + index_bytes + _value_bytes(k, value_coding)
+    elif index_bytes is None:
+        index_bytes = _rice_bytes_bound(n, k, counted_rice_parameter(n, k))
+    return index_bytes + _value_bytes(k, value_coding)

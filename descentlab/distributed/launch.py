@@ -14,7 +14,8 @@ the children start, so a forked child never inherits the store's thread.)
 Everything is bounded in time: the collectives time out after ``timeout``
 seconds, and the parent kills every child still running at the deadline and
 raises :class:`TimeoutError`. A child's exception is
-re-raised in the parent as :class:`RankError` with the child's traceback.
+re-raised in the parent as :class:`RankError` with the child's traceback,
+and on Linux the children die with the parent.
 """
 
 from __future__ import annotations
@@ -41,6 +42,21 @@ class RankError(RuntimeError):
     """A rank raised an exception; the message carries its traceback."""
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this process when its parent dies (even by SIGKILL)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _child(
     fn: Callable[..., Any],
     rank: int,
@@ -51,7 +67,9 @@ def _child(
     threads: int,
     args: tuple[Any, ...],
     results: Any,
+    parent: int,
 ) -> None:
+    _die_with_parent(parent)
     if sys.platform.startswith("linux"):
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch
@@ -89,6 +107,7 @@ def run_ranks(
     threads: int = 1,
     start_method: str = "spawn",
     preload: tuple[str, ...] = (),
+    collective_timeout: float | None = None,
 ) -> list[Any]:
     """Call ``fn(rank, world_size, *args)`` on ``world_size`` joined processes; return the results.
 
@@ -97,8 +116,9 @@ def run_ranks(
             return value must pickle too.
         world_size: number of processes, ``>= 1``.
         backend: the process-group backend (``"gloo"`` runs on CPU).
-        timeout: seconds for everything: rendezvous, every collective, and
-            the whole run (the parent's deadline).
+        timeout: seconds for the whole run (the parent's deadline), and for
+            the rendezvous and every collective unless ``collective_timeout``
+            is given.
         threads: torch intra-op threads per process (``0`` keeps torch's
             default); one by default, so that ranks do not fight for cores.
         start_method: ``"spawn"`` (a fresh interpreter per rank, safe
@@ -108,6 +128,11 @@ def run_ranks(
             forked ranks inherit them. ``("torch._dynamo",)`` saves each rank
             the ~4 s that constructing ``DistributedDataParallel`` spends
             importing it.
+        collective_timeout: seconds any one collective may wait (a long run
+            of many short jobs wants a tight bound here and a loose ``timeout``).
+
+    Ranks are killed when this process dies, even by SIGKILL (Linux), so a
+    killed run leaves no orphans behind.
 
     Raises:
         ValueError: a bad ``world_size``, ``timeout`` or ``start_method``.
@@ -133,7 +158,8 @@ def run_ranks(
     procs = [
         ctx.Process(
             target=_child,
-            args=(fn, rank, world_size, pipes[rank][0], backend, timeout, threads, args, results),
+            args=(fn, rank, world_size, pipes[rank][0], backend, collective_timeout or timeout,
+                  threads, args, results, os.getpid()),
             daemon=True,
         )
         for rank in range(world_size)

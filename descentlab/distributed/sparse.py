@@ -58,17 +58,19 @@ class SparseState(CommState):
     ) -> list[tuple[Tensor, Tensor]]:
         """Send this rank's entries; return every rank's ``(indices, decoded values)``.
 
-        ``same_count`` says every rank sends the same number of entries (then
-        fixed-width codings need no length exchange).
+        ``same_count`` says every rank sends ``len(indices)`` entries (then the
+        messages are counted: one all-gather, no header, no length exchange).
         """
         self.sent_entries += len(indices)
-        message = coding.encode(indices, values, n, self.index_coding, self.value_coding)
-        fixed = coding.fixed_message_bytes(len(indices), n, self.index_coding, self.value_coding)
-        if same_count and fixed is not None:
+        message = coding.encode(indices, values, n, self.index_coding, self.value_coding,
+                                counted=same_count)
+        if same_count:
             messages = all_gather(self.traffic, message, self.process_group)
         else:
             messages = all_gather_varlen(self.traffic, message, self.process_group)
-        return [coding.decode(m, n, self.index_coding, self.value_coding) for m in messages]
+        count = len(indices) if same_count else None
+        return [coding.decode(m, n, self.index_coding, self.value_coding, count)
+                for m in messages]
 
     def average(
         self, received: list[tuple[Tensor, Tensor]], like: Tensor, scale: float = 1.0

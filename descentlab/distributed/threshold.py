@@ -25,14 +25,19 @@ the first step takes τ as the ranks' mean of the ``⌈d·n⌉``-th largest
 
 .. math::
 
-    τ \\leftarrow τ \\cdot \\operatorname{clip}\\Big(\\frac{K + 1}{d\\,N\\,W + 1},
+    \\bar K \\leftarrow 0.9\\,\\bar K + 0.1\\,K, \\qquad
+    τ \\leftarrow τ \\cdot \\operatorname{clip}\\Big(\\frac{\\bar K}{d\\,N\\,W},
         \\tfrac14, 4\\Big)^{η},
 
 where ``K`` is the number of entries all ranks sent in that step (known to
-every rank from the messages), ``N`` the number of gradient entries, ``W`` the
-world size and ``η = adapt_rate`` (0.5). Every rank computes the same τ, so
-the ``±τ`` of the sign messages need not be sent. One τ serves the whole
-model, as in Strom's paper.
+every rank from the messages), ``K̄`` its running mean (starting at the
+target ``d N W``), ``N`` the number of gradient entries, ``W`` the world size
+and ``η = adapt_rate`` (0.5). Entries cross τ in bursts (correlated
+gradients under momentum); steering by the running mean holds the *average*
+density near ``d``, where the step's own count would settle at its median and
+overshoot the mean 2–3×. Every rank computes the same τ, so the ``±τ`` of the
+sign messages need not be sent. One τ serves the whole model, as in Strom's
+paper.
 
 Reference: N. Strom, "Scalable distributed DNN training using commodity GPU
 cloud computing", Interspeech 2015.
@@ -95,6 +100,7 @@ class ThresholdState(SparseState):
         self.message = message
         self.tau: float | None = None if threshold is None else float(threshold)
         self.fixed = threshold is not None
+        self.mean_count: float | None = None
         self._sent_this_step = 0
         self._entries_this_step = 0
         super().__init__(index_coding, "sign" if message == "sign" else value_coding,
@@ -106,20 +112,23 @@ class ThresholdState(SparseState):
                 "density": self.density, "message": self.message, "adapt_rate": self.adapt_rate}
 
     def extra_state(self) -> dict[str, Any]:
-        """τ (the adapted one too)."""
-        return {"tau": self.tau}
+        """τ (the adapted one too) and the smoothed count."""
+        return {"tau": self.tau, "mean_count": self.mean_count}
 
     def load_extra_state(self, extra: dict[str, Any]) -> None:
         """Restore τ (a fixed τ stays the one given to the constructor)."""
         if not self.fixed:
-            self.tau = extra["tau"]
+            self.tau, self.mean_count = extra["tau"], extra["mean_count"]
 
     def end_step(self) -> None:
         """Adapt τ to the density target from this step's count (density mode)."""
         if not self.fixed and self.tau is not None and self._entries_this_step:
             assert self.density is not None
             target = self.density * self._entries_this_step * self.world_size
-            ratio = (self._sent_this_step + 1) / (target + 1)
+            if self.mean_count is None:
+                self.mean_count = target
+            self.mean_count = 0.9 * self.mean_count + 0.1 * self._sent_this_step
+            ratio = self.mean_count / target
             self.tau *= min(4.0, max(0.25, ratio)) ** self.adapt_rate
         self._sent_this_step = self._entries_this_step = 0
 

@@ -32,6 +32,7 @@ class Threshold:
         self.r = [torch.zeros(n, dtype=torch.float64) for _ in range(world)]
         self.tau, self.density, self.message, self.coding, self.rate = (
             tau, density, message, coding, rate)
+        self.mean = None
 
     def __call__(self, grads: list[Tensor]) -> Tensor:
         world, n = len(grads), len(grads[0])
@@ -52,9 +53,10 @@ class Threshold:
                 value = rounded(r, self.coding) * mask
             out += value
             r -= value
-        if self.density is not None:
+        if self.density is not None:  # steer τ by the running mean of the count
             target = self.density * n * world
-            self.tau *= min(4.0, max(0.25, (sent + 1) / (target + 1))) ** self.rate
+            self.mean = 0.9 * (target if self.mean is None else self.mean) + 0.1 * sent
+            self.tau *= min(4.0, max(0.25, self.mean / target)) ** self.rate
         return out / world
 
 

@@ -20,11 +20,13 @@ def _sparse(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("value_coding", coding.VALUE_CODINGS)
 @pytest.mark.parametrize(("n", "k"), [(1, 1), (2, 0), (300, 300), (1898, 19), (70_000, 70),
                                       (40_000, 1)])
-def test_round_trip(index_coding: str, value_coding: str, n: int, k: int) -> None:
+@pytest.mark.parametrize("counted", [False, True])
+def test_round_trip(index_coding: str, value_coding: str, n: int, k: int, counted: bool) -> None:
     indices, values = _sparse(n, k)
-    message = coding.encode(indices, values, n, index_coding, value_coding)
+    message = coding.encode(indices, values, n, index_coding, value_coding, counted=counted)
     assert message.dtype == torch.uint8
-    got_indices, got_values = coding.decode(message, n, index_coding, value_coding)
+    got_indices, got_values = coding.decode(message, n, index_coding, value_coding,
+                                            k if counted else None)
     assert torch.equal(got_indices, indices)
     if value_coding == "sign":
         assert torch.equal(got_values, torch.where(values < 0, -1.0, 1.0))
@@ -32,8 +34,25 @@ def test_round_trip(index_coding: str, value_coding: str, n: int, k: int) -> Non
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
         assert torch.equal(got_values, values.to(dtype[value_coding]).float())
     assert torch.equal(got_values, coding.code_values(values, value_coding))
-    fixed = coding.fixed_message_bytes(k, n, index_coding, value_coding)
-    assert fixed is None or fixed == len(message)
+    if counted:
+        assert len(message) == coding.counted_message_bytes(k, n, index_coding, value_coding)
+
+
+@pytest.mark.parametrize(("n", "k"), [(1898, 19), (1898, 10), (32_000, 320), (1000, 1)])
+def test_counted_rice_holds_the_worst_case(n: int, k: int) -> None:
+    """The densest and the most spread-out index sets both fit the counted length."""
+    for indices in (torch.arange(k), torch.arange(n - k, n), torch.linspace(0, n - 1, k).long()):
+        values = torch.ones(k)
+        message = coding.encode(indices, values, n, "rice", "fp16", counted=True)
+        assert len(message) == coding.counted_message_bytes(k, n, "rice", "fp16")
+        assert torch.equal(coding.decode(message, n, "rice", "fp16", k)[0], indices)
+
+
+def test_counted_rice_is_shorter_than_fixed_width() -> None:
+    n, k = 1898, 19
+    rice = coding.counted_message_bytes(k, n, "rice", "fp16")
+    bits = coding.counted_message_bytes(k, n, "bits", "fp16")
+    assert (rice, bits) == (21 + 38, 27 + 38)
 
 
 def test_extreme_gaps_and_fp16_clamping() -> None:

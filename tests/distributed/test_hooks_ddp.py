@@ -107,20 +107,24 @@ def test_resumed_run_continues_identically(runs: dict[str, Any], name: str) -> N
 
 
 def test_traffic_counts_sparse_messages(runs: dict[str, Any]) -> None:
-    """Bytes per step: the fixed-size top-k message and the dense sign message, as documented."""
+    """Bytes per step, as documented: counted top-k and sign messages, headed threshold ones."""
+    from descentlab.distributed import coding
+
     n, tensors, steps = 212, 4, 6
     topk = runs["topk_fp16_int32_bucket_view"][0]["traffic"]
-    k = 22  # ceil(0.1 * 212)
-    message = 5 + 4 * k + 2 * k  # header + int32 indices + fp16 values; one all-gather
-    assert topk["sent"] == steps * message
-    assert topk["received"] == steps * (WORLD - 1) * message
+    k = 22  # ceil(0.1 * 212); counted: int32 indices + fp16 values, one all-gather
+    assert topk["sent"] == steps * (4 * k + 2 * k)
+    assert topk["received"] == steps * (WORLD - 1) * (4 * k + 2 * k)
     assert topk["collectives"] == steps
+    rice = runs["topk"][0]["traffic"]
+    k = 11  # ceil(0.05 * 212), fp32 values
+    assert rice["sent"] == steps * coding.counted_message_bytes(k, n, "rice", "fp32")
+    assert rice["sent"] < steps * (k + 4 * k)  # under 8 bits an index
     sign = runs["sign"][0]["traffic"]
     assert sign["sent"] == steps * (4 * tensors + (n + 7) // 8)
-    rice = runs["topk"][0]["traffic"]  # variable length: lengths all-gathered first
-    assert rice["collectives"] == 2 * steps
-    k = 11  # ceil(0.05 * 212); Rice indices take less than the 8 bits of "bits"
-    assert steps * (4 + 5 + 4 * k) < rice["sent"] < steps * (4 + 5 + k + 4 * k)
+    threshold = runs["threshold_fixed_sign"][0]["traffic"]  # lengths first, then messages
+    assert threshold["collectives"] == 2 * steps
+    assert threshold["received"] >= threshold["sent"]  # padded to the longer message
 
 
 @pytest.mark.parametrize(("case", "expected"), [
