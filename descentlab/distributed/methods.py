@@ -9,15 +9,17 @@ name                      method
                           warm start, compression from step 2)
 ``threshold-sign-D``      :func:`~descentlab.distributed.threshold_hook`, τ adapted
                           to density ``D``, index + sign messages
-``threshold-value-D``     the same with index + value (fp16) messages
+``threshold-value-D``     the same with index + value messages
 ``threshold-fixed-T``     a fixed τ = ``T``, index + sign messages
 ``topk-D``                :func:`~descentlab.distributed.topk_hook` at density ``D``
 ``dgc-D``                 :func:`~descentlab.distributed.dgc_hook`, final density
-                          ``D``, warm-up over the first 10% of the steps
+                          ``D``, warm-up over the first 5% of the steps
 ``sign``                  :func:`~descentlab.distributed.sign_hook` (EF-SignSGD)
 ========================  =====================================================
 
-Our sparse hooks use their defaults: Rice-coded indices and fp16 values.
+Our sparse hooks use Rice-coded indices and fp16 values; a suffix ``-fp8``
+or ``-fp32`` on ``threshold-value-D``, ``topk-D`` and ``dgc-D`` picks that
+value coding instead (``topk-0.01-fp8``).
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ _PATTERNS: dict[str, str] = {
     "dense": r"dense",
     "fp16": r"fp16",
     "powersgd": r"powersgd-(?P<rank>[1-9][0-9]*)",
-    "threshold": r"threshold-(?P<message>sign|value)-(?P<density>[0-9.e-]+)",
-    "threshold_fixed": r"threshold-fixed-(?P<threshold>[0-9.e-]+)",
-    "topk": r"topk-(?P<density>[0-9.e-]+)",
-    "dgc": r"dgc-(?P<density>[0-9.e-]+)",
+    "threshold": r"threshold-(?P<message>sign|value)-(?P<density>[0-9.]+(?:e-[0-9]+)?)"
+                 r"(?:-(?P<values>fp8|fp32))?",
+    "threshold_fixed": r"threshold-fixed-(?P<threshold>[0-9.]+(?:e-[0-9]+)?)",
+    "topk": r"topk-(?P<density>[0-9.]+(?:e-[0-9]+)?)(?:-(?P<values>fp8|fp32))?",
+    "dgc": r"dgc-(?P<density>[0-9.]+(?:e-[0-9]+)?)(?:-(?P<values>fp8|fp32))?",
     "sign": r"sign",
 }
 
@@ -43,8 +46,8 @@ _PATTERNS: dict[str, str] = {
 DEFAULT_METHODS: tuple[str, ...] = (
     "dense", "fp16", "powersgd-1", "powersgd-2", "powersgd-4",
     "threshold-sign-0.01", "threshold-sign-0.003", "threshold-value-0.01",
-    "threshold-value-0.003", "topk-0.03", "topk-0.01", "topk-0.003",
-    "dgc-0.01", "dgc-0.001", "sign",
+    "topk-0.01", "topk-0.003", "dgc-0.02-fp8", "dgc-0.01", "dgc-0.01-fp8", "dgc-0.005",
+    "dgc-0.005-fp8", "dgc-0.001", "sign",
 )
 #: ``--quick``: one of each kind.
 QUICK_METHODS: tuple[str, ...] = (
@@ -78,6 +81,7 @@ class Method:
         import descentlab.distributed as D
 
         o = dict(self.options)
+        values = {"value_coding": o["values"]} if "values" in o else {}
         if self.kind == "dense":
             return None, default_hooks.allreduce_hook
         if self.kind == "fp16":
@@ -88,13 +92,15 @@ class Method:
                 use_error_feedback=True, warm_start=True, random_seed=0)
             return state, powerSGD_hook.powerSGD_hook
         if self.kind == "threshold":
-            return D.ThresholdState(density=o["density"], message=o["message"]), D.threshold_hook
+            return D.ThresholdState(density=o["density"], message=o["message"], **values), \
+                D.threshold_hook
         if self.kind == "threshold_fixed":
             return D.ThresholdState(threshold=o["threshold"]), D.threshold_hook
         if self.kind == "topk":
-            return D.TopKState(density=o["density"]), D.topk_hook
+            return D.TopKState(density=o["density"], **values), D.topk_hook
         if self.kind == "dgc":
-            return D.DGCState(density=o["density"], warmup_steps=steps // 10), D.dgc_hook
+            return D.DGCState(density=o["density"], warmup_steps=steps // 20, **values), \
+                D.dgc_hook
         return D.SignState(), D.sign_hook
 
 
@@ -106,7 +112,9 @@ def parse_method(name: str) -> Method:
             continue
         options: dict[str, Any] = {}
         for key, text in match.groupdict().items():
-            if key == "message":
+            if text is None:
+                continue
+            if key in ("message", "values"):
                 options[key] = text
             elif key == "rank":
                 options[key] = int(text)

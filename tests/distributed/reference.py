@@ -21,6 +21,11 @@ def rounded(values: Tensor, coding: str) -> Tensor:
         return values.float().double()
     if coding == "fp16":
         return values.clamp(-65504.0, 65504.0).half().double()
+    if coding == "fp8":  # one fp32 scale for the message: max |x| -> 448, e4m3's largest
+        top = values.abs().max().float()
+        scale = top / 448.0 if top > 0 else torch.ones((), dtype=torch.float32)
+        codes = (values.float() / scale).clamp(-448.0, 448.0).to(torch.float8_e4m3fn)
+        return (codes.float() * scale).double()
     raise ValueError(coding)
 
 

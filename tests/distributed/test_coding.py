@@ -18,8 +18,7 @@ def _sparse(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("index_coding", coding.INDEX_CODINGS)
 @pytest.mark.parametrize("value_coding", coding.VALUE_CODINGS)
-@pytest.mark.parametrize(("n", "k"), [(1, 1), (2, 0), (300, 300), (1898, 19), (70_000, 70),
-                                      (40_000, 1)])
+@pytest.mark.parametrize(("n", "k"), [(1, 1), (2, 0), (300, 300), (1898, 19), (40_000, 1)])
 @pytest.mark.parametrize("counted", [False, True])
 def test_round_trip(index_coding: str, value_coding: str, n: int, k: int, counted: bool) -> None:
     indices, values = _sparse(n, k)
@@ -30,7 +29,11 @@ def test_round_trip(index_coding: str, value_coding: str, n: int, k: int, counte
     assert torch.equal(got_indices, indices)
     if value_coding == "sign":
         assert torch.equal(got_values, torch.where(values < 0, -1.0, 1.0))
-    else:
+    elif value_coding == "fp8" and k:  # e4m3 under one scale: within 1/16 relative
+        top = values.abs().max()
+        assert torch.isclose(got_values.abs().max(), top, rtol=1e-6)
+        assert ((got_values - values).abs() <= values.abs() / 16 + top * 2.0 ** -18).all()
+    elif value_coding != "fp8":
         dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
         assert torch.equal(got_values, values.to(dtype[value_coding]).float())
     assert torch.equal(got_values, coding.code_values(values, value_coding))

@@ -31,6 +31,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "topk_fp16_int32_bucket_view": {"kind": "topk", "bucket_view": True, "momentum": 0.9,
                                     "state": {"density": 0.1, "index_coding": "int32"}},
     "topk_no_sync": {"kind": "topk", "accumulate": 2, "state": {"density": 0.05}},
+    "topk_fp8": {"kind": "topk", "momentum": 0.9, "state": {"density": 0.1, "value_coding": "fp8"}},
     "topk_descentlab_sgd": {"kind": "topk", "optimizer": "descentlab", "bucket_view": True,
                             "momentum": 0.9, "state": {"density": 0.05}},
     "dgc": {"kind": "dgc", "steps": 8, "state": DGC_SPARSE,
