@@ -372,7 +372,7 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         closest = max(at_100, key=lambda r: r["metric_mean"] if higher else -r["metric_mean"],
                       default=None)
         entry: dict[str, Any] = {
-            "dense_metric": base, "metric_limit": floor,
+            "metric_name": dense["metric_name"], "dense_metric": base, "metric_limit": floor,
             "a_met": bool(best_within and best_within["ratio_sent"] >= 100),
             "a_best_ratio_within_limit": None if best_within is None else {
                 "method": best_within["method"], "ratio": best_within["ratio_sent"],
