@@ -101,6 +101,7 @@ class CommState:
         self._shapes: list[torch.Size] = []
         self._views: dict[str, list[Tensor]] = {name: [] for name in self.buffer_names}
         self._layouts: dict[int, tuple[int, ...]] = {}
+        self._flats: dict[int, dict[str, Tensor]] = {}
         self._pending: dict[str, list[Tensor]] | None = None
         self._saved_world: tuple[int, int] | None = None
         if dist.is_available() and dist.is_initialized():
@@ -169,22 +170,24 @@ class CommState:
             value = None
             if self._pending is not None and position < len(self._pending[name]):
                 value = self._pending[name][position]
-                if value.shape != param.shape:
-                    raise ValueError(
-                        f"{type(self).__name__}: saved buffer {name!r} #{position} has shape "
-                        f"{tuple(value.shape)}, but the parameter in that place has shape "
-                        f"{tuple(param.shape)} (a different model or DDP layout)"
-                    )
+                self._check_shape(name, position, value, param.shape)
             zeros = torch.zeros(param.shape, dtype=param.dtype, device=param.device)
             self._views[name].append(zeros if value is None else value.to(zeros))
         return position
+
+    def _check_shape(self, name: str, position: int, value: Tensor, shape: torch.Size) -> None:
+        if value.shape != shape:
+            raise ValueError(
+                f"{type(self).__name__}: saved buffer {name!r} #{position} has shape "
+                f"{tuple(value.shape)}, but the parameter in that place has shape "
+                f"{tuple(shape)} (a different model or DDP layout)"
+            )
 
     def bucket_buffers(self, bucket: Any) -> dict[str, Tensor]:
         """This bucket's buffers, flat and laid out like ``bucket.buffer()``."""
         params = bucket.parameters()
         positions = tuple(self._register(p) for p in params)
-        flats = getattr(self, "_flats", {})
-        self._flats = flats
+        flats = self._flats
         if self._layouts.get(bucket.index()) != positions or bucket.index() not in flats:
             buffer = bucket.buffer()
             flats[bucket.index()] = {}
@@ -238,12 +241,7 @@ class CommState:
         buffers = {name: list(state["buffers"][name]) for name in self.buffer_names}
         for name, saved in buffers.items():
             for position, value in enumerate(saved[: len(self._shapes)]):
-                if value.shape != self._shapes[position]:
-                    raise ValueError(
-                        f"{type(self).__name__}: saved buffer {name!r} #{position} has shape "
-                        f"{tuple(value.shape)}, but the parameter in that place has shape "
-                        f"{tuple(self._shapes[position])}"
-                    )
+                self._check_shape(name, position, value, self._shapes[position])
                 self._views[name][position].copy_(value)
         self._pending = buffers
         self.step = int(state["step"])
