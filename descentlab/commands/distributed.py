@@ -137,8 +137,8 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "description": f"{world} ranks (gloo, 127.0.0.1, 1 thread each), {seeds} seed(s); SGD "
                        "with momentum 0.9 (DGC: momentum in the hook); bytes counted from the "
-                       "tensors handed to the collectives; modelled time = steps x (compute + "
-                       "max(sent, received) x 8 / bandwidth), a model",
+                       "tensors handed to the collectives; modelled time = steps × (compute + "
+                       "max(sent, received) × 8 / bandwidth), a model",
         "tasks": [vars(t) for t in tasks], "methods": methods, "seeds": seeds,
         "world_size": world, "quick": bool(args.quick),
         "load_average_start": load, "load_average_end": os.getloadavg()[0],
