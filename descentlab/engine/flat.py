@@ -169,6 +169,11 @@ class FlatEngine:
             if foreign:
                 b.take_grads(foreign)
             if not all(b.has_state):
+                if any(not made and optimizer.state.get(p)
+                       for made, p in zip(b.has_state, params, strict=True)):
+                    # state written into optimizer.state directly (ZeroRedundancyOptimizer's
+                    # load_state_dict does so) is adopted, as torch.optim would use it
+                    b.adopt_state(optimizer.state, rule)
                 fresh = b.new_cohort()
                 for i, p in enumerate(params):
                     if active[i] and not b.has_state[i]:
