@@ -20,7 +20,7 @@ import descentlab.distributed as D
     (lambda: D.TopKState(density=-0.01), "density must be a number in (0, 1], got -0.01"),
     (lambda: D.TopKState(density=2), "density must be a number in (0, 1], got 2"),
     (lambda: D.TopKState(index_coding="int8"), "index_coding must be one of"),
-    (lambda: D.TopKState(value_coding="fp8"), "value_coding must be one of"),
+    (lambda: D.TopKState(value_coding="fp4"), "value_coding must be one of"),
     (lambda: D.DGCState(density=0), "density must be a number in (0, 1], got 0"),
     (lambda: D.DGCState(momentum=1.0), "momentum must be a number in [0, 1), got 1.0"),
     (lambda: D.DGCState(clip_norm=0), "clip_norm must be None or a finite number > 0, got 0"),
