@@ -101,6 +101,9 @@ class FlatEngine:
         params = group["params"]
         found = self._layouts.get(id(params))
         if found is None or found.params is not params:
+            # forget groups whose parameter list was replaced, so that their parameters can move
+            lists = {id(g["params"]) for g in optimizer.param_groups}
+            self._layouts = {k: v for k, v in self._layouts.items() if k in lists}
             found = self._layouts[id(params)] = GroupLayout(params)
         elif found.current():
             return found

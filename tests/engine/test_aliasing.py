@@ -316,3 +316,19 @@ def test_ddp_matches_torch_in_both_bucket_modes(tmp_path):
                     assert _rel_diff(ours, expected) <= 1e-12, where
                     if bucket_view:  # .grad is DDP's view of its bucket: it must stay so
                         assert torch_kept and kept, where
+
+
+def test_a_replaced_parameter_list_is_laid_out_again():
+    model = _model()
+    opt = descentlab.SGD(model.parameters(), engine="flat", **SETTING)
+    opt.param_groups[0]["params"] = list(model.parameters())  # a new list, same parameters
+    reference = _model()
+    ref_opt = torch.optim.SGD(reference.parameters(), **SETTING)
+    for t in range(3):
+        for m, o in ((model, opt), (reference, ref_opt)):
+            o.zero_grad()
+            _loss(m, t).backward()
+            o.step()
+    layout = _flat_layout(opt)
+    assert not layout.fallback and sum(len(b.params) for b in layout.buckets) == 4
+    assert _rel_diff(_values(model), _values(reference)) <= 1e-12
