@@ -7,7 +7,7 @@ re-run on six problems in about three minutes on two busy cores
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_TRIALS", "DEFAULT_SEEDS", "DEFAULT_WORKERS"]
+__all__ = ["DEFAULT_TRIALS", "DEFAULT_SEEDS", "DEFAULT_WORKERS", "DEFAULT_STALE_AFTER"]
 
 DEFAULT_TRIALS = 10
 """Optuna trials per (problem, optimizer)."""
@@ -17,3 +17,6 @@ DEFAULT_SEEDS = 3
 
 DEFAULT_WORKERS = 2
 """Worker processes of the command line (the Python API defaults to 1)."""
+
+DEFAULT_STALE_AFTER = 30.0
+"""Seconds without a heartbeat after which another process's claimed work is taken over."""

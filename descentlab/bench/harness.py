@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from descentlab.bench.defaults import DEFAULT_SEEDS, DEFAULT_TRIALS
-from descentlab.bench.entrants import SEED_FAMILY, Entrant, get_entrant
+from descentlab.bench.entrants import SEED_FAMILY, Entrant, available_entrants, get_entrant
 from descentlab.bench.errors import BenchError
-from descentlab.bench.protocol import Protocol, run_unit, unit_done, unit_total
+from descentlab.bench.outputs import OutputSet
+from descentlab.bench.protocol import Protocol, Unit, unit_done, unit_total
 from descentlab.bench.results import Results, collect, export, leaderboard_text
-from descentlab.bench.store import ResultStore
-from descentlab.bench.workers import Job, run_jobs
+from descentlab.bench.store import DEFAULT_STALE_AFTER, ResultStore
+from descentlab.bench.workers import run_workers
+from descentlab.checks import check_names, check_positive_int, check_seed
 
 __all__ = ["CompareResult", "compare", "resolve_names", "default_problems", "versions"]
 
@@ -45,6 +47,8 @@ class CompareResult:
     wall_time: float = 0.0
     work_done: int = 0
     work_total: int = 0
+    work_elsewhere: int = 0
+    """Items finished meanwhile by other processes sharing the store."""
 
     @property
     def leaderboard_markdown(self) -> str:
@@ -59,38 +63,19 @@ def default_problems() -> list[str]:
     return list(DEFAULT_SUITE)
 
 
-def _split(value: str | Sequence[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else list(value)
-    names = [str(v).strip() for v in items if str(v).strip()]
-    return names
-
-
 def resolve_names(
     optimizers: str | Sequence[str] | None, problems: str | Sequence[str] | None
 ) -> tuple[list[Entrant], list[Any]]:
-    """Turn names into entrants and problems; unknown names raise listing the valid ones."""
-    from descentlab.problems import get_problem
+    """Turn names into entrants and problems; unknown names raise with a suggestion and the
+    valid ones."""
+    from descentlab.problems import available_problems, get_problem
 
-    opt_names = _split(optimizers) or list(SEED_FAMILY)
-    prob_names = _split(problems) or default_problems()
-    for kind, names in (("optimizer", opt_names), ("problem", prob_names)):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise BenchError(f"{kind} named more than once: {', '.join(dupes)}")
     try:
-        entrants = [get_entrant(n) for n in opt_names]
-        found = [get_problem(n) for n in prob_names]
+        opt_names = check_names(optimizers or list(SEED_FAMILY), available_entrants(), "optimizer")
+        prob_names = check_names(problems or default_problems(), available_problems(), "problem")
     except ValueError as exc:
         raise BenchError(str(exc)) from None
-    return entrants, found
-
-
-def _check_budget(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BenchError(f"{name} must be a positive integer (at least 1), got {value!r}")
-    return value
+    return [get_entrant(n) for n in opt_names], [get_problem(n) for n in prob_names]
 
 
 def versions() -> dict[str, str]:
@@ -151,6 +136,8 @@ def compare(
     workers: int = 1,
     storage: str | None = None,
     fresh: bool = False,
+    force: bool = False,
+    stale_after: float = DEFAULT_STALE_AFTER,
     prune: bool = True,
     progress: bool = True,
     report: bool = True,
@@ -161,14 +148,22 @@ def compare(
     Defaults: the seeds' optimizer family on ``descentlab.problems.DEFAULT_SUITE``,
     ``trials`` tuning trials and ``seeds`` re-runs per (problem, optimizer).
     ``command`` (the command line, if any) is recorded in the report.
-    Raises :class:`BenchError` for bad names, budgets, output folder or database.
+    ``storage`` shares the work with every other process using the same
+    database (``stale_after``: seconds of silence after which a process's
+    claimed work is taken over); each process returns once all of it is done.
+    ``force`` writes into an output folder descentlab did not create.
+    Raises :class:`BenchError` for bad names, budgets, output folder or database,
+    before any work starts.
     """
     start = time.perf_counter()
-    trials = _check_budget("trials", trials)
-    seeds = _check_budget("seeds", seeds)
-    workers = _check_budget("workers", workers)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise BenchError(f"seed must be an integer >= 0, got {seed!r}")
+    try:
+        trials = check_positive_int(trials, "trials")
+        seeds = check_positive_int(seeds, "seeds")
+        workers = check_positive_int(workers, "workers")
+        # the re-runs use seed + 1 … seed + seeds: all of them must be valid seeds
+        seed = check_seed(seed, "seed", span=seeds + 1)
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
     entrants, found = resolve_names(optimizers, problems)
     protocol = Protocol(
         trials=trials, seeds=seeds, seed=seed, startup_trials=min(4, trials), prune=prune
@@ -177,23 +172,14 @@ def compare(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    store = ResultStore.open(out, storage, fresh=fresh)
+    store = ResultStore.open(out, storage, fresh=fresh, force=force, stale_after=stale_after)
     try:
-        jobs, total, done = [], 0, 0
-        for p in found:
-            for e in entrants:
-                finished = unit_done(store, p, e, protocol)
-                total += unit_total(protocol)
-                done += finished
-                if finished < unit_total(protocol):
-                    cost = p.steps * (5 if p.kind == "learning" else 1)
-                    jobs.append(
-                        (
-                            cost * (unit_total(protocol) - finished),
-                            Job(run_unit, (store, p, e, protocol), f"{p.name}/{e.name}"),
-                        )
-                    )
-        jobs.sort(key=lambda item: -item[0])
+        units = [Unit(p, e, protocol) for p in found for e in entrants]
+        left = {id(u): unit_total(protocol) - unit_done(store, u) for u in units}
+        total = len(units) * unit_total(protocol)
+        done = total - sum(left.values())
+        # the biggest remaining work first, so that no long unit starts last
+        todo = sorted((u for u in units if left[id(u)]), key=lambda u: -u.cost * left[id(u)])
         bar = _progress_bar(progress, total, done)
         count = done
 
@@ -203,8 +189,21 @@ def compare(
             if bar is not None:
                 bar.update(bar.task_ids[0], completed=count, description=label)
 
+        def on_idle() -> None:  # other processes' work, seen while waiting for them
+            nonlocal count
+            count = sum(unit_done(store, u) for u in units)
+            if bar is not None:
+                bar.update(bar.task_ids[0], completed=count, description="waiting for others")
+
         try:
-            run_jobs([job for _, job in jobs], workers, on_progress)
+            saved = run_workers(
+                store,
+                todo,
+                workers,
+                on_progress,
+                on_idle if storage is not None else None,
+                poll=min(1.0, store.stale_after / 5),
+            )
         finally:
             if bar is not None:
                 bar.stop()
@@ -220,13 +219,17 @@ def compare(
             "storage": "local SQLite" if storage is None else "server",
             "command": command or "",
         }
-        files = export(results, outdir, extra={"meta": meta})
-        if report:
-            from descentlab.bench.report import write_report
+        with OutputSet(outdir) as staged:
+            files = export(results, staged.folder, extra={"meta": meta})
+            if report:
+                from descentlab.bench.report import write_report
 
-            files.update(write_report(results, outdir, meta=meta))
+                files.update(write_report(results, staged.folder, meta=meta))
+        files = {name: staged.final_path(path) for name, path in files.items()}
         wall = time.perf_counter() - start
-        return CompareResult(results, outdir, files, wall, count - done, total)
+        return CompareResult(
+            results, outdir, files, wall, saved, total, total - done - saved
+        )
     finally:
         store.close()
 

@@ -12,22 +12,31 @@ import argparse
 import sys
 from typing import Any
 
+from descentlab.commands import arguments as a
+
 __all__ = ["register", "run"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (at least 1), got {text!r}")
-    return value
+def _entrant_names() -> list[str]:
+    from descentlab.bench.entrants import available_entrants
+
+    return available_entrants()
+
+
+def _problem_names() -> list[str]:
+    from descentlab.problems import available_problems
+
+    return available_problems()
 
 
 def register(subparsers: Any) -> None:
     """Add the ``compare`` sub-command."""
-    from descentlab.bench.defaults import DEFAULT_SEEDS, DEFAULT_TRIALS, DEFAULT_WORKERS
+    from descentlab.bench.defaults import (
+        DEFAULT_SEEDS,
+        DEFAULT_STALE_AFTER,
+        DEFAULT_TRIALS,
+        DEFAULT_WORKERS,
+    )
 
     parser = subparsers.add_parser(
         "compare",
@@ -36,38 +45,41 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--optimizers",
+        type=a.name_list(_entrant_names, "optimizer"),
         metavar="NAMES",
         help="comma-separated optimizer names (default: the seeds' family: "
         "gd,sgd,momentum,nesterov,adagrad,rmsprop,adadelta,adam)",
     )
     parser.add_argument(
         "--problems",
+        type=a.name_list(_problem_names, "problem"),
         metavar="NAMES",
         help="comma-separated problem names (default: the default suite; see `descentlab list`)",
     )
     parser.add_argument(
         "--trials",
-        type=_positive_int,
+        type=a.positive_int,
         default=DEFAULT_TRIALS,
         metavar="N",
         help=f"tuning trials per problem and optimizer (default {DEFAULT_TRIALS})",
     )
     parser.add_argument(
         "--seeds",
-        type=_positive_int,
+        type=a.positive_int,
         default=DEFAULT_SEEDS,
         metavar="N",
         help=f"seeds the best setting is re-run on (default {DEFAULT_SEEDS})",
     )
     parser.add_argument(
         "--seed",
-        type=int,
+        type=a.seed,
         default=0,
         metavar="S",
         help="base seed of the sampler and the runs (default 0)",
     )
     parser.add_argument(
         "--out",
+        type=a.output_folder,
         default="descentlab-compare",
         metavar="DIR",
         help="output folder: results.db, report.html, figures, CSV, JSON "
@@ -75,7 +87,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--workers",
-        type=_positive_int,
+        type=a.positive_int,
         default=DEFAULT_WORKERS,
         metavar="N",
         help=f"worker processes on this machine (default {DEFAULT_WORKERS})",
@@ -95,6 +107,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--storage",
+        type=a.storage_url,
         metavar="URL",
         help="Optuna storage URL of a server database (postgresql://…, "
         "mysql://…) instead of <out>/results.db",
@@ -105,17 +118,34 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no live progress bar"
     )
-    parser.set_defaults(func=run, fresh=False)
+    parser.add_argument(
+        "--stale-after",
+        type=a.positive_float,
+        default=DEFAULT_STALE_AFTER,
+        metavar="SECONDS",
+        help="with a shared --storage: take over the work of a process silent this long "
+        f"(default {DEFAULT_STALE_AFTER:g})",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an existing --out folder that descentlab did not create",
+    )
+    parser.set_defaults(
+        func=run,
+        fresh=False,
+        requires=a.needs("optuna", "sqlalchemy", "sklearn", "matplotlib", "rich"),
+    )
 
 
 def _command_line(args: argparse.Namespace) -> str:
     """The command as run, options spelled out (a storage URL's password is hidden)."""
-    from descentlab.bench.store import redact_url
+    from descentlab.checks import redact_url
 
     parts = ["descentlab compare"]
     for name in ("optimizers", "problems"):
         if getattr(args, name):
-            parts.append(f"--{name} {getattr(args, name)}")
+            parts.append(f"--{name} {','.join(getattr(args, name))}")
     parts.append(f"--trials {args.trials} --seeds {args.seeds} --seed {args.seed}")
     parts.append(f"--workers {args.workers} --out {args.out}")
     if args.storage:
@@ -141,13 +171,14 @@ def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             storage=args.storage,
             fresh=args.fresh,
+            force=args.force,
+            stale_after=args.stale_after,
             prune=args.prune,
             progress=args.progress,
             command=_command_line(args),
         )
     except BenchError as exc:
-        print(f"descentlab compare: error: {exc}", file=sys.stderr)
-        return 2
+        return a.fail("descentlab compare", str(exc))
     except KeyboardInterrupt:
         print(
             "\ndescentlab compare: interrupted; finished trials and runs are saved, run the "
@@ -165,9 +196,10 @@ def run(args: argparse.Namespace) -> int:
     for name in ("report.html", "results.json", "runs.csv"):
         if name in result.files:
             print(f"{name}: {result.files[name]}")
+    elsewhere = f", {result.work_elsewhere} by other processes" if result.work_elsewhere else ""
     print(
-        f"work: {result.work_done} trials+runs done now, "
-        f"{result.work_total - result.work_done} already in the store"
+        f"work: {result.work_done} trials+runs done now{elsewhere}, "
+        f"{result.work_total - result.work_done - result.work_elsewhere} already in the store"
     )
     print(f"total wall time: {format_seconds(result.wall_time)}")
     return 0

@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from descentlab.commands import arguments as a
+
 __all__ = ["register", "run_demo"]
 
 DEFAULT_SETTINGS = {
@@ -95,7 +97,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="train a small MLP on the bundled digits data with several optimizers"
     )
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_main)
+    p.add_argument("--epochs", type=a.positive_int, default=10, help="epochs (default 10)")
+    p.add_argument(
+        "--batch-size", type=a.positive_int, default=64, help="mini-batch size (default 64)"
+    )
+    p.add_argument("--seed", type=a.seed, default=0, help="seed (default 0)")
+    p.set_defaults(func=_main, requires=a.needs("sklearn", "rich"))

@@ -21,13 +21,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from descentlab.commands import arguments as a
+
 __all__ = ["register", "run"]
 
 
 def _hparam(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"--hparam must look like KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"must look like KEY=VALUE, got {text!r}")
+    key = key.strip()
     low = value.lower()
     if low in ("true", "false"):
         return key, low == "true"
@@ -41,6 +44,21 @@ def _hparam(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _optimizer_names() -> list[str]:
+    from descentlab.diagnostics.run import optimizer_names
+
+    return optimizer_names()
+
+
+def _problem_spec(text: str) -> str:
+    path, _, func = text.rpartition(":")
+    if not path or not func.isidentifier():
+        raise argparse.ArgumentTypeError(f"must be FILE.py:FUNCTION, got {text!r}")
+    if not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"no such file {path!r} (in {text!r})")
+    return text
+
+
 def register(subparsers: Any) -> None:
     """Add the ``diagnose`` sub-command."""
     from descentlab.diagnostics.monitor import DEFAULT_INTERVAL
@@ -52,8 +70,15 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--optimizer", default="adam", help="optimizer name (default adam)")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument(
+        "--optimizer",
+        type=a.known_name(_optimizer_names, "optimizer", ignore_case=True),
+        default="adam",
+        help="optimizer name: descentlab's or torch.optim's (default adam)",
+    )
+    p.add_argument(
+        "--lr", type=a.nonnegative_float, default=1e-3, help="learning rate (default 1e-3)"
+    )
     p.add_argument(
         "--hparam",
         type=_hparam,
@@ -62,8 +87,10 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="another optimizer argument, e.g. --hparam momentum=0.9 (repeatable)",
     )
-    p.add_argument("--depth", type=int, default=8, help="Linear layers of the MLP (default 8)")
-    p.add_argument("--width", type=int, default=64, help="hidden units (default 64)")
+    p.add_argument(
+        "--depth", type=a.positive_int, default=8, help="Linear layers of the MLP (default 8)"
+    )
+    p.add_argument("--width", type=a.positive_int, default=64, help="hidden units (default 64)")
     p.add_argument(
         "--init",
         default="kaiming_normal",
@@ -71,45 +98,61 @@ def register(subparsers: Any) -> None:
         help="initialisation scheme (default kaiming_normal)",
     )
     p.add_argument("--activation", default="relu", choices=["relu", "tanh"])
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=a.positive_int, default=200, help="steps (default 200)")
+    p.add_argument(
+        "--batch-size", type=a.positive_int, default=32, help="mini-batch size (default 32)"
+    )
     p.add_argument(
         "--interval",
-        type=int,
+        type=a.positive_int,
         default=10,
         help=f"monitor interval (default 10: diagnosis runs are short; the library default, "
         f"tuned for overhead, is {DEFAULT_INTERVAL})",
     )
-    p.add_argument("--validate-every", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--validate-every",
+        type=a.positive_int,
+        default=50,
+        help="steps between validations (default 50)",
+    )
+    p.add_argument("--seed", type=a.seed, default=0, help="seed (default 0)")
     p.add_argument("--curvature", action="store_true", help="check the Hessian at the end")
     p.add_argument("--lr-find", action="store_true", help="run the learning-rate range test first")
-    p.add_argument("--problem", help="FILE.py:FUNCTION returning a DiagnoseProblem")
-    p.add_argument("--html", type=Path, help="write a self-contained HTML report here")
-    p.add_argument("--json", type=Path, help="write the findings as JSON here")
+    p.add_argument(
+        "--problem", type=_problem_spec, help="FILE.py:FUNCTION returning a DiagnoseProblem"
+    )
+    p.add_argument("--html", type=a.output_file, help="write a self-contained HTML report here")
+    p.add_argument("--json", type=a.output_file, help="write the findings as JSON here")
     p.add_argument(
         "--fail-on",
         choices=["warning", "error"],
         help="exit with status 1 if a finding this severe (or worse) is made",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, requires=a.needs("sklearn", "rich"))
 
 
 def _load_problem(spec: str) -> Any:
     from descentlab.diagnostics.run import DiagnoseProblem
 
     path, _, func = spec.rpartition(":")
-    if not path or not func:
-        raise ValueError(f"--problem must be FILE.py:FUNCTION, got {spec!r}")
     module_spec = importlib.util.spec_from_file_location("descentlab_user_problem", path)
     if module_spec is None or module_spec.loader is None:
-        raise ValueError(f"--problem: cannot load {path!r}")
+        raise ValueError(f"argument --problem: cannot load {path!r} as Python")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    problem = getattr(module, func)()
+    try:
+        module_spec.loader.exec_module(module)
+        build = getattr(module, func)
+        problem = build()
+    except Exception as exc:  # the user's code: report it in one line, no traceback
+        raise ValueError(
+            f"argument --problem: {spec} failed: {type(exc).__name__}: {exc}"
+        ) from None
     if not isinstance(problem, DiagnoseProblem):
-        raise TypeError(f"{spec} must return a DiagnoseProblem, got {type(problem).__name__}")
+        raise ValueError(
+            f"argument --problem: {spec} must return a DiagnoseProblem, "
+            f"got {type(problem).__name__}"
+        )
     return problem
 
 
@@ -155,20 +198,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, console: Any) -> int:
+    import torch
+
     from descentlab.diagnostics.findings import Severity
     from descentlab.diagnostics.report import print_summary, write_html
     from descentlab.diagnostics.run import diagnose, make_optimizer
 
+    hparams = dict(args.hparam)
+    try:  # arguments first, on a stand-in parameter: bad ones stop before any work
+        make_optimizer(args.optimizer, [torch.nn.Parameter(torch.zeros(1))], lr=args.lr, **hparams)
+    except (ValueError, TypeError) as exc:
+        return a.fail("descentlab diagnose", f"argument {'--hparam' if hparams else '--lr'}: {exc}")
     try:
         problem = _load_problem(args.problem) if args.problem else _builtin_problem(args)
-        hparams = dict(args.hparam)
-        make = lambda: make_optimizer(  # noqa: E731
-            args.optimizer, problem.model.parameters(), lr=args.lr, **hparams
-        )
-        optimizer = make()
-    except (ValueError, TypeError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
+    except ValueError as exc:
+        return a.fail("descentlab diagnose", str(exc))
+    optimizer = make_optimizer(args.optimizer, problem.model.parameters(), lr=args.lr, **hparams)
     extra: dict[str, Any] = {}
     if args.lr_find:
         from descentlab.diagnostics.lr_finder import lr_range_test

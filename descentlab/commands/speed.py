@@ -42,6 +42,8 @@ from typing import Any
 
 import torch
 
+from descentlab.commands import arguments as a
+
 __all__ = [
     "register",
     "run",
@@ -386,16 +388,12 @@ def startup_times(count: int, size: int) -> list[dict[str, Any]]:
 def _main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = QUICK_CASES if args.quick else CASES
-    cases = {k: v for k, v in cases.items() if k in args.cases.split(",")}
-    optimizers = args.optimizers.split(",") if args.optimizers else OPTIMIZERS
-    for name in optimizers:
-        if name not in OPTIMIZERS:
-            raise ValueError(f"--optimizers: unknown optimizer {name!r}; valid: {OPTIMIZERS}")
+    cases = {k: v for k, v in (QUICK_CASES if args.quick else CASES).items() if k in args.cases}
+    optimizers = args.optimizers or OPTIMIZERS
     engines = [e for e in OUR_ENGINES if not (args.quick and e == "reference")]
     repeats = args.repeats or (5 if args.quick else 10)
-    path = Path(
-        args.json or ("benchmarks/results/step_speed" + ("_quick" if args.quick else "") + ".json")
+    path = args.json or Path(
+        "benchmarks/results/step_speed" + ("_quick" if args.quick else "") + ".json"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     result = run(cases, optimizers, repeats, engines)
@@ -413,17 +411,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's command-line options (shared by the CLI and benchmarks/step_speed.py)."""
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
     parser.add_argument(
-        "--cases", default="a,b", help="which cases: a (large tensors), b (many small)"
+        "--cases",
+        type=a.name_list(lambda: list(CASES), "case"),
+        default=list(CASES),
+        help="which cases: a (large tensors), b (many small); default both",
     )
-    parser.add_argument("--optimizers", default="", help="comma-separated names (default: all)")
-    parser.add_argument("--repeats", type=int, default=0, help="timed steps per variant")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--optimizers",
+        type=a.name_list(lambda: OPTIMIZERS, "optimizer"),
+        help="comma-separated names (default: all)",
+    )
+    parser.add_argument(
+        "--repeats", type=a.positive_int, help="timed steps per variant (default 10, quick 5)"
+    )
+    parser.add_argument(
+        "--threads", type=a.positive_int, help="torch threads (default: torch's)"
+    )
     parser.add_argument(
         "--startup",
         action="store_true",
         help="also time first steps and compiles in fresh processes",
     )
-    parser.add_argument("--json", default="", help="where to write the JSON results")
+    parser.add_argument(
+        "--json",
+        type=a.output_file,
+        help="where to write the JSON results (default benchmarks/results/step_speed.json)",
+    )
 
 
 def register(subparsers: Any) -> None:
@@ -434,11 +447,11 @@ def register(subparsers: Any) -> None:
         description=__doc__.splitlines()[0],
     )
     add_arguments(parser)
-    parser.set_defaults(func=_main)
+    parser.set_defaults(func=_main, requires=a.needs("tqdm"))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python benchmarks/step_speed.py``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = a.CommandParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     return _main(parser.parse_args(argv))

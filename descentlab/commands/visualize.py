@@ -14,9 +14,10 @@ import argparse
 import ast
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
+
+from descentlab.commands import arguments as a
 
 __all__ = ["register", "parse_optimizer_spec", "run"]
 
@@ -50,18 +51,35 @@ def _point(text: str) -> tuple[float, float]:
     try:
         x, y = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected two numbers 'x,y', got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be two numbers 'x,y', got {text!r}") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise argparse.ArgumentTypeError(f"must be two finite numbers 'x,y', got {text!r}")
     return x, y
 
 
-def _nonnegative_int(text: str) -> int:
+def _function_names() -> list[str]:
+    from descentlab.problems.analytic import FUNCTIONS
+
+    return list(FUNCTIONS)
+
+
+def _optimizer_specs(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``--optimizers``: parse every spec and check its name and arguments now."""
+    import descentlab
+    from descentlab import checks
+    from descentlab.problems.trajectory import ALIASES, named_optimizer
+
+    valid = [*descentlab.available_optimizers(), *ALIASES]
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return value
+        specs = [parse_optimizer_spec(s) for s in text.split(",") if s.strip()]
+        if not specs:
+            raise ValueError(f"must name at least one optimizer, got {text!r}")
+        for name, hparams in specs:
+            checks.check_known(name, valid, "optimizer", ignore_case=True)
+            named_optimizer(name, **hparams)  # unknown arguments and bad values fail here
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return specs
 
 
 def register(subparsers: Any) -> None:
@@ -72,61 +90,42 @@ def register(subparsers: Any) -> None:
         description=" ".join(__doc__.split("\n\n")[1].split()),
     )
     parser.add_argument("--function", default="rosenbrock", metavar="NAME",
+                        type=a.known_name(_function_names, "function"),
                         help="2-D function (default rosenbrock; see `descentlab list`)")
     parser.add_argument("--optimizers", default=DEFAULT_OPTIMIZERS, metavar="SPECS",
+                        type=_optimizer_specs,
                         help="comma-separated NAME[:key=value...] specs, e.g. "
                              f"'adam,sgd:momentum=0.5' (default {DEFAULT_OPTIMIZERS})")
-    parser.add_argument("--steps", type=_nonnegative_int, default=300, metavar="N",
+    parser.add_argument("--steps", type=a.positive_int, default=300, metavar="N",
                         help="optimizer steps (default 300)")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--lr", type=a.positive_float, default=None,
                         help="one learning rate for every optimizer without lr= in its spec "
                              "(default: tune each on a log grid 1e-4..10, scoring the whole path)")
     parser.add_argument("--start", type=_point, default=None, metavar="X,Y",
                         help="starting point (default: the function's canonical start)")
     parser.add_argument("--formats", default="png,gif,html", metavar="LIST",
+                        type=a.name_list(lambda: FORMATS, "format"),
                         help="outputs among png,gif,html (default all three)")
-    parser.add_argument("--frames", type=_nonnegative_int, default=60, metavar="N",
+    parser.add_argument("--frames", type=a.int_at_least(2), default=60, metavar="N",
                         help="frames of the GIF (default 60)")
     parser.add_argument("--out", default="descentlab-visualize", metavar="DIR",
+                        type=a.output_folder,
                         help="output folder (default ./descentlab-visualize)")
-    parser.set_defaults(func=run)
-
-
-def _error(message: str) -> int:
-    print(f"descentlab visualize: error: {message}", file=sys.stderr)
-    return 2
+    parser.set_defaults(func=run, requires=a.needs("matplotlib", "rich"))
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the command; returns the exit code (0 ok, 2 bad input)."""
+    """Run the command (arguments were checked when parsed); returns the exit code."""
     from descentlab.problems.analytic import get_function
     from descentlab.problems.trajectory import named_optimizer, run_trajectory, tune_learning_rate
 
-    try:
-        fn = get_function(args.function)
-        specs = [parse_optimizer_spec(s) for s in args.optimizers.split(",") if s.strip()]
-        if not specs:
-            raise ValueError("--optimizers names no optimizer")
-        for name, hparams in specs:
-            named_optimizer(name, **hparams)  # unknown names and arguments fail here
-        formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
-        bad = [f for f in formats if f not in FORMATS]
-        if bad or not formats:
-            raise ValueError(f"--formats must name some of {', '.join(FORMATS)}, got "
-                             f"{args.formats!r}")
-        if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-            raise ValueError(f"--lr must be a finite number > 0, got {args.lr!r}")
-    except (ValueError, TypeError) as err:
-        return _error(str(err))
-
-    out = Path(args.out)
+    fn = get_function(args.function)
+    specs, formats, out = args.optimizers, args.formats, args.out
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".descentlab-write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as err:
-        return _error(f"cannot write to output folder {str(out)!r}: {err.strerror or err}")
+        return a.fail("descentlab visualize", f"argument --out: cannot create {str(out)!r}: "
+                      f"{err.strerror or err}")
 
     from rich.progress import track
 

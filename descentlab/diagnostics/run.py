@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from descentlab import checks
 from descentlab.diagnostics._progress import progress_bar
 from descentlab.diagnostics.findings import Severity
 from descentlab.diagnostics.monitor import DEFAULT_INTERVAL, TrainingMonitor
@@ -44,28 +45,41 @@ class DiagnoseProblem:
     validation: tuple[Any, Any] | None = None
 
 
-def make_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> torch.optim.Optimizer:
-    """An optimizer by name: ``descentlab.make_optimizer`` when it knows it, else ``torch.optim``.
-
-    torch names are matched case-insensitively (``"sgd"``, ``"Adam"``, ``"lbfgs"``).
-    """
-    import descentlab
-
-    params = list(params)
-    maker = getattr(descentlab, "make_optimizer", None)
-    known = getattr(descentlab, "available_optimizers", lambda: [])()
-    if maker is not None and name.lower() in known:
-        return maker(name.lower(), params, **hparams)
-    classes = {
+def _torch_classes() -> dict[str, type]:
+    return {
         k.lower(): v
         for k, v in vars(torch.optim).items()
         if isinstance(v, type)
         and issubclass(v, torch.optim.Optimizer)
         and v is not torch.optim.Optimizer
     }
+
+
+def optimizer_names() -> list[str]:
+    """Names :func:`make_optimizer` accepts (lower case): descentlab's, then torch.optim's."""
+    import descentlab
+
+    known = list(descentlab.available_optimizers())
+    return known + sorted(set(_torch_classes()) - set(known))
+
+
+def make_optimizer(name: str, params: Iterable[Any], **hparams: Any) -> torch.optim.Optimizer:
+    """An optimizer by name: ``descentlab.make_optimizer`` when it knows it, else ``torch.optim``.
+
+    Names are matched case-insensitively (``"sgd"``, ``"Adam"``, ``"lbfgs"``).
+    """
+    import descentlab
+
+    params = list(params)
+    if name.lower() in descentlab.available_optimizers():
+        return descentlab.make_optimizer(name.lower(), params, **hparams)
+    classes = _torch_classes()
     if name.lower() not in classes:
-        names = sorted(set(known) | set(classes))
-        raise ValueError(f"optimizer must be one of {', '.join(names)}; got {name!r}")
+        names = optimizer_names()
+        raise ValueError(
+            f"optimizer must be one of {', '.join(names)}; {checks.suggestion(name, names)}"
+            f"got {name!r}"
+        )
     return classes[name.lower()](params, **hparams)
 
 

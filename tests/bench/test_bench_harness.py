@@ -93,46 +93,55 @@ def test_exports(first_run) -> None:
 
 
 def test_bad_names_list_valid_ones(tmp_path) -> None:
-    with pytest.raises(BenchError, match="unknown optimizer 'adamz'; valid names: gd, sgd"):
+    with pytest.raises(
+        BenchError, match="unknown optimizer 'adamz'; did you mean 'adam'. valid names: gd, sgd"
+    ):
         compare("sgd,adamz", "square", out=tmp_path)
-    with pytest.raises(BenchError, match="unknown problem 'sqare'; valid names: .*square"):
+    with pytest.raises(
+        BenchError, match="unknown problem 'sqare'; did you mean 'square'. valid names: .*square"
+    ):
         compare("sgd", "sqare", out=tmp_path)
     with pytest.raises(BenchError, match="more than once: sgd"):
         compare("sgd,sgd", "square", out=tmp_path)
     assert not (tmp_path / "results.db").exists()
 
 
-@pytest.mark.parametrize(("name", "value"), [("trials", 0), ("seeds", -1), ("workers", 0)])
-def test_bad_budgets(tmp_path, name: str, value: int) -> None:
-    with pytest.raises(BenchError, match=f"{name} must be a positive integer.*{value}"):
-        compare("sgd", "square", out=tmp_path, **{name: value})
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("trials", 0, "trials must be an integer >= 1, got 0"),
+        ("seeds", -1, "seeds must be an integer >= 1, got -1"),
+        ("workers", 0, "workers must be an integer >= 1, got 0"),
+        ("seed", -1, r"seed must be an integer in \[0, 9223372036854775804\], got -1"),
+        # re-run seeds seed+1 … seed+seeds must fit in 64 bits too
+        ("seed", 2**63 - 3, r"seed must be an integer in \[0, 9223372036854775804\]"),
+        ("seed", 2**64, "seed must be an integer in"),
+    ],
+)
+def test_bad_budgets_and_seeds_refused_before_any_study(
+    tmp_path, name: str, value: int, message: str
+) -> None:
+    with pytest.raises(BenchError, match=message):
+        compare("sgd", "square", out=tmp_path / "out", **{"seeds": 3, name: value})
+    assert not (tmp_path / "out").exists()  # nothing was created
 
 
 def test_cli_errors_are_clear(tmp_path, capsys) -> None:
-    assert main(["compare", "--optimizers", "nope", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--optimizers", "nope", "--out", str(tmp_path)])
+    assert exc.value.code == 2
     err = capsys.readouterr().err
-    assert "unknown optimizer 'nope'; valid names:" in err and "Traceback" not in err
+    assert "argument --optimizers: unknown optimizer 'nope'; valid names:" in err
     with pytest.raises(SystemExit) as exc:
         main(["compare", "--trials", "0", "--out", str(tmp_path)])
     assert exc.value.code == 2
-    assert "must be a positive integer (at least 1), got '0'" in capsys.readouterr().err
+    assert "argument --trials: must be an integer >= 1, got '0'" in capsys.readouterr().err
     blocker = tmp_path / "file"
     blocker.write_text("keep")
-    assert (
-        main(
-            [
-                "compare",
-                "--optimizers",
-                "sgd",
-                "--problems",
-                "square",
-                "--out",
-                str(blocker / "out"),
-            ]
-        )
-        == 2
-    )
-    assert "not writable" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["compare", "--optimizers", "sgd", "--out", str(blocker / "out")])
+    assert "is a file" in capsys.readouterr().err
+    assert blocker.read_text() == "keep"
 
 
 def test_cli_corrupt_database_keeps_results(tmp_path, capsys) -> None:

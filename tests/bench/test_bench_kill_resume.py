@@ -2,24 +2,36 @@
 
 The comparison runs as a real ``descentlab compare`` process with two worker
 processes. First the workers are killed with SIGKILL in the middle of trials;
-then, on the resumed run, the whole process group (parent and workers) is
-killed with SIGKILL; a third run finishes. The result must equal an
-uninterrupted run of the same command exactly.
+then, on the resumed run, the main process *alone* is killed with SIGKILL: its
+workers must die with it and release the folder lock; a third run finishes at
+once (no waiting for a lock). The result must equal an uninterrupted run.
+A last case kills a run and starts over with ``--fresh``: every result
+finished before the kill must be in the backup it keeps.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from descentlab.bench.harness import compare
+from tests.bench.processes import (
+    alive,
+    compare_command,
+    count_state,
+    environment,
+    finished,
+    kill_group,
+    start,
+    wait_for,
+    workers,
+)
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 
@@ -33,149 +45,85 @@ TOTAL = 2 * 2 * (4 + 2)
 
 
 def _command(out: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "descentlab",
-        "compare",
-        "--optimizers",
-        ARGS["optimizers"],
-        "--problems",
-        ARGS["problems"],
-        "--trials",
-        str(ARGS["trials"]),
-        "--seeds",
-        str(ARGS["seeds"]),
-        "--workers",
-        "2",
-        "--no-progress",
-        "--out",
-        str(out),
-    ]
+    return compare_command(out, **ARGS, workers=2)
 
 
-def _start(out: Path, env: dict[str, str]) -> subprocess.Popen:
-    """Start the comparison into ``out`` in its own session (so it can be killed whole)."""
-    return subprocess.Popen(
-        _command(out),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-
-
-def _query(db: Path, sql: str) -> list[tuple]:
-    if not db.exists():
-        return []
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            return con.execute(sql).fetchall()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:  # tables not created yet
-        return []
-
-
-def _finished(db: Path) -> dict[tuple[str, int], tuple]:
-    """Finished trials by (study, number): state, value and parameters or seed attribute."""
-    rows = _query(
-        db,
-        """
-        SELECT s.study_name, t.number, t.state, v.value,
-               (SELECT group_concat(p.param_name || '=' || p.param_value, ';')
-                  FROM trial_params p WHERE p.trial_id = t.trial_id),
-               (SELECT a.value_json FROM trial_user_attributes a
-                  WHERE a.trial_id = t.trial_id AND a.key = 'seed')
-        FROM trials t JOIN studies s ON s.study_id = t.study_id
-        LEFT JOIN trial_values v ON v.trial_id = t.trial_id
-        WHERE t.state IN ('COMPLETE', 'PRUNED')""",
-    )
-    return {(r[0], r[1]): r[2:] for r in rows}
-
-
-def _running(db: Path) -> int:
-    rows = _query(db, "SELECT count(*) FROM trials WHERE state = 'RUNNING'")
-    return rows[0][0] if rows else 0
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out += [int(c) for c in text]
-    return out
-
-
-def _workers(pid: int) -> list[int]:
-    found = []
-    for child in _children(pid):
-        try:
-            cmd = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
-        except FileNotFoundError:
-            continue
-        if "resource_tracker" not in cmd and "forkserver" not in cmd:
-            found.append(child)
-    return found
-
-
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 120.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            pytest.fail(f"compare finished before it could be killed: {proc.communicate()}")
-        time.sleep(0.05)
-    proc.kill()
-    pytest.fail("timed out waiting for the comparison to make progress")
-
-
-def test_sigkill_worker_then_whole_run_then_resume(tmp_path) -> None:
+def test_sigkill_workers_then_main_alone_then_resume(tmp_path) -> None:
     reference = compare(**ARGS, workers=1, progress=False, report=False, out=tmp_path / "ref")
     out = tmp_path / "killed"
     db = out / "results.db"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     # 1. kill the worker processes with SIGKILL while trials are running
-    proc = _start(out, env)
-    _wait_for(
-        lambda: len(_finished(db)) >= 3 and _running(db) >= 1 and len(_workers(proc.pid)) == 2, proc
+    proc = start(_command(out))
+    wait_for(
+        lambda: len(finished(db)) >= 3
+        and count_state(db, "RUNNING") >= 1
+        and len(workers(proc.pid)) == 2,
+        proc,
     )
-    before_first = _finished(db)
-    for victim in _workers(proc.pid):  # both workers: each is in the middle of its unit
+    before_first = finished(db)
+    for victim in workers(proc.pid):  # both workers: each is in the middle of an item
         os.kill(victim, signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2, (stdout, stderr)
     assert "worker process died" in stderr and "resumes" in stderr
-    after_first = _finished(db)
+    after_first = finished(db)
     # a killed trial was mid-run: it is left RUNNING and never reported
-    assert _running(db) >= 1, (stdout, stderr, after_first)
+    assert count_state(db, "RUNNING") >= 1, (stdout, stderr, after_first)
     assert all(after_first[k] == v for k, v in before_first.items())
     assert len(after_first) < TOTAL
 
-    # 2. resume, then kill the whole run (parent and workers) with SIGKILL
-    proc = _start(out, env)
-    _wait_for(lambda: len(_finished(db)) >= len(after_first) + 2, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
+    # 2. resume, then SIGKILL the main process alone: its workers must die with it
+    proc = start(_command(out))
+    wait_for(lambda: len(finished(db)) >= len(after_first) + 2 and workers(proc.pid), proc)
+    orphans = workers(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
-    after_second = _finished(db)
+    end = time.monotonic() + 30
+    while any(alive(pid) for pid in orphans) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in orphans), "worker processes outlived their parent"
+    with open(out / ".descentlab.lock", "rb") as fh:  # the folder lock is free
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    after_second = finished(db)
     assert all(after_second[k] == v for k, v in after_first.items())  # nothing lost
     assert len(after_second) < TOTAL
 
     # 3. resume to the end
-    done = subprocess.run(_command(out), capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(_command(out), capture_output=True, text=True, env=environment(),
+                          timeout=300)
     assert done.returncode == 0, done.stderr
-    final = _finished(db)
+    final = finished(db)
     assert all(final[k] == v for k, v in after_second.items())  # nothing lost
     assert len(final) == TOTAL  # nothing redone: exactly the budget, one run per seed
     seeds = [v[3] for k, v in final.items() if k[0].startswith("runs:")]
     assert len(seeds) == 2 * 2 * 2
-    assert _running(db) == 0
+    assert count_state(db, "RUNNING") == 0
     assert f"{TOTAL - len(after_second)} trials+runs done now" in done.stdout
     # and nothing half-written was reported: the result equals the uninterrupted run
     assert reference.leaderboard_markdown in done.stdout
-    ref_trials = {(k[0], v[2], v[3]) for k, v in _finished(tmp_path / "ref" / "results.db").items()}
+    ref_trials = {(k[0], v[2], v[3]) for k, v in finished(tmp_path / "ref" / "results.db").items()}
     assert {(k[0], v[2], v[3]) for k, v in final.items()} == ref_trials
+
+
+def test_fresh_after_kill_keeps_every_finished_result(tmp_path) -> None:
+    out = tmp_path / "out"
+    db = out / "results.db"
+    proc = start(compare_command(out, **ARGS, workers=1))
+    wait_for(lambda: len(finished(db)) >= 5, proc)
+    kill_group(proc)
+    saved = finished(db)
+    wal = db.with_name("results.db-wal")
+    # the point of the test: results live in the write-ahead log after a kill
+    assert wal.exists() and wal.stat().st_size > 0
+    fresh = subprocess.run(
+        compare_command(out, "--fresh", optimizers="sgd", problems="square", trials=1, seeds=1),
+        capture_output=True, text=True, env=environment(), timeout=300,
+    )
+    assert fresh.returncode == 0, fresh.stderr
+    [backup] = out.glob("results.db.*.bak")
+    assert not list(out.glob("results.db.*.bak-*"))  # one self-contained file
+    kept = finished(backup)
+    assert kept == saved and len(kept) >= 5
+    assert len(finished(db)) == 2  # the new database holds only the new run

@@ -105,19 +105,24 @@ def test_user_problem_file(tmp_path, capsys):
 
 
 def test_bad_inputs_exit_with_status_2(tmp_path, capsys):
-    assert main(["diagnose", "--optimizer", "nonsense", "--no-progress"]) == 2
-    assert "optimizer must be one of" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["diagnose", "--optimizer", "nonsense", "--no-progress"])
+    assert exc.value.code == 2
+    assert "argument --optimizer: unknown optimizer 'nonsense'" in capsys.readouterr().err
     script = tmp_path / "bad.py"
     script.write_text("def build():\n    return 3\n")
     assert main(["diagnose", "--problem", f"{script}:build", "--no-progress"]) == 2
-    assert main(["diagnose", "--problem", "nocolon", "--no-progress"]) == 2
+    assert "must return a DiagnoseProblem, got int" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["diagnose", "--problem", "nocolon", "--no-progress"])
+    assert "must be FILE.py:FUNCTION, got 'nocolon'" in capsys.readouterr().err
 
 
 def test_make_optimizer_resolves_descentlab_and_torch_names():
     p = [torch.nn.Parameter(torch.zeros(2))]
     assert type(make_optimizer("LBFGS", p)).__name__ == "LBFGS"
     assert make_optimizer("adam", p, lr=0.1).param_groups[0]["lr"] == 0.1
-    with pytest.raises(ValueError, match="optimizer must be one of"):
+    with pytest.raises(ValueError, match="optimizer must be one of .*did you mean 'adamw'"):
         make_optimizer("adamw2", p)
 
 

@@ -150,22 +150,27 @@ def test_visualize_command_writes_its_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--function", "banana"], "valid 2-D functions"),
-    (["--optimizers", "adamm"], "valid names"),
+    (["--function", "banana"], "argument --function: unknown function 'banana'"),
+    (["--optimizers", "adamm"], "did you mean 'adam'? valid names"),
     (["--optimizers", "adam:lr"], "key=value"),
-    (["--formats", "png,mp4"], "--formats"),
-    (["--lr", "-1"], "--lr"),
+    (["--formats", "png,mp4"], "argument --formats: unknown format 'mp4'"),
+    (["--lr", "-1"], "argument --lr: must be a finite number > 0, got '-1'"),
 ])
 def test_visualize_bad_input(tmp_path, capsys, argv, message):
-    assert main(["visualize", "--out", str(tmp_path), *argv]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["visualize", "--out", str(tmp_path), *argv])
+    assert exc.value.code == 2
     assert message in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_visualize_unwritable_folder(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    assert main(["visualize", "--steps", "2", "--out", str(blocker / "sub")]) == 2
-    assert "cannot write to output folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["visualize", "--steps", "2", "--out", str(blocker / "sub")])
+    assert exc.value.code == 2
+    assert "argument --out:" in capsys.readouterr().err
 
 
 def test_parse_optimizer_spec():
