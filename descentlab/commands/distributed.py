@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from descentlab.commands import arguments as a
 
 __all__ = ["register", "run", "main"]
 
@@ -44,54 +45,31 @@ def _method(name: str) -> None:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _task(name: str) -> None:
+def _task_names() -> list[str]:
     from descentlab.distributed.benchmark import TASKS
 
-    if name not in TASKS:
-        raise argparse.ArgumentTypeError(
-            f"unknown task {name!r}; valid names: {', '.join(TASKS)}")
-
-
-def _int_at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}")
-        return value
-
-    return parse
+    return list(TASKS)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options (shared by the command and ``benchmarks/distributed_compression.py``)."""
     parser.add_argument("--quick", action="store_true",
                         help="CI size: 2 ranks, 20 steps, 1 seed, one method of each kind")
-    parser.add_argument("--tasks", type=_names("task", _task), default=None,
+    parser.add_argument("--tasks", type=a.name_list(_task_names, "task"), default=None,
                         help="comma-separated: digits_cnn, stdlib_char_transformer (default both)")
     parser.add_argument("--methods", type=_names("method", _method), default=None,
                         help="comma-separated, e.g. dense,fp16,powersgd-2,topk-0.01,dgc-0.001,"
                              "threshold-sign-0.01,threshold-value-0.003,threshold-fixed-0.05,sign")
-    parser.add_argument("--seeds", type=_int_at_least(1), default=None, help="seeds per method (3)")
-    parser.add_argument("--world-size", type=_int_at_least(1), default=None,
+    parser.add_argument("--seeds", type=a.positive_int, default=None, help="seeds per method (3)")
+    parser.add_argument("--world-size", type=a.positive_int, default=None,
                         help="ranks per run (4; --quick: 2)")
-    parser.add_argument("--steps", type=_int_at_least(1), default=None,
+    parser.add_argument("--steps", type=a.positive_int, default=None,
                         help="override every task's step budget")
-    parser.add_argument("--out", type=Path, default=Path("descentlab-distributed"),
+    parser.add_argument("--out", type=a.output_folder, default=Path("descentlab-distributed"),
                         help="output folder (default descentlab-distributed)")
-    parser.add_argument("--figure", type=Path, default=None,
+    parser.add_argument("--figure", type=a.output_file, default=None,
                         help="also write the PNG here (e.g. docs/figures/distributed.png)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _one_line_errors(parser: argparse.ArgumentParser) -> None:
-    def error(message: str) -> None:
-        print(f"{parser.prog}: error: {' '.join(message.split())}", file=sys.stderr)
-        sys.exit(2)
-
-    parser.error = error  # type: ignore[method-assign]
 
 
 def register(subparsers: Any) -> None:
@@ -100,8 +78,7 @@ def register(subparsers: Any) -> None:
         "distributed", help="benchmark gradient compression for DDP: bytes vs final metric",
         description=__doc__.splitlines()[0])
     add_arguments(parser)
-    _one_line_errors(parser)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, requires=a.needs("sklearn", "matplotlib", "tqdm"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,9 +103,8 @@ def run(args: argparse.Namespace) -> int:
 
         batch = get_problem(task.problem).batch_size
         if batch % world:
-            print(f"{_PROG}: error: --world-size {world} does not divide {task.problem}'s "
-                  f"batch size {batch}", file=sys.stderr)
-            return 2
+            return a.fail(_PROG, f"argument --world-size: {world} does not divide "
+                          f"{task.problem}'s batch size {batch}")
     jobs = bench.make_jobs(tasks, methods, seeds, world)
     start, load = time.perf_counter(), os.getloadavg()[0]
     records = bench.run_benchmark(jobs, args.out, progress=not args.no_progress)
@@ -153,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python benchmarks/distributed_compression.py``."""
-    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.splitlines()[0])
+    parser = a.CommandParser(prog=_PROG, description=__doc__.splitlines()[0])
     add_arguments(parser)
-    _one_line_errors(parser)
     return run(parser.parse_args(argv))

@@ -178,9 +178,23 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["demo", "--epochs", "0"], ["argument --epochs: must be an integer >= 1, got '0'"]),
     (["demo", "--batch-size", "0"], ["argument --batch-size: must be an integer >= 1"]),
     (["demo", "--seed", "-1"], ["argument --seed: must be an integer in [0, "]),
+    # distributed
+    (["distributed", "--steps", "0"], ["argument --steps: must be an integer >= 1, got '0'"]),
+    (["distributed", "--world-size", "0"], ["argument --world-size: must be an integer >= 1"]),
+    (
+        ["distributed", "--tasks", "digits_cn"],
+        ["argument --tasks: unknown task 'digits_cn'; did you mean 'digits_cnn'?"],
+    ),
+    (["distributed", "--out", "{file}/sub"], ["argument --out:", "is a file"]),
+    (["distributed", "--figure", "{folder}"], ["argument --figure:", "is a folder"]),
 ]
 
-COMMANDS = ("compare", "list", "visualize", "diagnose", "schedules", "speed", "demo")
+def _commands() -> set[str]:
+    """Every sub-command the command line offers (a new one must add its cases above)."""
+    from descentlab.cli import build_parser
+
+    parser = build_parser()
+    return set(parser._subparsers._group_actions[0].choices)
 
 
 def _fill(text: str, paths: dict[str, str]) -> str:
@@ -199,7 +213,7 @@ def _one_error_line(result: dict, argv: list[str]) -> str:
 
 
 def test_every_command_refuses_bad_input_in_one_line(paths) -> None:
-    assert {argv[0] for argv, _ in CASES} >= set(COMMANDS)
+    assert {argv[0] for argv, _ in CASES} >= _commands()
     cases = [{"argv": [_fill(a, paths) for a in argv]} for argv, _ in CASES]
     for case, result, (argv, wanted) in zip(cases, _drive(cases), CASES, strict=True):
         line = _one_error_line(result, case["argv"])
@@ -223,6 +237,7 @@ def test_missing_packages_name_the_extra_that_brings_them(tmp_path) -> None:
         {"argv": ["schedules", "--output", str(tmp_path / "s.png")]},
         {"argv": ["speed", "--json", str(tmp_path / "speed.json")]},
         {"argv": ["demo"]},
+        {"argv": ["distributed", "--out", str(tmp_path / "d")]},
     ]
     for case, result in zip(cases, _drive(cases, hide=BENCH), strict=True):
         line = _one_error_line(result, case["argv"])
