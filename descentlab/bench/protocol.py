@@ -47,7 +47,7 @@ from optuna.trial import FrozenTrial, TrialState
 from descentlab.bench.claims import ClaimBoard
 from descentlab.bench.entrants import Entrant
 from descentlab.bench.runner import RunRecord, StopRun, run
-from descentlab.bench.store import ResultStore
+from descentlab.bench.store import ResultStore, code_versions
 
 __all__ = [
     "Protocol",
@@ -66,11 +66,8 @@ __all__ = [
 
 def versions_tag() -> str:
     """``dl=<descentlab version>:torch=<torch version>``: part of every results key."""
-    import torch
-
-    import descentlab
-
-    return f"dl={descentlab.__version__}:torch={torch.__version__}"
+    versions = code_versions()
+    return f"dl={versions['descentlab']}:torch={versions['torch']}"
 
 
 @dataclass(frozen=True)

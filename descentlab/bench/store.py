@@ -68,8 +68,8 @@ __all__ = [
     "DEFAULT_STALE_AFTER",
     "ResultStore",
     "json_safe",
-    "redact_url",
     "code_versions",
+    "engine_url",
 ]
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

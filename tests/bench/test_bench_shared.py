@@ -114,7 +114,11 @@ def test_processes_started_together_share_the_work(storage, reference, tmp_path)
     assert failed == []  # no item was started twice either
 
 
-def test_killing_one_process_loses_nothing_finished(storage, reference, tmp_path) -> None:
+def test_killing_one_process_loses_nothing_finished(
+    postgres_database, reference, tmp_path
+) -> None:
+    """On PostgreSQL (the claim protocol is the same SQL on SQLite, tested above)."""
+    storage = postgres_database
     options = {"storage": storage, "workers": 1, "stale_after": 3, **ARGS}
     victim = start(compare_command(tmp_path / "victim", **options))
     # wait until it has finished some work and holds a claim on more
