@@ -79,9 +79,14 @@ def check_interval(
 
 
 def check_betas(value: Any, name: str = "betas", count: int = 2) -> tuple[float, ...]:
-    """Check a tuple of ``count`` decay rates, each in ``[0, 1)``; say which index is bad."""
+    """Check a tuple of ``count`` decay rates, each in ``[0, 1)``; say which index is bad.
+
+    As in torch.optim, the rates are all numbers or all one-element tensors, not a mix.
+    """
     if not isinstance(value, (tuple, list)) or len(value) != count:
         raise ValueError(f"{name} must be a tuple of {count} numbers, got {value!r}")
+    if len({isinstance(b, torch.Tensor) for b in value}) > 1:
+        raise ValueError(f"{name} must be either all floats or all tensors, got {value!r}")
     return tuple(
         check_interval(f"{name}[{i}]", b, 0.0, 1.0, high_closed=False) for i, b in enumerate(value)
     )
@@ -105,9 +110,17 @@ def check_params(params: Any) -> list[Any]:
     """Materialise ``params`` and check it is a non-empty collection of leaf tensors.
 
     Accepts what ``torch.optim.Optimizer`` accepts: an iterable of tensors, of
-    ``(name, tensor)`` pairs, or of parameter-group dicts. Raises on an empty
-    list, a non-tensor, a non-leaf tensor and the same tensor given twice
-    (across all groups), each with a message that names the offending entry.
+    ``(name, tensor)`` pairs, or of parameter-group dicts whose ``"params"`` is
+    a tensor or any iterable of them (a generator such as
+    ``model.layer.parameters()`` included). Returns the same structure with
+    every iterable turned into a list (groups as new dicts), so that nothing
+    is consumed twice.
+
+    Raises, with a message that names the offending entry, on an empty list,
+    a non-tensor, a non-leaf tensor (one that does not retain its gradient),
+    a set of parameters inside a group (its order is not reproducible) and
+    the same tensor in two groups. The same tensor twice within one group is
+    allowed, as torch.optim allows it (``Optimizer.add_param_group`` warns).
     """
     if isinstance(params, torch.Tensor):
         raise TypeError(
@@ -119,8 +132,10 @@ def check_params(params: Any) -> list[Any]:
     items = list(params)
     if not items:
         raise ValueError("params is an empty list: the optimizer got no parameters")
+    as_groups = isinstance(items[0], dict)
+    groups = items if as_groups else [{"params": items}]
     seen: dict[int, str] = {}
-    groups = items if isinstance(items[0], dict) else [{"params": items}]
+    checked = []
     for gi, group in enumerate(groups):
         if not isinstance(group, dict):
             raise TypeError(
@@ -130,23 +145,32 @@ def check_params(params: Any) -> list[Any]:
         if "params" not in group:
             raise ValueError(f"parameter group {gi} has no 'params' key")
         plist = group["params"]
+        if isinstance(plist, set):
+            raise TypeError(
+                f"parameter group {gi} gives its params as a set, whose order changes between "
+                "runs; use a list"
+            )
         plist = [plist] if isinstance(plist, torch.Tensor) else list(plist)
         if not plist:
             raise ValueError(f"parameter group {gi} has an empty 'params' list")
+        mine: set[int] = set()
         for pi, p in enumerate(plist):
             where = f"params[{pi}]" if len(groups) == 1 else f"param group {gi}, params[{pi}]"
             if isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str):
                 where, p = f"{where} ({p[0]!r})", p[1]
             if not isinstance(p, torch.Tensor):
                 raise TypeError(f"{where} must be a torch.Tensor, got {type(p).__name__}")
-            if not p.is_leaf:
+            if not (p.is_leaf or p.retains_grad):
                 raise ValueError(
                     f"{where} is not a leaf tensor (it was computed from other tensors); "
                     "optimize the leaf, e.g. pass x.detach().requires_grad_()"
                 )
-            if id(p) in seen:
+            if id(p) in seen and id(p) not in mine:
                 raise ValueError(
-                    f"{where} is the same tensor as {seen[id(p)]}: a parameter was given twice"
+                    f"{where} is the same tensor as {seen[id(p)]}: some parameters appear in "
+                    "more than one parameter group"
                 )
-            seen[id(p)] = where
-    return items
+            seen.setdefault(id(p), where)
+            mine.add(id(p))
+        checked.append({**group, "params": plist})
+    return checked if as_groups else checked[0]["params"]
