@@ -34,8 +34,10 @@ cache; the result is bitwise identical to the reference. The compiled engine
 Per-tensor fallback: parameters that cannot be flattened (DTensor and other
 tensor subclasses, non-contiguous, meta or storage-sharing parameters) and
 those whose memory another tensor sees (until it no longer does; a warning
-says so once) are stepped by the reference engine. Sparse gradients are
-refused with the same error as the reference engine's.
+says so once) are stepped by the reference engine. A parameter whose
+gradient is sparse in this step is updated alone by the rule's
+``sparse_update`` on its tensors over the flat buffers (rules without one
+refuse it, as in the reference engine).
 """
 
 from __future__ import annotations
@@ -166,8 +168,11 @@ class FlatEngine:
             if g is not None and g is not v
         ]
         del grads  # take_grads counts who else holds a gradient
-        for i in foreign:
-            check_grad(params[i], rule)
+        sparse = [i for i in foreign if check_grad(params[i], rule, flags)]
+        if sparse:  # stepped alone by the rule's sparse update, never copied into the buffer
+            foreign = [i for i in foreign if i not in sparse]
+            for i in sparse:
+                active[i] = False
         with one_thread():  # many small per-parameter copies: no OpenMP region for each
             if foreign:
                 b.take_grads(foreign)
@@ -181,6 +186,8 @@ class FlatEngine:
                 for i, p in enumerate(params):
                     if active[i] and not b.has_state[i]:
                         b.init_state(i, optimizer.state[p], rule, flags, h, fresh)
+            for i in sparse:
+                self._step_sparse(optimizer, b, i, rule, flags, h, maximize)
         members = Counter(b.cohort)
         i, n = 0, len(params)
         while i < n:
@@ -194,6 +201,20 @@ class FlatEngine:
                 b.cohort[i:j] = [b.new_cohort()] * (j - i)
             self._run(b, i, j, rule, flags, h, maximize)
             i = j
+
+    def _step_sparse(
+        self, optimizer: Any, b: Bucket, i: int, rule: Rule, flags: Flags, h: dict, maximize: bool
+    ) -> None:
+        """Step parameter ``i`` of ``b`` alone with its sparse gradient (``rule.sparse_update``)."""
+        p = b.params[i]
+        state = optimizer.state[p]
+        if not b.has_state[i]:
+            b.init_state(i, state, rule, flags, h, 0)
+        b.cohort[i] = b.new_cohort()  # its step now differs from its neighbours'
+        b.steps[i] += 1
+        b.step[i] += 1
+        grad = -p.grad if maximize else p.grad
+        rule.sparse_update(p, grad, state, h, float(b.steps[i]), flags)
 
     def _run(
         self, b: Bucket, i: int, j: int, rule: Rule, flags: Flags, h: dict, maximize: bool

@@ -10,7 +10,11 @@ Per parameter with a gradient it
 
 Complex parameters are handled as real tensors of twice the size
 (``torch.view_as_real``), as torch.optim does, so each real and imaginary
-part is one coordinate. Sparse gradients are refused with a clear error.
+part is one coordinate. A sparse gradient goes to the rule's
+``sparse_update`` (SGD, Adagrad, SparseAdam); rules without one refuse it
+with a clear error. The step counter lives on the CPU, as torch.optim's
+does outside capturable/fused mode (so reading it never synchronises a
+device, and parameters on the ``meta`` device step as with torch).
 """
 
 from __future__ import annotations
@@ -26,20 +30,26 @@ from descentlab.rules.base import Rule
 __all__ = ["ReferenceEngine", "init_param_state", "check_grad"]
 
 
-def check_grad(param: Tensor, rule: Rule) -> None:
-    """Refuse gradients the elementwise rules cannot handle (sparse ones)."""
-    if param.grad is not None and param.grad.is_sparse:
-        raise RuntimeError(
-            f"{rule.name} does not support sparse gradients (param of shape {tuple(param.shape)}); "
-            "use torch.optim.SparseAdam or a dense embedding"
-        )
+def check_grad(param: Tensor, rule: Rule, flags: Any) -> bool:
+    """Whether ``param.grad`` is sparse; raise if the rule cannot take it with these flags."""
+    grad = param.grad
+    if grad is None:
+        return False
+    try:
+        if not grad.is_sparse:
+            rule.check_dense()
+            return False
+        rule.check_sparse(flags)
+    except RuntimeError as err:
+        raise RuntimeError(f"{err} (param of shape {tuple(param.shape)})") from None
+    return True
 
 
 def init_param_state(
     rule: Rule, param: Tensor, state: MutableMapping[str, Any], flags: Any, h: Any
 ) -> None:
-    """Fill an empty state: the step counter (float32, as torch.optim) and the rule's buffers."""
-    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+    """Fill an empty state: the step counter (a float32 CPU tensor, as torch's) and buffers."""
+    state["step"] = torch.zeros((), dtype=torch.float32)
     state.update(rule.init_state(param, flags, h))
 
 
@@ -61,12 +71,15 @@ class ReferenceEngine:
         for p in group["params"]:
             if p.grad is None:
                 continue
-            check_grad(p, rule)
+            sparse = check_grad(p, rule, flags)
             state = optimizer.state[p]
             if not state:
                 init_param_state(rule, p, state, flags, h)
             state["step"] += 1
             grad = -p.grad if maximize else p.grad
+            if sparse:
+                rule.sparse_update(p, grad, state, h, float(state["step"]), flags)
+                continue
             buffers = {k: (v if k in rule.scalar_state else _real(v)) for k, v in state.items()}
             rule.update(_real(p), _real(grad), buffers, h, float(state["step"]), flags)
 

@@ -12,10 +12,26 @@ Non-finite gradients: a step does exactly what torch.optim does — the
 values propagate (a NaN gradient makes the parameter and the moment buffers
 NaN). To skip such steps instead, wrap the optimizer in
 :class:`descentlab.guard.NonFiniteGuard`.
+
+Checkpoints and copies. ``state_dict()`` has torch.optim's layout and key
+names, so a state dict moves both ways between a descentlab optimizer and
+the torch.optim class of the same name. Loading (and unpickling) goes
+through :meth:`RuleOptimizer.__setstate__`, the one place that brings older
+or foreign layouts up to date: a group key the checkpoint lacks (an option
+added later, e.g. ``amsgrad``, ``nesterov``, ``decoupled_weight_decay``, or
+one of ours such as ``momentum_form``) gets the value the option has when
+it is not given (:meth:`RuleOptimizer.missing_group_defaults`); a ``step``
+stored as a Python number becomes torch's float32 tensor; a state without
+``step`` (torch's SGD keeps none) counts as one step taken; a sparse state
+tensor (torch's SGD momentum after sparse gradients) is made dense.
+``copy.deepcopy``, ``pickle`` and ``torch.save(optimizer)`` keep the engine's
+name and rebuild the engine (its buffers and kernels are runtime objects).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -41,6 +57,18 @@ def _check_torch_options(owner: str, options: dict[str, Any]) -> None:
                 f"{key}={value!r} is not supported by descentlab's {owner}; "
                 "use torch.optim for CUDA-graph capture or differentiating through the step"
             )
+
+
+def _modernise_param_state(param: torch.Tensor, state: dict[str, Any]) -> None:
+    """Bring one parameter's loaded state to the current layout (see the module docstring)."""
+    step = state.get("step")
+    if step is None:
+        state["step"] = torch.tensor(1.0)  # torch's SGD keeps no step; a state means one was taken
+    elif not isinstance(step, torch.Tensor):
+        state["step"] = torch.tensor(float(step), dtype=torch.float32)
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_sparse and not param.is_sparse:
+            state[key] = value.to_dense()
 
 
 class RuleOptimizer(torch.optim.Optimizer):
@@ -76,8 +104,9 @@ class RuleOptimizer(torch.optim.Optimizer):
         **torch_options: Any,
     ) -> None:
         _check_torch_options(type(self).__name__, torch_options)
-        self._engine = make_engine(engine)
         defaults = {**defaults, "maximize": bool(defaults.get("maximize", False))}
+        self.check_group(defaults)  # hyperparameters first, as torch.optim checks them
+        self._engine = make_engine(engine)
         super().__init__(check_params(params), defaults)
         self._engine.prepare(self)
 
@@ -89,9 +118,7 @@ class RuleOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group (as torch.optim does) after checking its parameters and hyperparameters."""
         known = {id(p) for g in getattr(self, "param_groups", []) for p in g["params"]}
-        params = param_group["params"]
-        params = [params] if isinstance(params, torch.Tensor) else list(params)
-        check_params([{**param_group, "params": params}])
+        params = check_params([param_group])[0]["params"]
         for p in params:
             p = p[1] if isinstance(p, tuple) else p
             if id(p) in known:
@@ -102,6 +129,57 @@ class RuleOptimizer(torch.optim.Optimizer):
         self.check_group(merged)
         super().add_param_group({**param_group, "params": params})
         self._engine.prepare(self)  # lay the new group out now: aliases taken later stay live
+
+    @classmethod
+    @functools.cache
+    def _signature_defaults(cls) -> dict[str, Any]:
+        sig = inspect.signature(cls.__init__)
+        return {
+            name: p.default
+            for name, p in sig.parameters.items()
+            if p.default is not inspect.Parameter.empty
+        }
+
+    def missing_group_defaults(self) -> dict[str, Any]:
+        """The value of each group key for a checkpoint that lacks it.
+
+        A key missing from a saved group means the option did not exist (or
+        was not ours) when the checkpoint was written, so the algorithm ran as
+        if the option were not given: the constructor argument's default
+        (``amsgrad=False``, ``nesterov=False``, ``momentum_form="heavy_ball"``,
+        ...), as torch.optim's ``__setstate__`` fills it. Keys that are not
+        constructor arguments take the optimizer's own default
+        (``decoupled_weight_decay=True`` for AdamW).
+        """
+        signature = self._signature_defaults()
+        return {key: signature.get(key, value) for key, value in self.defaults.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """torch.optim's picklable state plus the engine's name (not its buffers or kernels)."""
+        return {**super().__getstate__(), "engine": self._engine.name}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Restore a pickled optimizer, or finish ``load_state_dict`` (see the module docstring).
+
+        Unpickling rebuilds the engine by name and lets it prepare for the
+        parameter groups (``engine.prepare``).
+        """
+        state = dict(state)
+        engine = state.pop("engine", None)
+        ours = "differentiable" in (state.get("defaults") or self.defaults)
+        super().__setstate__(state)
+        if not ours:  # torch's base adds it for its own old pickles; our groups never had it
+            self.defaults.pop("differentiable", None)
+        defaults = self.missing_group_defaults()
+        for group in self.param_groups:
+            for key, value in defaults.items():
+                group.setdefault(key, value)
+            for p in group["params"]:
+                if self.state.get(p):
+                    _modernise_param_state(p, self.state[p])
+        if engine is not None or "_engine" not in self.__dict__:
+            self._engine = make_engine(engine or "auto")
+            self._engine.prepare(self)
 
     @property
     def engine(self) -> str:
@@ -132,8 +210,9 @@ class RuleOptimizer(torch.optim.Optimizer):
 
         torch casts every floating state tensor except ``step`` to its
         parameter's dtype; bookkeeping scalars (e.g. NAdam's ``mu_product``)
-        are restored unchanged instead, so that a resumed run continues
-        bit-identically even for low-precision parameters.
+        are restored in float64 instead (the rules keep them in float64, and
+        torch.optim's float32 ones widen exactly), so that a resumed run
+        continues bit-identically even for low-precision parameters.
         """
         super().load_state_dict(state_dict)
         scalar_keys = self.rule.scalar_state
@@ -144,5 +223,6 @@ class RuleOptimizer(torch.optim.Optimizer):
             for p, i in zip(order, ids, strict=True):
                 for key in scalar_keys:
                     if i in saved and key in saved[i]:
-                        self.state[p][key] = saved[i][key].detach().clone().to(p.device)
+                        value = torch.as_tensor(saved[i][key]).detach()
+                        self.state[p][key] = value.to(p.device, torch.float64, copy=True)
         self._engine.state_loaded(self)

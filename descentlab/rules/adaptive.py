@@ -13,7 +13,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import Flags, Rule, Scalar, apply_weight_decay, weight_decay_mode
+from descentlab.rules.base import (
+    Flags,
+    Rule,
+    Scalar,
+    apply_weight_decay,
+    at_entries,
+    weight_decay_mode,
+)
 
 __all__ = ["AdagradRule", "RMSpropRule", "AdadeltaRule"]
 
@@ -23,9 +30,17 @@ def _zeros(param: Tensor) -> Tensor:
 
 
 class AdagradRule(Rule):
-    """s ← s + g²;  θ ← θ − η_t g / (√s + ε),  η_t = η / (1 + (t − 1)·lr_decay)."""
+    """s ← s + g²;  θ ← θ − η_t g / (√s + ε),  η_t = η / (1 + (t − 1)·lr_decay).
+
+    Complex parameters start s at s₀ + i·s₀ (each real coordinate at s₀), as
+    torch.optim does. Sparse gradients: duplicate indices are summed first
+    (the update is not linear), then only the entries the gradient holds are
+    updated, exactly as torch.optim's sparse path; weight decay is refused
+    with them, as torch.optim refuses it.
+    """
 
     name = "adagrad"
+    sparse = True
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"weight_decay": weight_decay_mode(group)}
@@ -35,7 +50,8 @@ class AdagradRule(Rule):
         return {k: float(group[k]) for k in keys}
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
-        return {"sum": torch.full_like(param, h["initial_accumulator_value"])}
+        s0 = h["initial_accumulator_value"]
+        return {"sum": torch.full_like(param, complex(s0, s0) if param.is_complex() else s0)}
 
     def update(self, param, grad, state, h, step, flags) -> None:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])
@@ -43,6 +59,19 @@ class AdagradRule(Rule):
         s.add_(g * g)
         lr_t = h["lr"] / (1 + (step - 1) * h["lr_decay"])
         param.sub_(g / (s.sqrt() + h["eps"]) * lr_t)
+
+    def check_sparse(self, flags: Flags) -> None:
+        if flags["weight_decay"]:
+            raise RuntimeError("weight_decay option is not compatible with sparse gradients")
+
+    def sparse_update(self, param, grad, state, h, step, flags) -> None:
+        grad = grad.coalesce()
+        values = grad._values()
+        s = state["sum"]
+        s.add_(at_entries(grad, values.pow(2)))
+        std = s.sparse_mask(grad)._values().sqrt_().add_(h["eps"])
+        lr_t = h["lr"] / (1 + (step - 1) * h["lr_decay"])
+        param.add_(at_entries(grad, values / std), alpha=-lr_t)
 
 
 class RMSpropRule(Rule):

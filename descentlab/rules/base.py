@@ -18,6 +18,12 @@ scalars passed as 0-dim tensors (so a changed learning rate never triggers a
 recompilation). Rules never look at ``maximize`` (the engine negates the
 gradient first) nor at the step counter's storage (the engine passes the
 1-based step number).
+
+Sparse gradients (``nn.Embedding(sparse=True)``) are not elementwise work
+on a flat buffer: a rule that takes them sets :attr:`Rule.sparse` and
+implements :meth:`Rule.sparse_update`, which every engine runs per tensor,
+on the parameter as it is (complex parameters are not viewed as real, as in
+torch.optim's sparse paths).
 """
 
 from __future__ import annotations
@@ -28,7 +34,15 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-__all__ = ["Rule", "Scalar", "Flags", "weight_decay_mode", "apply_weight_decay", "where"]
+__all__ = [
+    "Rule",
+    "Scalar",
+    "Flags",
+    "weight_decay_mode",
+    "apply_weight_decay",
+    "where",
+    "at_entries",
+]
 
 #: A hyperparameter as the update sees it: a Python float or a 0-dim tensor.
 Scalar = float | Tensor
@@ -47,6 +61,8 @@ class Rule:
 
     name: ClassVar[str] = ""
     scalar_state: ClassVar[tuple[str, ...]] = ()
+    #: Whether :meth:`sparse_update` takes sparse (COO) gradients.
+    sparse: ClassVar[bool] = False
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         """Structural options read from a parameter group (default: none)."""
@@ -77,6 +93,34 @@ class Rule:
         """
         raise NotImplementedError
 
+    def check_sparse(self, flags: Flags) -> None:
+        """Raise a RuntimeError if a group with these ``flags`` cannot take a sparse gradient.
+
+        Called before the state is touched; the default refuses unless
+        :attr:`sparse` is set. Rules refine it for options torch.optim refuses
+        with sparse gradients (weight decay).
+        """
+        if not self.sparse:
+            raise RuntimeError(
+                f"{self.name} does not support sparse gradients; use descentlab.SparseAdam "
+                "(or SGD, Adagrad) or a dense embedding"
+            )
+
+    def check_dense(self) -> None:
+        """Raise a RuntimeError if this rule cannot take a dense gradient (default: it can)."""
+
+    def sparse_update(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        h: Mapping[str, Scalar],
+        step: float,
+        flags: Flags,
+    ) -> None:
+        """One step with a sparse COO ``grad`` (already negated under ``maximize``), per tensor."""
+        raise NotImplementedError
+
 
 def weight_decay_mode(group: Mapping[str, Any], decoupled: bool = False) -> str | None:
     """Structural weight-decay flag: ``None`` when off, else ``"coupled"``/``"decoupled"``."""
@@ -105,3 +149,8 @@ def where(condition: Any, if_true: Scalar, if_false: Scalar) -> Scalar:
     if isinstance(condition, Tensor):
         return torch.where(condition, if_true, if_false)
     return if_true if condition else if_false
+
+
+def at_entries(grad: Tensor, values: Tensor) -> Tensor:
+    """A sparse tensor with ``values`` at the entries of the coalesced sparse ``grad``."""
+    return torch.sparse_coo_tensor(grad._indices(), values, grad.shape, check_invariants=False)

@@ -22,9 +22,15 @@ class SGDRule(Rule):
     heavy_ball:  v₁ = g₁,  v ← β v + (1 − τ) g        (τ = dampening; torch.optim's form)
     averaged:    v₀ = 0,   v ← β v + (1 − β) g        (exponential average of gradients)
     Nesterov:    d = g + β v (heavy_ball)   or   d = (1 − β) g + β v (averaged)
+
+    Sparse gradients: the same update, with g a sparse tensor (only the
+    parameter entries it holds move; the momentum buffer stays dense, where
+    torch.optim keeps a sparse one with the same values). Weight decay would
+    make g dense and is refused, as torch.optim refuses it.
     """
 
     name = "sgd"
+    sparse = True
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -69,3 +75,26 @@ class SGDRule(Rule):
         else:
             d = g
         param.sub_(d * h["lr"])
+
+    def check_sparse(self, flags: Flags) -> None:
+        if flags["weight_decay"]:
+            raise RuntimeError(
+                "SGD: weight_decay is not compatible with sparse gradients (the decayed gradient "
+                "g + λθ is dense); set weight_decay=0 for the sparse parameters' group"
+            )
+
+    def sparse_update(self, param, grad, state, h, step, flags) -> None:
+        if not flags["momentum"]:
+            param.add_(grad, alpha=-h["lr"])
+            return
+        v, beta = state["momentum_buffer"], h["momentum"]
+        if flags["form"] == "averaged":
+            v.mul_(beta).add_(grad, alpha=1 - beta)
+            d = (v * beta).add_(grad, alpha=1 - beta) if flags["nesterov"] else v
+        else:
+            if step == 1:
+                v.zero_().add_(grad)
+            else:
+                v.mul_(beta).add_(grad, alpha=1 - h["dampening"])
+            d = (v * beta).add_(grad) if flags["nesterov"] else v
+        param.add_(d, alpha=-h["lr"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -32,6 +34,41 @@ def loss_fn(params: list[torch.Tensor], step: int, sign: float = 1.0) -> torch.T
     return sign * ((scale * torch.tanh(x @ w + b) - y) ** 2).mean()
 
 
+def run_steps(
+    opt: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    start: int,
+    count: int,
+    sign: float = 1.0,
+) -> None:
+    """``count`` training steps of ``opt`` on the batches ``start … start + count - 1``."""
+    for t in range(start, start + count):
+        opt.zero_grad()
+        loss_fn(params, t, sign).backward()
+        opt.step()
+
+
+def sign_of(setting: dict[str, Any]) -> float:
+    """-1 under ``maximize=True`` (the objective is the negated loss), else 1."""
+    return -1.0 if setting.get("maximize") else 1.0
+
+
+def clones(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Fresh leaf copies of ``params`` (same values, no shared storage)."""
+    return [p.detach().clone().requires_grad_() for p in params]
+
+
+@contextlib.contextmanager
+def float64_default() -> Iterator[None]:
+    """torch.optim keeps bookkeeping scalars (NAdam's mu_product) in the default dtype."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
 def train(
     opt_cls: type,
     setting: dict[str, Any],
@@ -46,11 +83,7 @@ def train(
     """
     params = make_params(dtype)
     opt = opt_cls(params, **setting, **extra)
-    sign = -1.0 if setting.get("maximize") else 1.0
-    for t in range(steps):
-        opt.zero_grad()
-        loss_fn(params, t, sign).backward()
-        opt.step()
+    run_steps(opt, params, 0, steps, sign_of(setting))
     return params, opt
 
 
