@@ -29,6 +29,7 @@ from descentlab.optim import (
     NAdam,
     RAdam,
     RMSprop,
+    SparseAdam,
     available_optimizers,
     make_optimizer,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "Adamax",
+    "SparseAdam",
     "available_optimizers",
     "make_optimizer",
     # closure-based, line-search and second-order optimizers

@@ -1,6 +1,6 @@
 """The ``torch.optim.Optimizer`` classes of descentlab and the optimizer registry."""
 
-from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam
+from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.base import RuleOptimizer
 from descentlab.optim.registry import (
@@ -21,6 +21,7 @@ __all__ = [
     "NAdam",
     "RAdam",
     "Adamax",
+    "SparseAdam",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

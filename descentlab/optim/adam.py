@@ -1,4 +1,4 @@
-"""The Adam family: Adam, AdamW, NAdam, RAdam and Adamax."""
+"""The Adam family: Adam, AdamW, NAdam, RAdam, Adamax and SparseAdam."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from descentlab.optim.base import RuleOptimizer
-from descentlab.optim.validation import check_betas, check_nonnegative
-from descentlab.rules.adam import AdamaxRule, AdamRule, NAdamRule, RAdamRule
+from descentlab.optim.validation import check_betas, check_nonnegative, check_params
+from descentlab.rules.adam import AdamaxRule, AdamRule, NAdamRule, RAdamRule, SparseAdamRule
 
-__all__ = ["Adam", "AdamW", "NAdam", "RAdam", "Adamax"]
+__all__ = ["Adam", "AdamW", "NAdam", "RAdam", "Adamax", "SparseAdam"]
 
 Betas = tuple[float, float]
 
@@ -266,3 +266,79 @@ class Adamax(RuleOptimizer):
         super().__init__(params, defaults, engine=engine, **torch_options)
 
     check_group = staticmethod(_check_moments_group)
+
+
+class SparseAdam(RuleOptimizer):
+    r"""SparseAdam: Adam for sparse gradients, such as those of ``nn.Embedding(sparse=True)``.
+
+    A masked Adam (torch.optim.SparseAdam's): only the entries a gradient
+    holds, and their moments, are updated; see
+    :class:`~descentlab.rules.adam.SparseAdamRule` for the equations. The
+    parameters must be dense and real, the gradients sparse (a dense
+    gradient is refused: use :class:`Adam`). It has torch's arguments and
+    state dict (``step`` as a Python int, ``exp_avg``, ``exp_avg_sq``), so
+    checkpoints move both ways; in memory the step is a tensor, as for every
+    descentlab optimizer.
+
+    Args:
+        lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
+        eps: ε (default 1e-8). maximize: maximise instead.
+        engine: as for :class:`RuleOptimizer`; the default ``"reference"`` steps
+            each tensor in place (sparse updates gain nothing from flat buffers).
+    """
+
+    rule = SparseAdamRule()
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: Betas = (0.9, 0.999),
+        eps: float = 1e-8,
+        maximize: bool = False,
+        *,
+        engine: str = "reference",
+    ) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
+        super().__init__(params, defaults, engine=engine)
+
+    @staticmethod
+    def check_group(group: dict[str, Any]) -> None:
+        """Check lr, betas ∈ [0, 1) and eps."""
+        RuleOptimizer.check_group(group)
+        check_betas(group["betas"])
+        check_nonnegative("eps", group["eps"])
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state dict in torch.optim.SparseAdam's layout, whose ``step`` is a Python int.
+
+        (torch computes its bias corrections from the loaded step: a float32
+        tensor there would round them to float32.)
+        """
+        saved = super().state_dict()
+        saved["state"] = {
+            key: {**value, "step": int(value["step"])}
+            if isinstance(value, dict) and "step" in value
+            else value
+            for key, value in saved["state"].items()
+        }
+        return saved
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group after checking that its parameters are dense and real, as torch does."""
+        entries = check_params([param_group])[0]["params"]
+        tensors = [p[1] if isinstance(p, tuple) else p for p in entries]
+        which = len(getattr(self, "param_groups", []))
+        sparse = [i for i, p in enumerate(tensors) if p.is_sparse]
+        if sparse:
+            raise ValueError(
+                f"params {sparse} of group {which} are sparse: SparseAdam requires dense "
+                "parameter tensors"
+            )
+        complex_params = [i for i, p in enumerate(tensors) if p.is_complex()]
+        if complex_params:
+            raise ValueError(
+                f"params {complex_params} of group {which} are complex: SparseAdam does not "
+                "support complex parameters"
+            )
+        super().add_param_group({**param_group, "params": entries})

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam
+from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.sgd import SGD
 
@@ -24,6 +24,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "nadam": NAdam,
     "radam": RAdam,
     "adamax": Adamax,
+    "sparse_adam": SparseAdam,
 }
 
 

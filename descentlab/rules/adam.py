@@ -6,15 +6,24 @@ their docstrings give the equations with references and defaults.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import Flags, Rule, Scalar, apply_weight_decay, weight_decay_mode, where
+from descentlab.rules.base import (
+    Flags,
+    Rule,
+    Scalar,
+    apply_weight_decay,
+    at_entries,
+    weight_decay_mode,
+    where,
+)
 
-__all__ = ["AdamRule", "NAdamRule", "RAdamRule", "AdamaxRule"]
+__all__ = ["AdamRule", "NAdamRule", "RAdamRule", "AdamaxRule", "SparseAdamRule"]
 
 
 def _zeros(param: Tensor) -> Tensor:
@@ -148,3 +157,54 @@ class AdamaxRule(_MomentsRule):
         m.add_((g - m) * (1 - h["beta1"]))
         torch.maximum(u * h["beta2"], g.abs() + h["eps"], out=u)
         param.sub_(m / u * (h["lr"] / (1 - h["beta1"] ** step)))
+
+
+class SparseAdamRule(_MomentsRule):
+    """Adam on the entries a sparse gradient holds; the other entries and their moments stay.
+
+    With the gradient's entries g at the positions it holds (duplicates summed):
+
+        m ← m + (1 − β₁)(g − m),   v ← v + (1 − β₂)(g² − v)      (at those positions)
+        θ ← θ − η √(1 − β₂ᵗ)/(1 − β₁ᵗ) · m/(√v + ε)              (at those positions)
+
+    t counts the steps of the parameter, with or without entries. This is
+    torch.optim.SparseAdam's masked Adam (ε outside the square root, before
+    the √(1 − β₂ᵗ) correction is applied); it takes sparse gradients only.
+    """
+
+    name = "sparse_adam"
+    sparse = True
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
+        beta1, beta2 = group["betas"]
+        return {"lr": float(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
+                "eps": float(group["eps"])}
+
+    def check_dense(self) -> None:
+        raise RuntimeError(
+            "SparseAdam does not support dense gradients, please consider Adam instead"
+        )
+
+    def update(self, param, grad, state, h, step, flags) -> None:
+        self.check_dense()
+
+    def sparse_update(self, param, grad, state, h, step, flags) -> None:
+        grad = grad.coalesce()  # the update is not linear: duplicate indices are summed first
+        values = grad._values()
+        if values.numel() == 0:
+            return
+        beta1, beta2 = h["beta1"], h["beta2"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        old_m = m.sparse_mask(grad)._values()
+        m_step = values.sub(old_m).mul_(1 - beta1)
+        m.add_(at_entries(grad, m_step))
+        old_v = v.sparse_mask(grad)._values()
+        v_step = values.pow(2).sub_(old_v).mul_(1 - beta2)
+        v.add_(at_entries(grad, v_step))
+        numer = m_step.add_(old_m)
+        denom = v_step.add_(old_v).sqrt_().add_(h["eps"])
+        step_size = h["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+        param.add_(at_entries(grad, numer.div_(denom).mul_(-step_size)))

@@ -156,6 +156,42 @@ INFOS = [
 
 INFO_BY_NAME = {info.name: info for info in INFOS}
 
+#: Optimizers that take sparse gradients (``nn.Embedding(sparse=True)``), with settings torch
+#: accepts for them (no weight decay). SparseAdam takes nothing else, so it is not in INFOS.
+SPARSE_INFOS = [
+    OptimizerInfo(
+        "sgd",
+        descentlab.SGD,
+        torch.optim.SGD,
+        [
+            {"lr": 0.1},
+            {"lr": 0.05, "momentum": 0.9},
+            {"lr": 0.05, "momentum": 0.8, "dampening": 0.3},
+            {"lr": 0.02, "momentum": 0.9, "nesterov": True, "maximize": True},
+        ],
+    ),
+    OptimizerInfo(
+        "adagrad",
+        descentlab.Adagrad,
+        torch.optim.Adagrad,
+        [
+            {"lr": 0.1},
+            {"lr": 0.1, "lr_decay": 0.01, "initial_accumulator_value": 0.5},
+            {"lr": 0.05, "eps": 1e-6, "maximize": True},
+        ],
+    ),
+    OptimizerInfo(
+        "sparse_adam",
+        descentlab.SparseAdam,
+        torch.optim.SparseAdam,
+        [
+            {"lr": 0.01},
+            {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6},
+            {"lr": 0.01, "maximize": True},
+        ],
+    ),
+]
+
 
 def setting_cases() -> list[tuple[OptimizerInfo, dict[str, Any]]]:
     """Every (optimizer, setting) pair, for parametrisation."""
