@@ -134,6 +134,24 @@ def test_descentlab_checkpoint_continues_in_torch_as_in_descentlab(info, engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES_UNDER_TEST)
+@pytest.mark.parametrize("info", INFOS, ids=IDS)
+def test_a_loaded_state_dict_saves_back_unchanged(info, engine):
+    """torch's determinism check: equal (not identical) parameters, equal state dicts."""
+    setting = richest(info)
+    params = make_params()
+    opt = info.ours(params, **setting, engine=engine)
+    run_steps(opt, params, 0, 5, sign_of(setting))
+    saved = opt.state_dict()
+    twin = info.ours(clones(params), **setting, engine=engine)
+    twin.load_state_dict(copy.deepcopy(saved))
+    again = twin.state_dict()
+    assert again["param_groups"] == saved["param_groups"]
+    for i, state in saved["state"].items():
+        assert state.keys() == again["state"][i].keys()
+        assert all(torch.equal(v, again["state"][i][k]) for k, v in state.items())
+
+
+@pytest.mark.parametrize("engine", ENGINES_UNDER_TEST)
 def test_our_own_keys_get_their_defaults_and_do_not_disturb_torch(engine):
     """momentum_form is ours alone: missing, it is heavy-ball; present, torch ignores it."""
     import descentlab

@@ -131,11 +131,16 @@ def test_a_set_inside_a_group_is_refused_as_in_torch():
 
 @pytest.mark.parametrize("info", INFOS, ids=IDS)
 def test_named_parameters_keep_their_names_in_the_state_dict(info):
+    names = ["0.weight", "0.bias", "2.weight", "2.bias"]
     model = net()
     opt = info.ours(model.named_parameters(), **info.settings[0])
-    assert opt.state_dict()["param_groups"][0]["param_names"] == [
-        "0.weight", "0.bias", "2.weight", "2.bias"
-    ]
+    fit(model, opt, steps=2)
+    assert opt.state_dict()["param_groups"][0]["param_names"] == names
+    unnamed = info.ours(model.parameters(), **info.settings[0])  # names travel with the load
+    unnamed.load_state_dict(opt.state_dict())
+    fit(model, unnamed, steps=1)
+    assert unnamed.state_dict()["param_groups"][0]["param_names"] == names
+    assert repr(unnamed).startswith(type(unnamed).__name__)
     with pytest.raises(ValueError, match=r"with/without names"):
         info.ours([("w", torch.zeros(1, requires_grad=True)), torch.zeros(1, requires_grad=True)])
 
