@@ -8,12 +8,11 @@ pair copied together must train like the original pair.
 from __future__ import annotations
 
 import copy
-import io
-import pickle
 
 import pytest
 import torch
 
+from tests.copies import HOWS, copy_by
 from tests.optim.engines import ENGINES_UNDER_TEST
 from tests.optim.helpers import make_params, run_steps, sign_of
 from tests.optim.infos import INFOS
@@ -24,20 +23,6 @@ IDS = [info.name for info in INFOS]
 ENGINES = [*ENGINES_UNDER_TEST, "auto"]
 
 
-def _torch_round_trip(obj):
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    buf.seek(0)
-    return torch.load(buf, weights_only=False)
-
-
-COPIERS = {
-    "deepcopy": copy.deepcopy,
-    "pickle": lambda obj: pickle.loads(pickle.dumps(obj)),
-    "torch.save": _torch_round_trip,
-}
-
-
 def richest(info):
     return max(info.settings, key=len)
 
@@ -46,16 +31,16 @@ def own_params(opt):
     return [p for group in opt.param_groups for p in group["params"]]
 
 
-@pytest.mark.parametrize("copier", list(COPIERS))
+@pytest.mark.parametrize("how", HOWS)
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("info", INFOS, ids=IDS)
-def test_copy_is_an_independent_optimizer_that_continues_the_same(info, engine, copier):
+def test_copy_is_an_independent_optimizer_that_continues_the_same(info, engine, how):
     setting = richest(info)
     sign = sign_of(setting)
     params = make_params()
     opt = info.ours(params, **setting, engine=engine)
     run_steps(opt, params, 0, 10, sign)
-    twin = COPIERS[copier](opt)
+    twin = copy_by(opt, how)
     twin_params = own_params(twin)
     assert type(twin) is type(opt) and twin.engine == engine
     assert all(a is not b for a, b in zip(twin_params, params, strict=True))
