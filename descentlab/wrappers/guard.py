@@ -18,6 +18,7 @@ import torch
 from torch.optim import Optimizer
 
 from descentlab.wrappers.base import OptimizerWrapper
+from descentlab.wrappers.marks import GradientMarks
 
 __all__ = ["NonFiniteGuard", "grads_are_finite"]
 
@@ -72,8 +73,10 @@ class NonFiniteGuard(OptimizerWrapper):
     guard or to the inner optimizer alike. ``step(closure)`` evaluates the
     closure once to get the gradients (it must call ``backward()``); if they
     are finite the inner optimizer receives a closure whose first call returns
-    that loss (detached: its gradients are already in ``p.grad``) and whose
-    later calls (line searches, L-BFGS) re-evaluate. With ``check_loss=True``
+    that loss (detached: its gradients are already in ``p.grad``) if neither
+    the parameters nor the gradients have changed since, and which otherwise
+    (later calls of line searches and L-BFGS; SAM, which first moves to its
+    perturbed point) re-evaluates. With ``check_loss=True``
     (default) a non-finite closure loss also skips. Returns the closure's loss.
 
     ``state_dict()`` carries the counters in the guard's ``"wrappers"`` entry,
@@ -110,12 +113,15 @@ class NonFiniteGuard(OptimizerWrapper):
             return loss
         if closure is None:
             return self.optimizer.step()
+        params = [p for group in self.param_groups for p in group["params"]]
+        marks = GradientMarks(params, with_values=True)
         first = [True]
 
         def replay() -> Any:
             if first[0]:
                 first[0] = False
-                return _detached(loss)
+                if marks.unchanged(params):
+                    return _detached(loss)
             return closure()
 
         self.optimizer.step(replay)
