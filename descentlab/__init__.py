@@ -37,7 +37,7 @@ from descentlab.param_groups import weight_decay_param_groups
 from descentlab.problems import DEFAULT_SUITE, Problem, available_problems, get_problem
 from descentlab.schedules import ScheduleController, attach, warmup_cosine
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
-from descentlab.wrappers import GradientAccumulator, NonFiniteGuard, WithLineSearch
+from descentlab.wrappers import SAM, GradientAccumulator, Lookahead, NonFiniteGuard, WithLineSearch
 
 __version__ = "0.1.0"
 
@@ -62,6 +62,9 @@ __all__ = [
     "LineSearchGD",
     "PerturbedGD",
     "WithLineSearch",
+    # wrappers that change how a step is taken
+    "SAM",
+    "Lookahead",
     # around the step
     "ScheduleController",
     "attach",

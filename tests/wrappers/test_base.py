@@ -16,7 +16,9 @@ import torch
 import descentlab
 from descentlab.schedules import CosineDecay, attach
 from descentlab.wrappers import (
+    SAM,
     GradientAccumulator,
+    Lookahead,
     NonFiniteGuard,
     OptimizerWrapper,
     WithLineSearch,
@@ -31,7 +33,16 @@ WRAPPERS = {
     "guard(line_search)": lambda o: NonFiniteGuard(WithLineSearch(o)),
     "accumulation(guard)": lambda o: GradientAccumulator(NonFiniteGuard(o), 2),
     "guard(guard)": lambda o: NonFiniteGuard(NonFiniteGuard(o)),
+    "sam": lambda o: SAM(_params(o), o),
+    "lookahead": lambda o: Lookahead(o, k=2),
+    "lookahead(sam)": lambda o: Lookahead(SAM(_params(o), o), k=2),
+    "guard(lookahead)": lambda o: NonFiniteGuard(Lookahead(o, k=2)),
+    "guard(sam)": lambda o: NonFiniteGuard(SAM(_params(o), o)),
 }
+
+
+def _params(opt):
+    return [p for group in opt.param_groups for p in group["params"]]
 
 
 def problem(seed=0):
