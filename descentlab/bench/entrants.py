@@ -22,7 +22,26 @@ adam       Adam                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 =========  ====================  ==============================================
 
 Also available: ``adamw`` (lr, weight_decay ∈ [1e-5, 1e-1] log), ``nadam``,
-``radam``, ``adamax`` (lr, beta1), with ``beta2 = 0.999`` fixed.
+``radam``, ``adamax`` (lr, beta1), with ``beta2 = 0.999`` fixed; and wrapper
+entrants, an optimizer inside a :mod:`descentlab.wrappers` wrapper (the
+wrapper's settings go to it, the rest to the optimizer):
+
+==============  ======================================  ==================================
+entrant         wrapper over optimizer                  search space
+==============  ======================================  ==================================
+sam_sgd         SAM over SGD, momentum 0.9              lr ∈ [1e-4, 1] log, rho ∈ [0.01, 0.5] log
+asam_sgd        adaptive SAM over SGD, momentum 0.9     lr ∈ [1e-4, 1] log, rho ∈ [0.05, 2] log
+sam_adamw       SAM over AdamW                          lr ∈ [1e-5, 1] log, rho ∈ [0.01, 0.5] log
+lookahead_sgd   Lookahead (k = 5) over SGD, mom. 0.9    lr ∈ [1e-4, 1] log, alpha ∈ [0.2, 0.9]
+lookahead_adam  Lookahead (k = 5) over Adam             lr ∈ [1e-5, 1] log, alpha ∈ [0.2, 0.9]
+==============  ======================================  ==================================
+
+SAM's radius is its most sensitive setting after the learning rate (Foret et
+al. 2021 tune ρ ∈ {0.01, 0.02, 0.05, 0.1, 0.2, 0.5}; ASAM's scale-invariant
+radius is larger, 0.5–2 in Kwon et al. 2021); Lookahead is reported robust
+to ``k`` (Zhang et al. 2019 use 5 or 10), so ``k = 5`` is fixed and ``alpha``
+tuned. A SAM step costs two forward-backward passes, which time-to-target
+counts.
 
 "GD" is full-batch gradient descent: the problem is rebuilt with
 ``batch_size=None``; on analytic problems (already full batch) it is plain
@@ -88,6 +107,9 @@ class Entrant:
         space: the search space, one :class:`Param` per tuned hyperparameter.
         fixed: hyperparameters the entrant sets and does not tune.
         full_batch: run on the full training set every step (gradient descent).
+        wrapper: a :mod:`descentlab.wrappers` registry name (``"sam"``) to wrap
+            the optimizer in, or ``None``; the settings it names go to it
+            (:func:`descentlab.wrappers.make_wrapped`).
     """
 
     name: str
@@ -96,6 +118,7 @@ class Entrant:
     space: tuple[Param, ...]
     fixed: dict[str, Any] = field(default_factory=dict)
     full_batch: bool = False
+    wrapper: str | None = None
 
     def suggest(self, trial: Any) -> dict[str, float]:
         """Sample a setting from an Optuna trial; returns the sampled values by name."""
@@ -119,13 +142,24 @@ class Entrant:
         self, params: Iterable[torch.Tensor], sampled: dict[str, float]
     ) -> torch.optim.Optimizer:
         """Create the optimizer for ``params`` with a sampled setting."""
+        if self.wrapper is not None:
+            from descentlab.wrappers import make_wrapped
+
+            return make_wrapped(self.wrapper, self.optimizer, params,
+                                **self.hyperparameters(sampled))
         return make_optimizer(self.optimizer, params, **self.hyperparameters(sampled))
+
+    def _identity(self) -> dict[str, Any]:
+        """What the optimizer is: its name, and its wrapper if it has one (hashes)."""
+        if self.wrapper is None:  # keeps the hashes of results stored before wrappers
+            return {"optimizer": self.optimizer}
+        return {"optimizer": self.optimizer, "wrapper": self.wrapper}
 
     def space_hash(self) -> str:
         """Stable hash of the optimizer, fixed values and search space (keys stored results)."""
         return _digest(
             {
-                "optimizer": self.optimizer,
+                **self._identity(),
                 "fixed": self.fixed,
                 "full_batch": self.full_batch,
                 "space": [dataclasses.asdict(p) for p in self.space],
@@ -141,7 +175,7 @@ class Entrant:
         """
         return _digest(
             {
-                "optimizer": self.optimizer,
+                **self._identity(),
                 "fixed": self.fixed,
                 "space": [dataclasses.asdict(p) for p in self.space],
             }
@@ -194,6 +228,8 @@ _LR = Param("lr", 1e-4, 1.0, log=True)
 _MOMENTUM = Param("momentum", 0.5, 0.99)
 _BETA1 = Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.999))
 _ADAM_LR = Param("lr", 1e-5, 1.0, log=True)
+_RHO = Param("rho", 0.01, 0.5, log=True)
+_ALPHA = Param("alpha", 0.2, 0.9)
 
 
 def _entrants() -> dict[str, Entrant]:
@@ -258,6 +294,45 @@ def _entrants() -> dict[str, Entrant]:
             "adamax",
             "Adamax: Adam with the infinity norm",
             (Param("lr", 1e-4, 1.0, log=True), _BETA1),
+        ),
+        Entrant(
+            "sam_sgd",
+            "sgd",
+            "SAM over momentum SGD: the step uses the gradient at θ + ρ g/‖g‖",
+            (_LR, _RHO),
+            fixed={"momentum": 0.9},
+            wrapper="sam",
+        ),
+        Entrant(
+            "asam_sgd",
+            "sgd",
+            "adaptive SAM (ASAM) over momentum SGD: perturbation ρ θ²g/‖θg‖",
+            (_LR, Param("rho", 0.05, 2.0, log=True)),
+            fixed={"momentum": 0.9, "adaptive": True},
+            wrapper="sam",
+        ),
+        Entrant(
+            "sam_adamw",
+            "adamw",
+            "SAM over AdamW: the step uses the gradient at θ + ρ g/‖g‖",
+            (_ADAM_LR, _RHO),
+            wrapper="sam",
+        ),
+        Entrant(
+            "lookahead_sgd",
+            "sgd",
+            "Lookahead over momentum SGD: every 5 steps φ ← φ + α(θ − φ), θ ← φ",
+            (_LR, _ALPHA),
+            fixed={"momentum": 0.9, "k": 5},
+            wrapper="lookahead",
+        ),
+        Entrant(
+            "lookahead_adam",
+            "adam",
+            "Lookahead over Adam: every 5 steps φ ← φ + α(θ − φ), θ ← φ",
+            (_ADAM_LR, _ALPHA),
+            fixed={"k": 5},
+            wrapper="lookahead",
         ),
     ]
     return {e.name: e for e in items}

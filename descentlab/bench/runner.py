@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from descentlab.bench.entrants import Entrant
+from descentlab.wrappers import OptimizerWrapper
 
 __all__ = ["RunRecord", "StopRun", "run", "meets_target", "task_problem"]
 
@@ -98,11 +99,15 @@ def task_problem(problem: Any, entrant: Entrant) -> Any:
 
 
 def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of tensor state of ``optimizer`` and of every optimizer it wraps."""
     total = 0
-    for state in optimizer.state.values():
-        for value in state.values():
-            if isinstance(value, torch.Tensor):
-                total += value.numel() * value.element_size()
+    chain: torch.optim.Optimizer | None = optimizer
+    while chain is not None:
+        for state in chain.state.values():
+            for value in state.values():
+                if isinstance(value, torch.Tensor):
+                    total += value.numel() * value.element_size()
+        chain = chain.optimizer if isinstance(chain, OptimizerWrapper) else None
     return total
 
 

@@ -38,6 +38,13 @@ def _optimizers() -> list[dict[str, str]] | None:
     return [{"name": n, "description": describe_optimizer(n)} for n in available_optimizers()]
 
 
+def _wrappers() -> list[dict[str, str]]:
+    """Optimizer wrappers from ``descentlab.wrappers.available_wrappers()``."""
+    from descentlab.wrappers import available_wrappers, describe_wrapper
+
+    return [{"name": n, "description": describe_wrapper(n)} for n in available_wrappers()]
+
+
 def _entrants() -> list[dict[str, str]] | None:
     """Benchmark entrants (names ``descentlab compare --optimizers`` takes), if present."""
     try:
@@ -80,6 +87,7 @@ def collect(what: str = "all") -> dict[str, list[dict[str, Any]]]:
         optimizers = _optimizers()
         if optimizers is not None:
             out["optimizers"] = optimizers
+        out["wrappers"] = _wrappers()
         entrants = _entrants()
         if entrants is not None:
             out["entrants"] = entrants
@@ -116,6 +124,11 @@ def _text(data: dict[str, list[dict[str, Any]]]) -> str:
         rows = [["optimizer", "description"]]
         rows += [[r["name"], r["description"]] for r in data["optimizers"]]
         parts.append("Optimizers (`descentlab.make_optimizer(NAME, ...)`)\n" + _table(rows))
+    if "wrappers" in data:
+        rows = [["wrapper", "description"]]
+        rows += [[r["name"], r["description"]] for r in data["wrappers"]]
+        parts.append("Wrappers (`descentlab.wrappers.make_wrapped(NAME, OPTIMIZER, params, ...)`)\n"
+                     + _table(rows))
     if "entrants" in data:
         rows = [["entrant", "description", "search space"]]
         rows += [[r["name"], r["description"], r["search_space"]] for r in data["entrants"]]

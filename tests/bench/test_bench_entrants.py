@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from descentlab.bench.entrants import ENTRANTS, SEED_FAMILY, available_entrants, get_entrant
+from descentlab.wrappers import SAM, Lookahead
 
 
 def test_seed_family_present() -> None:
@@ -77,3 +78,39 @@ def test_gd_and_sgd_share_the_search_but_not_the_key() -> None:
     assert gd.search_hash() == sgd.search_hash()
     assert gd.space_hash() != sgd.space_hash()
     assert "lr ∈ [0.0001, 1] log" in gd.describe_space()
+
+
+def _closure_steps(opt: torch.optim.Optimizer, w: torch.nn.Parameter) -> torch.Tensor:
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = (w**2 * torch.arange(1.0, 4.0)).sum()
+        loss.backward()
+        return loss
+
+    for _ in range(7):
+        opt.step(closure)
+    return w.detach().clone()
+
+
+@pytest.mark.parametrize(
+    ("name", "sampled", "reference"),
+    [
+        ("sam_sgd", {"lr": 0.1, "rho": 0.2},
+         lambda p: SAM(p, torch.optim.SGD, rho=0.2, lr=0.1, momentum=0.9)),
+        ("asam_sgd", {"lr": 0.1, "rho": 1.0},
+         lambda p: SAM(p, torch.optim.SGD, rho=1.0, adaptive=True, lr=0.1, momentum=0.9)),
+        ("sam_adamw", {"lr": 0.01, "rho": 0.1},
+         lambda p: SAM(p, torch.optim.AdamW, rho=0.1, lr=0.01)),
+        ("lookahead_sgd", {"lr": 0.1, "alpha": 0.3},
+         lambda p: Lookahead(torch.optim.SGD(p, lr=0.1, momentum=0.9), k=5, alpha=0.3)),
+        ("lookahead_adam", {"lr": 0.01, "alpha": 0.7},
+         lambda p: Lookahead(torch.optim.Adam(p, lr=0.01), k=5, alpha=0.7)),
+    ],
+)
+def test_wrapper_entrants_build_their_wrapper(name, sampled, reference) -> None:
+    w1 = torch.nn.Parameter(torch.ones(3))
+    w2 = torch.nn.Parameter(torch.ones(3))
+    opt = get_entrant(name).build([w1], sampled)
+    assert type(opt) is type(reference([torch.nn.Parameter(torch.ones(1))]))
+    torch.testing.assert_close(_closure_steps(opt, w1), _closure_steps(reference([w2]), w2))
+    assert not torch.equal(w1.detach(), torch.ones(3))
