@@ -65,7 +65,7 @@ def test_unpatched_reference_differs_only_by_its_float32_norm(adaptive):
     """In float64 the reference's perturbation is float32-accurate; in float32 we agree bitwise."""
     ref = run_reference(torch.optim.AdamW, {"lr": 0.01}, adaptive, torch.float64)
     ours = run_ours(torch.optim.AdamW, {"lr": 0.01}, adaptive, torch.float64, "closure")
-    assert 1e-12 < max_rel_diff(ours, ref) < 1e-6
+    assert 1e-12 < max_rel_diff(ours, ref) < 1e-7  # measured: 3e-9
     for base in (torch.optim.SGD, torch.optim.AdamW):
         kwargs = {"lr": 0.05, "momentum": 0.9} if base is torch.optim.SGD else {"lr": 0.01}
         ref = run_reference(base, kwargs, adaptive, torch.float32)
