@@ -10,7 +10,14 @@ import torch
 import descentlab
 from descentlab.schedules import ExponentialDecay, attach
 from descentlab.wrappers import SAM, NonFiniteGuard
-from tests.wrappers.helpers import make_closure, max_rel_diff, network, train, weights
+from tests.wrappers.helpers import (
+    loss_at,
+    make_closure,
+    max_rel_diff,
+    network,
+    train,
+    weights,
+)
 
 BASES = {  # name: (ours, the reference's base, arguments)
     "sgd_momentum": (torch.optim.SGD, torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}),
@@ -136,8 +143,6 @@ def test_first_and_second_step_by_hand_equal_step():
     by_hand = SAM(twin.parameters(), torch.optim.AdamW, rho=0.1, lr=0.01)
     train(opt, model, range(5))
     for t in range(5):
-        from tests.wrappers.helpers import loss_at
-
         loss_at(twin, t).backward()
         by_hand.first_step(zero_grad=True)
         assert all("old_p" in by_hand.state[p] for p in twin.parameters())
