@@ -1,4 +1,4 @@
-"""``descentlab list``: the problems, 2-D functions and optimizers, one line each."""
+"""``descentlab list``: the problems, suites, 2-D functions and optimizers, one line each."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from typing import Any
 
 __all__ = ["collect", "register", "run"]
 
-SECTIONS = ("problems", "functions", "optimizers")
+SECTIONS = ("problems", "suites", "functions", "optimizers")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``list`` sub-command."""
     parser = subparsers.add_parser(
         "list",
-        help="list problems, 2-D functions and optimizers with one-line descriptions",
+        help="list problems, suites, 2-D functions and optimizers with one-line descriptions",
         description=__doc__.strip().split("\n")[0].split(": ", 1)[1],
     )
     parser.add_argument("what", nargs="?", choices=(*SECTIONS, "all"), default="all",
@@ -62,10 +62,17 @@ def _entrants() -> list[dict[str, str]] | None:
 def collect(what: str = "all") -> dict[str, list[dict[str, Any]]]:
     """The listings as plain data: section name -> rows (sections that do not exist yet
     are left out)."""
-    from descentlab.problems import DEFAULT_SUITE, available_problems, get_problem
+    from descentlab.problems import (
+        DEFAULT_SUITE,
+        available_problems,
+        available_suites,
+        get_problem,
+        get_suite,
+    )
     from descentlab.problems.analytic import FUNCTIONS
 
     out: dict[str, list[dict[str, Any]]] = {}
+    suites = [get_suite(name) for name in available_suites()]
     if what in ("all", "problems"):
         rows = []
         for name in available_problems():
@@ -74,9 +81,15 @@ def collect(what: str = "all") -> dict[str, list[dict[str, Any]]]:
                 "name": name, "kind": p.kind, "version": p.version, "steps": p.steps,
                 "batch_size": p.batch_size, "metric": p.metric, "target": p.target,
                 "higher_is_better": p.higher_is_better, "default": name in DEFAULT_SUITE,
+                "suites": [s.name for s in suites if name in s.problems],
                 "fingerprint": p.fingerprint(), "description": p.description,
             })
         out["problems"] = rows
+    if what in ("all", "suites"):
+        out["suites"] = [
+            {"name": s.name, "description": s.description, "problems": list(s.problems)}
+            for s in suites
+        ]
     if what in ("all", "functions"):
         out["functions"] = [
             {"name": fn.name, "formula": fn.formula, "start": list(fn.start),
@@ -105,16 +118,21 @@ def _table(rows: list[list[str]]) -> str:
 def _text(data: dict[str, list[dict[str, Any]]]) -> str:
     parts = []
     if "problems" in data:
-        rows = [["problem", "kind", "steps", "batch", "target", "description"]]
+        rows = [["problem", "kind", "steps", "batch", "target", "suites", "description"]]
         for r in data["problems"]:
             arrow = "≥" if r["higher_is_better"] else "≤"
             rows.append([
                 r["name"] + (" *" if r["default"] else ""), r["kind"], str(r["steps"]),
                 ("-" if r["kind"] == "analytic" else "full") if r["batch_size"] is None
                 else str(r["batch_size"]),
-                f"{r['metric']} {arrow} {r['target']:g}", r["description"],
+                f"{r['metric']} {arrow} {r['target']:g}", ",".join(r["suites"]) or "-",
+                r["description"],
             ])
         parts.append("Problems (* = default suite of `descentlab compare`)\n" + _table(rows))
+    if "suites" in data:
+        rows = [["suite", "problems", "description"]]
+        rows += [[r["name"], ", ".join(r["problems"]), r["description"]] for r in data["suites"]]
+        parts.append("Problem suites (`descentlab compare --suite NAME`)\n" + _table(rows))
     if "functions" in data:
         rows = [["function", "f(x, y)", "start"]]
         rows += [[r["name"], r["formula"], f"({r['start'][0]:g}, {r['start'][1]:g})"]

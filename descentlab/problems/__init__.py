@@ -20,18 +20,28 @@ Example::
 
 from descentlab.problems.base import KINDS, Problem, Task
 from descentlab.problems.registry import (
+    DEEP_SUITE,
     DEFAULT_SUITE,
+    Suite,
     available_problems,
+    available_suites,
     get_problem,
+    get_suite,
     register,
+    register_suite,
 )
 
 __all__ = [
+    "DEEP_SUITE",
     "DEFAULT_SUITE",
     "KINDS",
     "Problem",
+    "Suite",
     "Task",
     "available_problems",
+    "available_suites",
     "get_problem",
+    "get_suite",
     "register",
+    "register_suite",
 ]

@@ -1,14 +1,19 @@
-"""A small character-level transformer language model on Python standard-library source.
+"""Character-level language models on Python standard-library source: a transformer and an LSTM.
 
 The text is the first ``chars`` characters of a fixed list of standard-library
 modules (:data:`~descentlab.problems.data.STDLIB_FILES`), encoded with a fixed
 97-symbol vocabulary. The first 90% of the characters train, the last 10%
 validate (a contiguous split, so no validation window overlaps a training one).
 
-The model is a pre-norm causal transformer built from ``torch.nn`` layers
-(``nn.Embedding``, ``nn.TransformerEncoder`` with a causal mask, no dropout),
-with learned position embeddings and a linear read-out; the loss is
-``nn.CrossEntropyLoss`` over every position (next-character prediction, in nats).
+Two models read the same text with the same split, so their problems
+compare architectures as well as optimizers: ``stdlib_char_transformer`` is
+a pre-norm causal transformer built from ``torch.nn`` layers
+(``nn.Embedding``, ``nn.TransformerEncoder`` with a causal mask, no dropout)
+with learned position embeddings and a linear read-out; ``stdlib_char_lstm``
+is an ``nn.Embedding``, a one-layer ``nn.LSTM`` and a linear read-out of every
+hidden state (Graves, 2013, "Generating Sequences With Recurrent Neural
+Networks", at small scale). The loss is ``nn.CrossEntropyLoss`` over every
+position (next-character prediction, in nats).
 Training windows start at offsets drawn by the run's seed; evaluation uses fixed
 non-overlapping windows (all of the validation text, and an evenly spaced
 sample of 64 training windows).
@@ -17,6 +22,8 @@ sample of 64 training windows).
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +32,7 @@ from descentlab.problems.base import Problem, closure_step
 from descentlab.problems.data import STDLIB_FILES, VOCAB, encode_text, stdlib_text
 from descentlab.problems.registry import register
 
-__all__ = ["CharTransformer", "LanguageModelTask"]
+__all__ = ["CharLSTM", "CharTransformer", "LanguageModelTask"]
 
 #: Training windows used by ``evaluate`` (evenly spaced; bounds evaluation cost).
 _TRAIN_EVAL_WINDOWS = 64
@@ -61,6 +68,28 @@ class CharTransformer(nn.Module):
         mask = nn.Transformer.generate_square_subsequent_mask(length, device=tokens.device)
         h = self.blocks(h, mask=mask, is_causal=True)
         return self.head(self.norm(h))
+
+
+class CharLSTM(nn.Module):
+    """Embedding, a one-layer LSTM and a linear read-out of every hidden state.
+
+    Args:
+        vocab: vocabulary size.
+        embed: embedding width.
+        hidden: LSTM units.
+    """
+
+    def __init__(self, vocab: int, embed: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, embed)
+        self.rnn = nn.LSTM(embed, hidden, batch_first=True)
+        self.head = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        """Logits of shape ``(batch, length, vocab)`` for tokens ``(batch, length)``;
+        every window starts from a zero state."""
+        states, _ = self.rnn(self.embed(tokens))
+        return self.head(states)
 
 
 class LanguageModelTask:
@@ -136,16 +165,29 @@ class LanguageModelTask:
             }
 
 
-def _build_char_lm(problem: Problem, seed: int) -> LanguageModelTask:
+def _language_model(
+    problem: Problem, seed: int, make_model: Callable[[dict[str, Any]], nn.Module]
+) -> LanguageModelTask:
     c = dict(problem.config)
     tokens = encode_text(stdlib_text(tuple(c["files"]), c["chars"]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = CharTransformer(len(VOCAB), c["context"], c["width"], c["heads"], c["layers"])
+        model = make_model(c)
     return LanguageModelTask(
         model, tokens, problem.val_fraction, c["context"], problem.batch_size, seed
     )
 
+
+def _build_char_lm(problem: Problem, seed: int) -> LanguageModelTask:
+    return _language_model(problem, seed, lambda c: CharTransformer(
+        len(VOCAB), c["context"], c["width"], c["heads"], c["layers"]))
+
+
+def _build_char_lstm(problem: Problem, seed: int) -> LanguageModelTask:
+    return _language_model(problem, seed, lambda c: CharLSTM(len(VOCAB), c["embed"], c["hidden"]))
+
+
+_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 register(Problem(
     name="stdlib_char_transformer",
@@ -162,8 +204,26 @@ register(Problem(
     val_fraction=0.1,
     config=(
         ("chars", 60_000), ("context", 32), ("files", STDLIB_FILES), ("heads", 2),
-        ("layers", 2), ("python", f"{sys.version_info.major}.{sys.version_info.minor}"),
-        ("width", 32),
+        ("layers", 2), ("python", _PYTHON), ("width", 32),
     ),
     builder=_build_char_lm,
+))
+register(Problem(
+    name="stdlib_char_lstm",
+    version=1,
+    description="character-level LSTM LM (128 units) on Python standard-library source",
+    kind="learning",
+    steps=400,
+    batch_size=32,
+    metric="val_loss",
+    target=2.2,
+    higher_is_better=False,
+    eval_every=20,
+    split_seed=0,
+    val_fraction=0.1,
+    config=(
+        ("chars", 60_000), ("context", 32), ("embed", 32), ("files", STDLIB_FILES),
+        ("hidden", 128), ("model", "lstm"), ("python", _PYTHON),
+    ),
+    builder=_build_char_lstm,
 ))

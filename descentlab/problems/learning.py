@@ -154,10 +154,14 @@ class SupervisedTask:
         batch, self._order = self._order[: self._batch], self._order[self._batch :]
         return batch
 
+    def _train_inputs(self, x: Tensor) -> Tensor:
+        """The inputs of a training batch as the model sees them (subclasses augment here)."""
+        return x
+
     def train_step(self, optimizer: torch.optim.Optimizer) -> float:
         """One ``optimizer.step(closure)`` on the next mini-batch; returns its loss."""
         idx = self._next_batch()
-        xb, yb = self._x_train[idx], self._y_train[idx]
+        xb, yb = self._train_inputs(self._x_train[idx]), self._y_train[idx]
         return closure_step(optimizer, lambda: self.loss_fn(self._output(xb), yb))
 
     def _metrics(self, x: Tensor, y: Tensor, prefix: str) -> dict[str, float]:

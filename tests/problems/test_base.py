@@ -22,6 +22,7 @@ EXPECTED = {
     "rastrigin", "beale", "himmelblau", "noisy_quadratic",
     "breast_cancer_logreg", "breast_cancer_svm", "digits_softmax", "digits_mlp", "digits_cnn",
     "digits_autoencoder", "diabetes_linreg", "diabetes_lad", "stdlib_char_transformer",
+    "digits_resnet", "stdlib_char_lstm", "adding_gru",
 }
 
 
@@ -76,7 +77,8 @@ def test_fingerprint_is_stable_across_processes():
     assert out.stdout.strip() == get_problem("beale").fingerprint()
 
 
-@pytest.mark.parametrize("name", ["rosenbrock", "digits_mlp", "stdlib_char_transformer"])
+@pytest.mark.parametrize("name", ["rosenbrock", "digits_mlp", "stdlib_char_transformer",
+                                  "digits_resnet", "stdlib_char_lstm", "adding_gru"])
 def test_problems_pickle_for_worker_processes(name):
     p = get_problem(name)
     q = pickle.loads(pickle.dumps(p))

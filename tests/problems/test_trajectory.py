@@ -190,3 +190,17 @@ def test_list_command(capsys):
     data = json.loads(capsys.readouterr().out)
     assert [r["name"] for r in data["problems"]] == available_problems()
     assert set(collect("all")) >= {"problems", "functions", "optimizers"}
+
+
+def test_list_shows_suites(capsys):
+    assert main(["list", "suites"]) == 0
+    text = capsys.readouterr().out
+    assert "descentlab compare --suite NAME" in text
+    deep = next(line for line in text.splitlines() if line.startswith("deep "))
+    assert "digits_resnet, digits_autoencoder" in deep
+    assert main(["list", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {s["name"] for s in data["suites"]} >= {"default", "deep"}
+    rows = {r["name"]: r for r in data["problems"]}
+    assert rows["digits_cnn"]["suites"] == ["deep"] and rows["rosenbrock"]["suites"] == ["default"]
+    assert rows["square"]["suites"] == []
