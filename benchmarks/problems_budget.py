@@ -8,15 +8,17 @@ its evaluation points. The table reports the best setting's steps to target
 of one full-budget run (Adam at its best rate, evaluating every ``eval_every``
 steps, median of three). From these it estimates the default ``descentlab
 compare`` cost: 8 entrants × (10 trials + 3 seeds) runs per problem of the
-default suite, on 2 workers.
+default suite, on 2 workers. The ``suites`` column names the suites
+(``descentlab list suites``) that hold each problem.
 
-    .venv/bin/python benchmarks/problems_budget.py [--problems a,b] [--out FILE]
+    .venv/bin/python benchmarks/problems_budget.py [--problems a,b | --suite NAME] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -24,7 +26,13 @@ from pathlib import Path
 
 import torch
 
-from descentlab.problems import DEFAULT_SUITE, available_problems, get_problem
+from descentlab.problems import (
+    DEFAULT_SUITE,
+    available_problems,
+    available_suites,
+    get_problem,
+    get_suite,
+)
 from descentlab.problems.trajectory import named_optimizer
 
 GRID = tuple(10.0 ** (k / 2) for k in range(-8, 2))
@@ -68,13 +76,17 @@ def measure(problem):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", default=",".join(available_problems()))
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--problems", default=",".join(available_problems()))
+    chosen.add_argument("--suite", choices=available_suites(), help="the problems of a suite")
     parser.add_argument("--out", default="benchmarks/results/problems_budget.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    load_before = os.getloadavg()
     from rich.progress import track
 
-    names = [n for n in args.problems.split(",") if n]
+    suites = {name: get_suite(name).problems for name in available_suites()}
+    names = list(suites[args.suite]) if args.suite else [n for n in args.problems.split(",") if n]
     rows = [measure(get_problem(n)) for n in track(names, description="problems")]
 
     def cell(r, key):
@@ -83,10 +95,12 @@ def main() -> None:
             return "not reached"
         return f"{hit['steps']} ({100 * hit['steps'] / r['steps']:.0f}%) @ lr {hit['lr']:.3g}"
 
-    header = ("problem", "budget", "target", "Adam: steps to target", "SGD: steps",
+    for r in rows:
+        r["suites"] = [name for name, members in suites.items() if r["problem"] in members]
+    header = ("problem", "suites", "budget", "target", "Adam: steps to target", "SGD: steps",
               "momentum SGD: steps", "s/run")
     lines = [header] + [
-        (r["problem"] + (" *" if r["problem"] in DEFAULT_SUITE else ""), str(r["steps"]),
+        (r["problem"], ",".join(r["suites"]) or "-", str(r["steps"]),
          f"{r['metric']} {'≥' if get_problem(r['problem']).higher_is_better else '≤'} "
          f"{r['target']:g}", cell(r, "adam"), cell(r, "sgd"), cell(r, "momentum"),
          f"{r['seconds_per_run']:.3f}")
@@ -109,7 +123,9 @@ def main() -> None:
     out.write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
         "threads": 1, "grid": GRID, "seeds": SEEDS, "rows": rows,
-        "default_suite": DEFAULT_SUITE, "default_compare_estimate_seconds": estimate,
+        "default_suite": DEFAULT_SUITE, "suites": suites,
+        "default_compare_estimate_seconds": estimate,
+        "load_average_1min": {"start": load_before[0], "end": os.getloadavg()[0]},
     }, indent=2))
     print(f"wrote {out}")
 

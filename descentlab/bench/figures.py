@@ -84,29 +84,31 @@ def _finish_grid(fig: Any, axes: np.ndarray, title: str) -> Any:
 
 
 def profile_figure(results: Results) -> Any:
-    """Performance profiles ρ(τ) for τ in [1, τ_max] (score = area / (τ_max − 1))."""
+    """Performance profiles ρ(τ) for τ in [1, τ_max] on steps (left) and on training wall
+    time (right) to target; score = area / (τ_max − 1)."""
     names = [e.name for e in results.entrants]
     col = colors(names)
     taus = np.linspace(1.0, TAU_MAX, 601)
-    rho = performance_profile(results.ratios, taus)
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, name in enumerate(names):
-        offset = (i - len(names) / 2) * 0.003  # separate identical curves slightly
-        ax.step(
-            taus,
-            rho[name] + offset,
-            where="post",
-            color=col[name],
-            lw=1.8,
-            label=f"{name} ({results.scores[name]:.3f})",
-        )
-    ax.set_xlim(1.0, TAU_MAX)
-    ax.set_ylim(-0.03, 1.05)
-    ax.set_xlabel("τ (steps to target ÷ best on that problem)")
-    ax.set_ylabel("ρ(τ): share of problems solved within τ")
-    ax.set_title("Performance profiles (legend: score)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0), sharey=True)
+    panels = (
+        (results.ratios, results.scores, "steps"),
+        (results.time_ratios, results.time_scores, "training wall time"),
+    )
+    for ax, (ratios, scores, measure) in zip(axes, panels, strict=True):
+        rho = performance_profile(ratios, taus)
+        for i, name in enumerate(names):
+            offset = (i - len(names) / 2) * 0.003  # separate identical curves slightly
+            ax.step(taus, rho[name] + offset, where="post", color=col[name], lw=1.8,
+                    label=f"{name} ({scores[name]:.3f})")
+        ax.set_xlim(1.0, TAU_MAX)
+        ax.set_ylim(-0.03, 1.05)
+        ax.set_xlabel(f"τ ({measure} to target ÷ best on that problem)")
+        ax.set_title(f"on {measure} (legend: score)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    axes[0].set_ylabel("ρ(τ): share of problems solved within τ")
+    fig.suptitle("Performance profiles")
+    fig.tight_layout()
     return fig
 
 

@@ -64,16 +64,25 @@ def default_problems() -> list[str]:
 
 
 def resolve_names(
-    optimizers: str | Sequence[str] | None, problems: str | Sequence[str] | None
+    optimizers: str | Sequence[str] | None,
+    problems: str | Sequence[str] | None,
+    suite: str | None = None,
 ) -> tuple[list[Entrant], list[Any]]:
     """Turn names into entrants and problems; unknown names raise with a suggestion and the
-    valid ones."""
-    from descentlab.problems import available_problems, get_problem
+    valid ones.
 
+    The problems are ``problems`` if given, else those of the named ``suite``
+    (``descentlab.problems.get_suite``), else the default suite.
+    """
+    from descentlab.problems import available_problems, get_problem, get_suite
+
+    if suite is not None and problems:
+        raise BenchError("give either problems or a suite, not both")
     try:
         opt_names = check_names(optimizers or list(SEED_FAMILY), available_entrants(), "optimizer")
-        prob_names = check_names(problems or default_problems(), available_problems(), "problem")
-    except ValueError as exc:
+        chosen = problems or (get_suite(suite).problems if suite is not None else None)
+        prob_names = check_names(chosen or default_problems(), available_problems(), "problem")
+    except (TypeError, ValueError) as exc:
         raise BenchError(str(exc)) from None
     return [get_entrant(n) for n in opt_names], [get_problem(n) for n in prob_names]
 
@@ -129,6 +138,7 @@ def compare(
     optimizers: str | Sequence[str] | None = None,
     problems: str | Sequence[str] | None = None,
     *,
+    suite: str | None = None,
     trials: int = DEFAULT_TRIALS,
     seeds: int = DEFAULT_SEEDS,
     seed: int = 0,
@@ -145,7 +155,8 @@ def compare(
 ) -> CompareResult:
     """Compare ``optimizers`` on ``problems`` with the benchmark protocol; see the module doc.
 
-    Defaults: the seeds' optimizer family on ``descentlab.problems.DEFAULT_SUITE``,
+    Defaults: the seeds' optimizer family on ``descentlab.problems.DEFAULT_SUITE``
+    (or on the problems of the named ``suite``, e.g. ``"deep"``),
     ``trials`` tuning trials and ``seeds`` re-runs per (problem, optimizer).
     ``command`` (the command line, if any) is recorded in the report.
     ``storage`` shares the work with every other process using the same
@@ -164,7 +175,7 @@ def compare(
         seed = check_seed(seed, "seed", span=seeds + 1)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
-    entrants, found = resolve_names(optimizers, problems)
+    entrants, found = resolve_names(optimizers, problems, suite)
     protocol = Protocol(
         trials=trials, seeds=seeds, seed=seed, startup_trials=min(4, trials), prune=prune
     )

@@ -173,8 +173,12 @@ class Unit:
 
     @property
     def cost(self) -> int:
-        """Rough cost of one item (steps; learning problems weigh more), to start big work first."""
-        return int(self.problem.steps) * (5 if self.problem.kind == "learning" else 1)
+        """Rough cost of one item, to start big work first: steps, learning problems weigh
+        more, and a full-batch step on a mini-batch problem many mini-batch steps."""
+        cost = int(self.problem.steps) * (5 if self.problem.kind == "learning" else 1)
+        if self.entrant.full_batch and getattr(self.problem, "batch_size", None) is not None:
+            cost *= 20
+        return cost
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,12 @@ Per (problem, entrant), over the re-run seeds:
   the learning-rate sensitivity curve.
 
 The leaderboard ranks entrants by the AlgoPerf score on steps to target,
-then by problems solved, then by name. It contains only quantities that are
-exactly reproducible (no wall times), so the same command with the same seeds
-prints the same leaderboard.
+then by problems solved, then by name; these are exactly reproducible, so the
+same command with the same seeds ranks the same way. It also shows the score
+computed the same way on the median *training wall time* to target (AlgoPerf's
+own measure), which charges costlier steps (full-batch GD, several closure
+calls per step) for their cost; it depends on the machine and its load, so a
+fresh run on another machine, or under other load, gives another time score.
 """
 
 from __future__ import annotations
@@ -107,6 +110,8 @@ class Results:
     scores: dict[str, float]
     ratios: dict[str, dict[str, float]]
     leaderboard: list[dict[str, Any]]
+    time_scores: dict[str, float] = field(default_factory=dict)
+    time_ratios: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _summarise(
@@ -157,18 +162,21 @@ def collect(
             by_seed = store.runs(protocol.runs_key(p, e))
             runs = [by_seed[s] for s in protocol.run_seeds if s in by_seed]
             units[(p.name, e.name)] = _summarise(p, e, trials, runs)
-    times = {
-        p.name: {e.name: units[(p.name, e.name)].steps_to_target for e in entrants}
-        for p in problems
-    }
-    ratios = performance_ratios(times)
-    scores = score(ratios)
+    def ratios_of(attribute: str) -> dict[str, dict[str, float]]:
+        return performance_ratios({
+            p.name: {e.name: getattr(units[(p.name, e.name)], attribute) for e in entrants}
+            for p in problems
+        })
+
+    ratios, time_ratios = ratios_of("steps_to_target"), ratios_of("time_to_target")
+    scores, time_scores = score(ratios), score(time_ratios)
     rows = []
     for e in entrants:
         solved = sum(math.isfinite(units[(p.name, e.name)].steps_to_target) for p in problems)
         row: dict[str, Any] = {
             "optimizer": e.name,
             "score": round(scores[e.name], 3),
+            "time_score": round(time_scores[e.name], 3),
             "solved": solved,
         }
         for p in problems:
@@ -177,19 +185,26 @@ def collect(
         rows.append(row)
     rows.sort(key=lambda r: (-r["score"], -r["solved"], r["optimizer"]))
     rows = [{"rank": i, **row} for i, row in enumerate(rows, 1)]
-    return Results(problems, entrants, protocol, units, scores, ratios, rows)
+    return Results(
+        problems, entrants, protocol, units, scores, ratios, rows, time_scores, time_ratios
+    )
 
 
 def leaderboard_text(results: Results) -> str:
-    """The leaderboard as a Markdown table (steps to target per problem; — = not reached)."""
+    """The leaderboard as a Markdown table (steps to target per problem; — = not reached).
+
+    ``score`` is the AlgoPerf score on steps, ``time score`` the same on training
+    wall time (machine-dependent).
+    """
     names = [p.name for p in results.problems]
-    head = ["rank", "optimizer", "score", "solved", *names]
+    head = ["rank", "optimizer", "score", "time score", "solved", *names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in results.leaderboard:
         cells = [
             str(row["rank"]),
             row["optimizer"],
             f"{row['score']:.3f}",
+            f"{row['time_score']:.3f}",
             f"{row['solved']}/{len(names)}",
         ]
         cells += ["—" if row[n] is None else str(row[n]) for n in names]
@@ -213,6 +228,7 @@ def export(results: Results, out: Path, extra: dict[str, Any] | None = None) -> 
         ],
         "leaderboard": results.leaderboard,
         "scores": results.scores,
+        "time_scores": results.time_scores,
         "units": [u.to_dict() for u in results.units.values()],
         "runs": [
             {"problem": u.problem, "entrant": u.entrant, **json_safe(r.to_dict())}

@@ -17,9 +17,10 @@ Training Algorithms"); a problem never solved earns no credit. Because ρ is a
 step function, the integral is exact: each problem with ``r ≤ τ_max`` adds
 ``(τ_max − r) / (|P| · (τ_max − 1))``.
 
-AlgoPerf measures time in wall-clock seconds on fixed hardware; descentlab
-measures it in *optimizer steps* by default, which is exactly reproducible
-on shared machines (wall time is reported alongside).
+AlgoPerf measures time in wall-clock seconds on fixed hardware. descentlab
+scores twice with the same functions: on *optimizer steps* to target, which is
+exactly reproducible on shared machines and ranks the leaderboard, and on
+training wall time to target, which depends on the machine and its load.
 """
 
 from __future__ import annotations

@@ -29,6 +29,12 @@ def _problem_names() -> list[str]:
     return available_problems()
 
 
+def _suite_names() -> list[str]:
+    from descentlab.problems import available_suites
+
+    return available_suites()
+
+
 def register(subparsers: Any) -> None:
     """Add the ``compare`` sub-command."""
     from descentlab.bench.defaults import (
@@ -50,11 +56,18 @@ def register(subparsers: Any) -> None:
         help="comma-separated optimizer names (default: the seeds' family: "
         "gd,sgd,momentum,nesterov,adagrad,rmsprop,adadelta,adam)",
     )
-    parser.add_argument(
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument(
         "--problems",
         type=a.name_list(_problem_names, "problem"),
         metavar="NAMES",
         help="comma-separated problem names (default: the default suite; see `descentlab list`)",
+    )
+    chosen.add_argument(
+        "--suite",
+        type=a.known_name(_suite_names, "suite"),
+        metavar="NAME",
+        help="a named problem suite instead of --problems, e.g. deep (see `descentlab list`)",
     )
     parser.add_argument(
         "--trials",
@@ -146,6 +159,8 @@ def _command_line(args: argparse.Namespace) -> str:
     for name in ("optimizers", "problems"):
         if getattr(args, name):
             parts.append(f"--{name} {','.join(getattr(args, name))}")
+    if args.suite:
+        parts.append(f"--suite {args.suite}")
     parts.append(f"--trials {args.trials} --seeds {args.seeds} --seed {args.seed}")
     parts.append(f"--workers {args.workers} --out {args.out}")
     if args.storage:
@@ -164,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         result = compare(
             args.optimizers,
             args.problems,
+            suite=args.suite,
             trials=args.trials,
             seeds=args.seeds,
             seed=args.seed,
@@ -191,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(
         "score: AlgoPerf area under the performance profile (steps to target, τ ∈ [1, 4]) ÷ 3;"
-        " cells: median steps to target (— = not reached)"
+        " time score: the same on training wall time to target (depends on the machine and"
+        " its load); cells: median steps to target (— = not reached)"
     )
     for name in ("report.html", "results.json", "runs.csv"):
         if name in result.files:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from descentlab.checks import check_known
 from descentlab.problems.base import Problem
 
 __all__ = [
@@ -132,16 +133,12 @@ def get_suite(name: str) -> Suite:
 
     Raises:
         TypeError: ``name`` is not a string.
-        ValueError: no such suite (the message lists the valid names), or the
-            suite names an unregistered problem.
+        ValueError: no such suite (the message suggests the closest name and lists
+            the valid ones), or the suite names an unregistered problem.
     """
     if not isinstance(name, str):
         raise TypeError(f"suite name must be a str, got {name!r} ({type(name).__name__})")
-    try:
-        suite = _SUITES[name]
-    except KeyError:
-        valid = ", ".join(sorted(_SUITES))
-        raise ValueError(f"unknown suite {name!r}; valid names: {valid}") from None
+    suite = _SUITES[check_known(name, sorted(_SUITES), "suite")]
     for problem in suite.problems:
         get_problem(problem)
     return suite

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 
 import pytest
 
@@ -22,13 +23,15 @@ TINY = {
 
 
 def _reproducible_view(path) -> dict:
+    """Everything but the wall times and what is computed from them."""
     data = json.loads((path / "results.json").read_text())
     runs = [
         {k: v for k, v in r.items() if k not in ("train_time", "time_to_target", "peak_bytes")}
         for r in data["runs"]
     ]
+    board = [{k: v for k, v in row.items() if k != "time_score"} for row in data["leaderboard"]]
     trials = [(u["problem"], u["entrant"], u["tuning_trials"]) for u in data["units"]]
-    return {"leaderboard": data["leaderboard"], "runs": runs, "trials": trials}
+    return {"leaderboard": board, "runs": runs, "trials": trials}
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +42,8 @@ def first_run(tmp_path_factory):
 
 def test_same_command_same_seeds_same_leaderboard(first_run, tmp_path) -> None:
     again = compare(**TINY, out=tmp_path, report=False)
-    assert again.leaderboard_markdown == first_run.leaderboard_markdown
     assert _reproducible_view(tmp_path) == _reproducible_view(first_run.out)
+    assert again.results.scores == first_run.results.scores
     assert first_run.work_done == first_run.work_total == 2 * 2 * (3 + 2)
 
 
@@ -49,6 +52,8 @@ def test_rerun_resumes_and_redoes_nothing(first_run) -> None:
     again = compare(**TINY, out=first_run.out, report=False)
     assert again.work_done == 0 and again.work_total == 20
     assert _reproducible_view(first_run.out) == before
+    # resuming reads the stored wall times, so even the time score is unchanged
+    assert again.leaderboard_markdown == first_run.leaderboard_markdown
 
 
 def test_more_seeds_extends_without_redoing(first_run, tmp_path) -> None:
@@ -187,3 +192,62 @@ def test_cli_prints_leaderboard_and_wall_time(first_run, capsys) -> None:
     assert first_run.leaderboard_markdown in out
     assert "total wall time:" in out and "0 trials+runs done now" in out
     assert (first_run.out / "report.html").exists()
+
+
+@pytest.fixture
+def tiny_deep_suite(monkeypatch):
+    """The deep suite's real problems, cut to two steps each so a comparison takes seconds."""
+    import dataclasses
+
+    from descentlab.problems import DEEP_SUITE, get_problem, registry
+
+    for name in DEEP_SUITE:
+        short = dataclasses.replace(get_problem(name), steps=2, eval_every=2)
+        monkeypatch.setitem(registry._REGISTRY, name, short)
+    return DEEP_SUITE
+
+
+def test_compare_runs_the_deep_suite(tiny_deep_suite, tmp_path) -> None:
+    result = compare("adam", suite="deep", trials=1, seeds=1, workers=1, progress=False,
+                     report=False, out=tmp_path)
+    assert [p.name for p in result.results.problems] == tiny_deep_suite
+    assert result.work_done == result.work_total == 2 * len(tiny_deep_suite)
+    header = result.leaderboard_markdown.splitlines()[0]
+    assert header == "| " + " | ".join(
+        ["rank", "optimizer", "score", "time score", "solved", *tiny_deep_suite]) + " |"
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert [p["steps"] for p in data["problems"]] == [2] * len(tiny_deep_suite)
+    assert all(math.isfinite(r["final"]["val_loss"]) for r in data["runs"])
+
+
+def test_cli_takes_a_suite(monkeypatch, tmp_path, capsys) -> None:
+    from descentlab.problems import register_suite, registry
+
+    monkeypatch.setattr(registry, "_SUITES", dict(registry._SUITES))
+    register_suite("tiny", ["square"], "one bowl")
+    code = main(["compare", "--suite", "tiny", "--optimizers", "sgd", "--trials", "2",
+                 "--seeds", "1", "--workers", "1", "--no-progress", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "| rank | optimizer | score | time score | solved | square |" in out
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert "--suite tiny" in data["meta"]["command"]
+    assert (tmp_path / "report.html").exists()
+
+
+def test_suite_errors(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--suite", "dep", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --suite: unknown suite 'dep'; did you mean 'deep'? valid names: deep, " \
+        "default" in err and "Traceback" not in err
+    with pytest.raises(BenchError, match="unknown suite 'dep'; did you mean 'deep'"):
+        compare("sgd", suite="dep", out=tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--suite", "deep", "--problems", "square", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+    with pytest.raises(BenchError, match="either problems or a suite"):
+        compare("sgd", "square", suite="deep", out=tmp_path)
+    assert not (tmp_path / "results.db").exists()
