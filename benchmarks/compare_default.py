@@ -4,9 +4,12 @@ Runs ``descentlab compare`` with no options other than a fresh output folder,
 exactly as a user would, in a subprocess; prints the leaderboard and a table
 of wall time against the 300-second budget; writes the numbers to JSON.
 Optionally takes the README screenshot of the report with headless Chromium.
+With ``--suite NAME`` (and ``--trials``/``--seeds``) it times that suite
+instead, against no budget, and writes ``compare_NAME.json``.
 
     .venv/bin/python benchmarks/compare_default.py [--out DIR] [--json FILE]
                                                   [--screenshot docs/figures/report.png]
+    .venv/bin/python benchmarks/compare_default.py --suite deep --trials 8 --seeds 3
 """
 
 from __future__ import annotations
@@ -29,13 +32,24 @@ def main() -> int:
     parser.add_argument("--out", help="output folder (default: a new temporary folder)")
     parser.add_argument(
         "--json",
-        default="benchmarks/results/compare_default.json",
-        help="where to write the measurements",
+        help="where to write the measurements (default benchmarks/results/compare_SUITE.json)",
     )
     parser.add_argument("--screenshot", help="PNG path for a screenshot of report.html")
+    parser.add_argument("--suite", help="time `descentlab compare --suite NAME` (no budget)")
+    parser.add_argument("--trials", type=int, help="passed to descentlab compare")
+    parser.add_argument("--seeds", type=int, help="passed to descentlab compare")
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="descentlab-compare-"))
-    command = [sys.executable, "-m", "descentlab", "compare", "--out", str(out), "--fresh"]
+    options = [
+        f"--{name}={getattr(args, name)}"
+        for name in ("suite", "trials", "seeds")
+        if getattr(args, name) is not None
+    ]
+    json_path = args.json or f"benchmarks/results/compare_{args.suite or 'default'}.json"
+    budget = BUDGET_S if not options else None
+    command = [sys.executable, "-m", "descentlab", "compare", *options, "--out", str(out),
+               "--fresh"]
+    load_before = os.getloadavg()
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(command, capture_output=True, text=True)
@@ -50,27 +64,30 @@ def main() -> int:
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     print(board)
     print()
+    case = " ".join(["descentlab compare", *options])
     print("| case | wall time (s) | CPU time (s) | budget (s) | wall / budget |")
     print("|---|---|---|---|---|")
     print(
-        f"| default `descentlab compare`, {os.cpu_count()} cores | {wall:.1f} | {cpu:.1f} "
-        f"| {BUDGET_S:.0f} | {wall / BUDGET_S:.2f} |"
+        f"| `{case}`, {os.cpu_count()} cores | {wall:.1f} | {cpu:.1f} "
+        + (f"| {budget:.0f} | {wall / budget:.2f} |" if budget else "| — | — |")
     )
-    print(f"\nload average after the run: {load[0]:.1f} (1 min), {load[2]:.1f} (15 min)")
+    print(f"\nload average before the run: {load_before[0]:.1f} (1 min); after: "
+          f"{load[0]:.1f} (1 min), {load[2]:.1f} (15 min)")
     record = {
-        "command": "descentlab compare",
+        "command": case,
         "wall_time_s": wall,
-        "budget_s": BUDGET_S,
-        "ratio_to_budget": wall / BUDGET_S,
+        "budget_s": budget,
+        "ratio_to_budget": wall / budget if budget else None,
         "cpu_time_s": cpu,
         "cpu_count": os.cpu_count(),
+        "loadavg_before": list(load_before),
         "loadavg_after": list(load),
         "leaderboard_markdown": board,
         "out": str(out),
         "stdout": done.stdout,
     }
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(record, indent=1))
+    Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(json_path).write_text(json.dumps(record, indent=1))
     if args.screenshot:
         from descentlab.bench.browser import chromium_missing, screenshot
 
