@@ -38,6 +38,11 @@ def main() -> int:
     parser.add_argument("--suite", help="time `descentlab compare --suite NAME` (no budget)")
     parser.add_argument("--trials", type=int, help="passed to descentlab compare")
     parser.add_argument("--seeds", type=int, help="passed to descentlab compare")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the results in --out instead of starting fresh (times this sitting only)",
+    )
     args = parser.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="descentlab-compare-"))
     options = [
@@ -48,7 +53,7 @@ def main() -> int:
     json_path = args.json or f"benchmarks/results/compare_{args.suite or 'default'}.json"
     budget = BUDGET_S if not options else None
     command = [sys.executable, "-m", "descentlab", "compare", *options, "--out", str(out),
-               "--fresh"]
+               "--resume" if args.resume else "--fresh"]
     load_before = os.getloadavg()
     start = time.perf_counter()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -75,6 +80,7 @@ def main() -> int:
           f"{load[0]:.1f} (1 min), {load[2]:.1f} (15 min)")
     record = {
         "command": case,
+        "resumed": args.resume,
         "wall_time_s": wall,
         "budget_s": budget,
         "ratio_to_budget": wall / budget if budget else None,
