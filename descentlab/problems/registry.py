@@ -46,7 +46,7 @@ _loaded = False
 #: ill-conditioning, a curved narrow valley, plateaus, gradient noise) and two
 #: learning tasks that take a fraction of a second per run (logistic regression
 #: on breast cancer, an MLP on digits). The costlier tasks (CNN, autoencoder,
-#: transformer LM) are left to ``--problems``.
+#: transformer LM) make up the deep suite below (``--suite deep``).
 DEFAULT_SUITE: list[str] = [
     "ill_conditioned_quadratic",
     "rosenbrock",
