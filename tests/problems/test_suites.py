@@ -30,8 +30,8 @@ def test_built_in_suites():
 
 
 def test_unknown_suite_lists_valid_names():
-    with pytest.raises(ValueError,
-                       match="unknown suite 'dep'; did you mean 'deep'. valid names: deep, default"):
+    message = "unknown suite 'dep'; did you mean 'deep'. valid names: deep, default"
+    with pytest.raises(ValueError, match=message):
         get_suite("dep")
     with pytest.raises(TypeError, match="suite name must be a str"):
         get_suite(None)
