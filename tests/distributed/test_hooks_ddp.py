@@ -70,6 +70,19 @@ def runs(launch: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return {name: [rank["scenarios"][i] for rank in launch] for i, name in enumerate(SPECS)}
 
 
+FOUR_RANKS = ["threshold_density_value", "topk", "dgc", "sign"]
+
+
+@pytest.fixture(scope="module")
+def runs4() -> dict[str, list[dict[str, Any]]]:
+    """A few scenarios again with 4 ranks."""
+    from tests.distributed.scenarios import run_in_rank
+
+    results = run_ranks(run_in_rank, 4, [SCENARIOS[n] for n in FOUR_RANKS], timeout=240,
+                        start_method="fork", preload=("torch._dynamo",))
+    return {name: [rank[i] for rank in results] for i, name in enumerate(FOUR_RANKS)}
+
+
 def _max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max())
 
@@ -83,6 +96,13 @@ def test_matches_reference_and_ranks_agree(runs: dict[str, Any], name: str) -> N
     assert _max_rel(ranks[0]["params"], expected) < 1e-10
     if spec["kind"] != "dense":
         assert ranks[0]["step"] == spec.get("steps", 6)
+
+
+@pytest.mark.parametrize("name", FOUR_RANKS)
+def test_four_ranks_match_reference(runs4: dict[str, Any], name: str) -> None:
+    ranks = runs4[name]
+    assert all(r["ranks_equal"] for r in ranks)
+    assert _max_rel(ranks[0]["params"], reference_run(SCENARIOS[name], 4)) < 1e-10
 
 
 def test_parameters_moved(runs: dict[str, Any]) -> None:
