@@ -35,15 +35,23 @@ class SparseState(CommState):
     Args:
         index_coding: how indices are coded: ``"rice"`` (default), ``"bits"``,
             ``"int32"`` or ``"int64"`` (see :mod:`~descentlab.distributed.coding`).
-        value_coding: ``"fp16"`` (default), ``"bf16"``, ``"fp32"`` (or ``"sign"``
-            where the hook supplies the magnitude).
+        value_coding: ``"fp16"`` (default), ``"fp8"``, ``"bf16"``, ``"fp32"``
+            (``"sign"`` only where the hook supplies the magnitude: threshold's
+            sign messages).
         process_group: the group to exchange over; ``None`` is the default group.
     """
+
+    #: whether the hook supplies the magnitude of sign-coded values
+    signs_carry_magnitude = False
 
     def __init__(
         self, index_coding: str = "rice", value_coding: str = "fp16", process_group: Any = None
     ) -> None:
         coding.check_coding(index_coding, value_coding)
+        if value_coding == "sign" and not self.signs_carry_magnitude:
+            raise ValueError(
+                f"{type(self).__name__} sends values: value_coding must be one of "
+                f"{[c for c in coding.VALUE_CODINGS if c != 'sign']}, got 'sign'")
         self.index_coding = index_coding
         self.value_coding = value_coding
         self.sent_entries = 0  # entries this rank sent, over all buckets and steps

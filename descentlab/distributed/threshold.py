@@ -72,6 +72,7 @@ class ThresholdState(SparseState):
     """
 
     hook_name = "threshold_hook"
+    signs_carry_magnitude = True  # ±τ
 
     def __init__(
         self,
@@ -95,6 +96,9 @@ class ThresholdState(SparseState):
             raise ValueError(f"threshold must be a finite number > 0, got {threshold!r}")
         if message not in ("sign", "value"):
             raise ValueError(f"message must be 'sign' or 'value', got {message!r}")
+        if message == "value" and value_coding == "sign":
+            raise ValueError("message='value' sends values: value_coding must not be 'sign' "
+                             "(message='sign' sends index + sign)")
         self.density = None if density is None else check_density("density", density)
         self.adapt_rate = check_density("adapt_rate", adapt_rate)
         self.message = message
