@@ -368,7 +368,7 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ours = [r for r in mine if r["ours"]]
         within = [r for r in ours if _better(r, floor, higher)]
         best_within = max(within, key=lambda r: r["ratio_sent"], default=None)
-        at_100 = [r for r in ours if r["ratio_sent"] >= 100]
+        at_100 = [r for r in ours if r["ratio_sent"] >= 100 and math.isfinite(r["metric_mean"])]
         closest = max(at_100, key=lambda r: r["metric_mean"] if higher else -r["metric_mean"],
                       default=None)
         entry: dict[str, Any] = {
@@ -395,5 +395,11 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "method": fewest["method"], "metric": fewest["metric_mean"],
                 "sent_per_step": fewest["sent_per_step"]}
             entry["b_met"] = bool(fewest and fewest["sent_per_step"] < best["sent_per_step"])
+            finite = [r for r in ours if math.isfinite(r["metric_mean"])]
+            top = max(finite, key=lambda r: r["metric_mean"] if higher else -r["metric_mean"],
+                      default=None)
+            entry["b_best_ours"] = None if top is None else {
+                "method": top["method"], "metric": top["metric_mean"],
+                "sent_per_step": top["sent_per_step"]}
         out[task] = entry
     return out

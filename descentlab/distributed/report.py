@@ -61,64 +61,104 @@ def markdown_tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _unit(value: float, higher: bool) -> str:
+    return f"{100 * value:.2f}%" if higher else f"{value:.4f}"
+
+
+def _versus(value: float, dense: float, higher: bool) -> str:
+    """Against dense: points of accuracy, or per cent of loss."""
+    return f"{100 * (value - dense):+.2f} pp" if higher else f"{100 * (value / dense - 1):+.1f}%"
+
+
+def _goal_lines(task: str, g: dict[str, Any]) -> list[str]:
+    higher = g["metric_name"].endswith("accuracy")
+    dense = g["dense_metric"]
+    limit = "−0.5 pp" if higher else "+2%"
+
+    def said(r: dict[str, Any]) -> str:
+        return f"{_unit(r['metric'], higher)}, {_versus(r['metric'], dense, higher)} against dense"
+
+    a = g["a_best_ratio_within_limit"]
+    if g["a_met"]:
+        lines = [f"{task}: (a) met — {a['method']} sends {a['ratio']:.0f}× fewer bytes "
+                 f"({said(a)}; limit {limit})"]
+    else:
+        near = g["a_best_metric_at_100x"]
+        best = "none of ours is within the limit" if a is None else (
+            f"within the limit at most {a['ratio']:.0f}× ({a['method']})")
+        miss = "none of ours reaches 100×" if near is None else (
+            f"at ≥ 100× the best is {near['method']} ({near['ratio']:.0f}×, {said(near)}; "
+            f"limit {limit})")
+        lines = [f"{task}: (a) missed — {best}; {miss}"]
+    if "b_met" in g:
+        p, o, top = g["b_best_powersgd"], g["b_ours_as_good"], g.get("b_best_ours")
+        head = (f"{task}: (b) {'met' if g['b_met'] else 'missed'} — best PowerSGD "
+                f"{p['method']} {_unit(p['metric'], higher)} at {p['sent_per_step']:,.0f} B/step")
+        if o is not None:
+            tail = (f"; {o['method']} {_unit(o['metric'], higher)} at "
+                    f"{o['sent_per_step']:,.0f} B/step "
+                    f"({p['sent_per_step'] / o['sent_per_step']:.0f}× fewer)")
+        elif top is not None:
+            tail = (f"; none of ours is as good: our best is {top['method']} "
+                    f"{_unit(top['metric'], higher)} at {top['sent_per_step']:,.0f} B/step")
+        else:
+            tail = "; none of ours finished"
+        lines.append(head + tail)
+    return lines
+
+
 def goals_text(goals: dict[str, Any]) -> str:
     """The goals, one line each, with the margin of a miss."""
-    lines = []
-    for task, g in goals.items():
-        higher = g["metric_name"].endswith("accuracy")
-        unit = (lambda v: f"{100 * v:.2f}%") if higher else (lambda v: f"{v:.4f}")
-        a = g["a_best_ratio_within_limit"]
-        if g["a_met"]:
-            lines.append(f"{task}: (a) met — {a['method']} sends {a['ratio']:.0f}× fewer bytes, "
-                         f"{unit(a['metric'])} (limit {unit(g['metric_limit'])})")
-        else:
-            near = g["a_best_metric_at_100x"]
-            best = "none within the limit" if a is None else (
-                f"best within the limit: {a['method']} at {a['ratio']:.0f}×")
-            miss = "no hook reaches 100×" if near is None else (
-                f"at ≥100× the best is {near['method']} ({near['ratio']:.0f}×, "
-                f"{unit(near['metric'])}, limit {unit(g['metric_limit'])})")
-            lines.append(f"{task}: (a) missed — {best}; {miss}")
-        if "b_met" in g:
-            p, o = g["b_best_powersgd"], g["b_ours_as_good"]
-            head = f"{task}: (b) {'met' if g['b_met'] else 'missed'} — best PowerSGD " \
-                   f"{p['method']} {unit(p['metric'])} at {p['sent_per_step']:,.0f} B/step"
-            tail = "; none of ours is as good" if o is None else (
-                f"; {o['method']} {unit(o['metric'])} at {o['sent_per_step']:,.0f} B/step")
-            lines.append(head + tail)
-    return "\n".join(lines)
+    return "\n".join(line for task, g in goals.items() for line in _goal_lines(task, g))
 
 
 def bytes_figure(rows: list[dict[str, Any]]) -> Any:
-    """Bytes sent per step against the final metric, one panel per task."""
+    """Bytes sent per step against the final metric, one panel per task.
+
+    The metric axis spans dense training's value ± a window (3 points of
+    accuracy, or 10% of loss); runs outside it are drawn on the edge as
+    triangles labelled with their value.
+    """
     from matplotlib.ticker import NullFormatter
 
     from descentlab.bench.figures import plt
 
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.2 * len(tasks), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.4 * len(tasks), 4.8), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         mine = [r for r in rows if r["task"] == task]
-        for r in mine:
+        higher = mine[0]["metric_name"].endswith("accuracy")
+        scale = 100.0 if higher else 1.0
+        dense = next((r["metric_mean"] for r in mine if r["method"] == "dense"), math.nan)
+        low, high = ((scale * dense - 3.0, 100.0) if higher
+                     else (0.97 * dense, 1.10 * dense)) if math.isfinite(dense) else (None, None)
+        for k, r in enumerate(sorted(mine, key=lambda r: r["sent_per_step"])):
             if not math.isfinite(r["metric_mean"]):
                 continue
-            scale = 100.0 if r["metric_name"].endswith("accuracy") else 1.0
-            ax.errorbar(r["sent_per_step"], scale * r["metric_mean"],
-                        yerr=scale * r["metric_std"], fmt="o" if r["ours"] else "s",
-                        color="#d62728" if r["ours"] else "#1f77b4", capsize=3, ms=6)
-            ax.annotate(r["method"], (r["sent_per_step"], scale * r["metric_mean"]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=7)
-            if r["method"] == "dense":
-                ax.axhline(scale * r["metric_mean"], color="#7f7f7f", ls="--", lw=1)
+            y, color = scale * r["metric_mean"], "#d62728" if r["ours"] else "#1f77b4"
+            label = r["method"]
+            if low is not None and not low <= y <= high:
+                label += f" ({y:.3g})"
+                y = low if y < low else high
+                ax.plot(r["sent_per_step"], y, "v" if y == low else "^", color=color, ms=8,
+                        clip_on=False)
+            else:
+                ax.errorbar(r["sent_per_step"], y, yerr=scale * r["metric_std"],
+                            fmt="o" if r["ours"] else "s", color=color, capsize=3, ms=6)
+            ax.annotate(label, (r["sent_per_step"], y), textcoords="offset points",
+                        xytext=(5, 6 if k % 2 else -11), fontsize=7)
+        if low is not None:
+            ax.axhline(scale * dense, color="#7f7f7f", ls="--", lw=1)
+            ax.set_ylim(low, high)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("bytes sent per rank per step (log)")
         name = mine[0]["metric_name"]
-        ax.set_ylabel(f"final {name}" + (" (%)" if name.endswith("accuracy") else ""))
+        ax.set_ylabel(f"final {name}" + (" (%)" if higher else ""))
         ax.set_title(f"{task} ({mine[0]['steps']} steps, {mine[0]['seeds']} seed(s))")
         ax.grid(True, which="both", alpha=0.3)
     fig.suptitle("Bytes against final metric (squares: torch hooks, circles: descentlab; "
-                 "diverged runs not drawn)")
+                 "triangles: off the axis; diverged runs not drawn; dashed: dense)")
     fig.tight_layout()
     return fig
 

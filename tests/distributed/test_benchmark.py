@@ -107,6 +107,7 @@ def test_aggregate_and_goals_arithmetic() -> None:
         *[_record("stdlib_char_transformer", "dense", s, 2.0, 1e5) for s in range(3)],
         *[_record("stdlib_char_transformer", "topk-0.01", s, 2.05, 900) for s in range(3)],
         *[_record("stdlib_char_transformer", "powersgd-1", s, 2.01, 8000) for s in range(3)],
+        *[_record("stdlib_char_transformer", "sign", s, math.nan, 100) for s in range(3)],
     ]
     rows = {(r["task"], r["method"]): r for r in bench.aggregate(records)}
     topk = rows["digits_cnn", "topk-0.01"]
@@ -123,5 +124,6 @@ def test_aggregate_and_goals_arithmetic() -> None:
     assert digits["b_met"] and digits["b_ours_as_good"]["method"] == "topk-0.01"
     lm = goals["stdlib_char_transformer"]
     assert not lm["a_met"]  # 111x but 2.05 > 2.0 x 1.02
+    assert lm["a_best_metric_at_100x"]["method"] == "topk-0.01"  # not the diverged one
     assert lm["a_best_metric_at_100x"]["miss"] == pytest.approx(0.025)
     assert not lm["b_met"]  # PowerSGD's 2.01 beats ours
