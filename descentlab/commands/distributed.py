@@ -118,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
         "tasks": [vars(t) for t in tasks], "methods": methods, "seeds": seeds,
         "world_size": world, "quick": bool(args.quick),
         "load_average_start": load, "load_average_end": os.getloadavg()[0],
+        "load_average_of_runs": [min(r["load_average"] for r in records),
+                                 max(r["load_average"] for r in records)] if records else None,
+        "runs_wall_s_total": sum(r["wall_s"] for r in records),
         "wall_s_this_invocation": time.perf_counter() - start,
     }
     paths = report.write_outputs(args.out, records, rows, goals, meta, args.figure)
