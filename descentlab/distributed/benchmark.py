@@ -81,13 +81,6 @@ class BenchTask:
 
         return get_problem(self.problem).metric
 
-    @property
-    def higher_is_better(self) -> bool:
-        """The direction of :attr:`metric`."""
-        from descentlab.problems import get_problem
-
-        return get_problem(self.problem).higher_is_better
-
 
 #: The full benchmark's tasks.
 TASKS: dict[str, BenchTask] = {

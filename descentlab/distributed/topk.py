@@ -27,10 +27,10 @@ import torch.distributed as dist
 from descentlab.distributed.sparse import SparseState, select_count
 from descentlab.distributed.state import check_density, completed
 
-__all__ = ["TopKState", "topk_hook", "top_indices"]
+__all__ = ["TopKState", "topk_hook", "send_top"]
 
 
-def top_indices(magnitude: torch.Tensor, k: int) -> torch.Tensor:
+def _top_indices(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     """Sorted indices of the ``k`` largest entries of ``magnitude`` (ties: torch.topk's choice)."""
     return torch.topk(magnitude, k, sorted=False).indices.sort().values
 
@@ -65,7 +65,7 @@ def send_top(state: SparseState, vector: torch.Tensor, density: float, out: torc
              ) -> torch.Tensor:
     """Send the top ``⌈density·n⌉`` entries of ``vector``, subtract what was sent from it
     (error feedback), and write the ranks' average into ``out``; return the sent indices."""
-    indices = top_indices(vector.abs(), select_count(density, len(vector)))
+    indices = _top_indices(vector.abs(), select_count(density, len(vector)))
     received = state.exchange(indices, vector[indices], len(vector), same_count=True)
     vector[indices] -= received[state.rank][1].to(vector.dtype)
     state.average(received, out)

@@ -66,11 +66,6 @@ class Traffic:
         """The counters as a plain dict."""
         return asdict(self)
 
-    def reset(self) -> None:
-        """Set every counter back to zero."""
-        self.sent = self.received = self.collectives = 0
-        self.seconds = 0.0
-
 
 def _size(group: Any) -> int:
     return dist.get_world_size(group)
