@@ -35,6 +35,13 @@ from descentlab.optim import (
 )
 from descentlab.param_groups import weight_decay_param_groups
 from descentlab.problems import DEFAULT_SUITE, Problem, available_problems, get_problem
+from descentlab.schedule_free import (
+    AdamWScheduleFree,
+    RAdamScheduleFree,
+    SGDScheduleFree,
+    evaluation_mode,
+    recompute_batchnorm,
+)
 from descentlab.schedules import ScheduleController, attach, warmup_cosine
 from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
 from descentlab.wrappers import SAM, GradientAccumulator, Lookahead, NonFiniteGuard, WithLineSearch
@@ -55,6 +62,12 @@ __all__ = [
     "SparseAdam",
     "available_optimizers",
     "make_optimizer",
+    # Schedule-Free (train()/eval() modes)
+    "SGDScheduleFree",
+    "AdamWScheduleFree",
+    "RAdamScheduleFree",
+    "evaluation_mode",
+    "recompute_batchnorm",
     # closure-based, line-search and second-order optimizers
     "LBFGS",
     "NewtonCG",

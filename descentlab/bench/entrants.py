@@ -43,6 +43,22 @@ to ``k`` (Zhang et al. 2019 use 5 or 10), so ``k = 5`` is fixed and ``alpha``
 tuned. A SAM step costs two forward-backward passes, which time-to-target
 counts.
 
+The Schedule-Free entrants (trained in train mode, evaluated at their average
+``x``; no schedule, no warm-up):
+
+==================  ====================  =====================================
+entrant             optimizer             search space
+==================  ====================  =====================================
+sgd_schedulefree    SGDScheduleFree       lr ∈ [1e-3, 10] log, momentum ∈ [0.5, 0.99]
+adamw_schedulefree  AdamWScheduleFree     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
+radam_schedulefree  RAdamScheduleFree     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
+==================  ====================  =====================================
+
+Schedule-Free SGD's range starts and ends a decade above SGD's: its
+recommended rates are 10–50× a tuned SGD's. β₁ is the averaging
+interpolation of the Adam forms, the one hyperparameter they are most
+sensitive to after the learning rate.
+
 "GD" is full-batch gradient descent: the problem is rebuilt with
 ``batch_size=None``; on analytic problems (already full batch) it is plain
 SGD. Momentum is torch's heavy-ball form ``v = μv + g, θ = θ − lr·v``
@@ -333,6 +349,24 @@ def _entrants() -> dict[str, Entrant]:
             (_ADAM_LR, _ALPHA),
             fixed={"k": 5},
             wrapper="lookahead",
+        ),
+        Entrant(
+            "sgd_schedulefree",
+            "sgd_schedulefree",
+            "Schedule-Free SGD: primal averaging instead of a schedule, evaluated at x",
+            (Param("lr", 1e-3, 10.0, log=True), _MOMENTUM),
+        ),
+        Entrant(
+            "adamw_schedulefree",
+            "adamw_schedulefree",
+            "Schedule-Free AdamW: AlgoPerf 2024 self-tuning winner, evaluated at x",
+            (_ADAM_LR, _BETA1),
+        ),
+        Entrant(
+            "radam_schedulefree",
+            "radam_schedulefree",
+            "Schedule-Free RAdam: rectification instead of warm-up, evaluated at x",
+            (_ADAM_LR, _BETA1),
         ),
     ]
     return {e.name: e for e in items}

@@ -2,7 +2,11 @@
 
 A run builds the problem's task for a seed, creates the optimizer, takes the
 problem's step budget of ``train_step`` calls and evaluates every
-``eval_every`` steps (and at step 0 and at the end). It records:
+``eval_every`` steps (and at step 0 and at the end). An optimizer with
+``train()``/``eval()`` modes (Schedule-Free) trains in train mode and is
+evaluated at its evaluation point, after which training resumes exactly
+where it left (:func:`~descentlab.schedule_free.evaluation.evaluation_mode`).
+It records:
 
 - the evaluation curve (every metric the task reports, per evaluation step);
 - steps and training wall time to the target: the first evaluation at which
@@ -33,6 +37,7 @@ from typing import Any
 import torch
 
 from descentlab.bench.entrants import Entrant
+from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 from descentlab.wrappers import OptimizerWrapper
 
 __all__ = ["RunRecord", "StopRun", "run", "meets_target", "task_problem"]
@@ -165,6 +170,7 @@ def run(
     torch.manual_seed(seed)
     task = task_problem(problem, entrant).build(seed)
     optimizer = entrant.build(task.parameters(), sampled)
+    start_training(optimizer)  # Schedule-Free: train() before steps, eval() to evaluate
     metric, target, hib = problem.metric, float(problem.target), bool(problem.higher_is_better)
     every = max(1, int(problem.eval_every))
     position = getattr(task, "position", None)
@@ -180,7 +186,7 @@ def run(
 
     def evaluate(step: int) -> float:
         nonlocal steps_to_target, time_to_target, diverged
-        with torch.no_grad():
+        with torch.no_grad(), evaluation_mode(optimizer):
             metrics = {k: float(v) for k, v in task.evaluate().items()}
         metrics["step"] = float(step)
         curve.append(metrics)

@@ -33,6 +33,7 @@ from torch import nn
 
 from descentlab.diagnostics._progress import progress_bar
 from descentlab.optim.validation import check_int, check_interval, check_positive
+from descentlab.schedule_free.evaluation import start_training
 
 __all__ = ["LRRangeResult", "lr_range_test", "smooth_losses", "suggest_lrs"]
 
@@ -150,7 +151,9 @@ def lr_range_test(
     The sweep stops when the loss is non-finite or the smoothed loss exceeds
     ``diverge_factor`` times its minimum. Parameters, buffers and the
     optimizer's state and hyperparameters are copied before and loaded back
-    after (also on an exception).
+    after (also on an exception). An optimizer with ``train()``/``eval()``
+    modes (Schedule-Free) is put in train mode for the sweep (the losses are
+    those at its training point ``y``) and comes back in the mode it had.
 
     Args:
         batches: iterable of ``(inputs, targets)``; cycled when shorter than
@@ -178,6 +181,7 @@ def lr_range_test(
     try:
         with progress_bar(progress, "learning-rate range test", num_steps) as advance:
             model.train()
+            start_training(optimizer)  # Schedule-Free: steps need train mode (restored below)
             for i in range(num_steps):
                 lr = start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
                 for g, r in zip(optimizer.param_groups, ratios, strict=True):

@@ -23,6 +23,7 @@ from descentlab.diagnostics._progress import progress_bar
 from descentlab.diagnostics.findings import Severity
 from descentlab.diagnostics.monitor import DEFAULT_INTERVAL, TrainingMonitor
 from descentlab.optim.validation import check_int
+from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 
 __all__ = ["DiagnoseProblem", "diagnose", "make_optimizer"]
 
@@ -118,7 +119,10 @@ def diagnose(
         steps: optimizer steps to take.
         validation: ``(inputs, targets)`` evaluated under ``no_grad`` every
             ``validate_every`` steps and at the end (feeds the overfitting
-            and plateau detectors).
+            and plateau detectors). An optimizer with ``train()``/``eval()``
+            modes (Schedule-Free) is evaluated at its evaluation point
+            (:func:`~descentlab.schedule_free.evaluation.evaluation_mode`) and
+            trained in train mode.
         interval: the monitor's measurement interval.
         curvature: at the end, check the Hessian of the first batch's loss for
             a saddle point and the edge of stability (Lanczos; a few dozen
@@ -138,10 +142,11 @@ def diagnose(
         if validation is not None:
             was = model.training
             model.eval()
-            with torch.no_grad():
+            with torch.no_grad(), evaluation_mode(optimizer):
                 mon.record_validation(criterion(model(validation[0]), validation[1]))
             model.train(was)
 
+    start_training(optimizer)
     with progress_bar(progress, "training under the monitor", steps) as advance:
         for step in range(steps):
             try:

@@ -10,6 +10,7 @@ import torch
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.sgd import SGD
+from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
 
 __all__ = ["OPTIMIZERS", "available_optimizers", "make_optimizer", "describe_optimizer"]
 
@@ -25,6 +26,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam": RAdam,
     "adamax": Adamax,
     "sparse_adam": SparseAdam,
+    "sgd_schedulefree": SGDScheduleFree,
+    "adamw_schedulefree": AdamWScheduleFree,
+    "radam_schedulefree": RAdamScheduleFree,
 }
 
 

@@ -159,6 +159,7 @@ def test_wrapper_with_every_descentlab_optimizer(name):
     a, b, x_star = quadratic()
     x = torch.zeros(5, requires_grad=True)
     inner = descentlab.make_optimizer(name, [x], lr=0.1)
+    descentlab.schedule_free.start_training(inner)  # Schedule-Free steps in train mode only
     wrapped = WithLineSearch(inner, "armijo")
     closure = make_closure(wrapped, x, a, b)
     losses = [float(wrapped.step(closure).detach()) for _ in range(25)]

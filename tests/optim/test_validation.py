@@ -9,6 +9,7 @@ import torch
 
 import descentlab
 from tests.optim.infos import INFOS, SPARSE_INFOS
+from tests.optim.package_infos import PACKAGE_INFOS
 
 IDS = [info.name for info in INFOS]
 
@@ -117,7 +118,7 @@ def test_unknown_names_in_the_factory():
 
 def test_factory_builds_every_registered_optimizer():
     names = descentlab.available_optimizers()
-    everything = INFOS + SPARSE_INFOS
+    everything = INFOS + SPARSE_INFOS + PACKAGE_INFOS
     assert {i.name for i in everything} == set(names)
     for name in names:
         opt = descentlab.make_optimizer(name.upper(), [p()], lr=0.05)

@@ -1,0 +1,96 @@
+"""The conformance registry of optimizers whose reference is a package other than torch.optim.
+
+Each entry names a descentlab optimizer, the reference class it must match
+(float64, 100 steps, relative tolerance ``tolerance``), optionally a second
+class it must match bit for bit (the same algorithm written the same way),
+settings that together cover every option, and how a training run starts
+(``prepare``: Schedule-Free needs ``optimizer.train()``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import schedulefree
+import torch
+
+import descentlab
+
+
+def _train_mode(opt: torch.optim.Optimizer) -> None:
+    opt.train()
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    """How to test one optimizer against its reference package."""
+
+    name: str
+    ours: type
+    reference: type
+    settings: list[dict[str, Any]]
+    #: largest relative difference allowed against ``reference`` after 100 float64 steps
+    tolerance: float = 1e-10
+    #: a class of the reference package that ours must match exactly (same arithmetic)
+    bitwise: type | None = None
+    #: called on every new optimizer before its first step
+    prepare: Callable[[torch.optim.Optimizer], None] = field(default=lambda opt: None)
+
+
+PACKAGE_INFOS = [
+    PackageInfo(
+        "sgd_schedulefree",
+        descentlab.SGDScheduleFree,
+        schedulefree.SGDScheduleFreeReference,
+        [
+            {"lr": 0.1},
+            {"lr": 0.1, "momentum": 0.8, "weight_decay": 0.1, "warmup_steps": 20},
+            {"lr": 0.05, "warmup_steps": 10, "r": 1.0, "weight_lr_power": 1.0},
+        ],
+        bitwise=schedulefree.SGDScheduleFree,
+        prepare=_train_mode,
+    ),
+    PackageInfo(
+        "adamw_schedulefree",
+        descentlab.AdamWScheduleFree,
+        schedulefree.AdamWScheduleFreeReference,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 20},
+            {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "warmup_steps": 5, "r": 0.5,
+             "weight_lr_power": 0.0, "weight_decay": 0.01},
+        ],
+        bitwise=schedulefree.AdamWScheduleFree,
+        prepare=_train_mode,
+    ),
+    # schedulefree ships no RAdam reference class: the AdamW reference's equations with the
+    # rectified learning rate are checked by hand in tests/schedule_free
+    PackageInfo(
+        "radam_schedulefree",
+        descentlab.RAdamScheduleFree,
+        schedulefree.RAdamScheduleFree,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1, "silent_sgd_phase": False},
+            {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6, "r": 0.5, "weight_lr_power": 1.0},
+        ],
+        bitwise=schedulefree.RAdamScheduleFree,
+        prepare=_train_mode,
+    ),
+]
+
+PACKAGE_INFO_BY_NAME = {info.name: info for info in PACKAGE_INFOS}
+
+
+def richest(info: PackageInfo) -> dict[str, Any]:
+    """The setting with the most hyperparameters set (most state to carry)."""
+    return max(info.settings, key=len)
+
+
+def build(info: PackageInfo, cls: type, params: Any, setting: dict[str, Any]) -> Any:
+    """``cls(params, **setting)``, made ready to step (``info.prepare``)."""
+    opt = cls(params, **setting)
+    info.prepare(opt)
+    return opt
