@@ -43,7 +43,15 @@ from descentlab.schedule_free import (
     recompute_batchnorm,
 )
 from descentlab.schedules import ScheduleController, attach, warmup_cosine
-from descentlab.second_order import LBFGS, LineSearchGD, NewtonCG, NonlinearCG, PerturbedGD
+from descentlab.second_order import (
+    LBFGS,
+    AdaHessian,
+    LineSearchGD,
+    NewtonCG,
+    NonlinearCG,
+    PerturbedGD,
+    SophiaH,
+)
 from descentlab.wrappers import SAM, GradientAccumulator, Lookahead, NonFiniteGuard, WithLineSearch
 
 __version__ = "0.1.0"
@@ -74,6 +82,8 @@ __all__ = [
     "NonlinearCG",
     "LineSearchGD",
     "PerturbedGD",
+    "SophiaH",
+    "AdaHessian",
     "WithLineSearch",
     # wrappers that change how a step is taken
     "SAM",

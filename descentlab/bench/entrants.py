@@ -52,12 +52,19 @@ entrant             optimizer             search space
 sgd_schedulefree    SGDScheduleFree       lr ∈ [1e-3, 10] log, momentum ∈ [0.5, 0.99]
 adamw_schedulefree  AdamWScheduleFree     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 radam_schedulefree  RAdamScheduleFree     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
+sophiah             SophiaH               lr ∈ [1e-3, 10] log, p ∈ [1e-3, 1] log
+adahessian          AdaHessian            lr ∈ [1e-3, 1] log, beta1 ∈ [0.5, 0.95]
 ==================  ====================  =====================================
 
 Schedule-Free SGD's range starts and ends a decade above SGD's: its
 recommended rates are 10–50× a tuned SGD's. β₁ is the averaging
 interpolation of the Adam forms, the one hyperparameter they are most
-sensitive to after the learning rate.
+sensitive to after the learning rate. SophiaH's clip bound ``p`` (the
+paper's γ) caps every coordinate's step at ``lr·p``; it is tuned with the
+learning rate. SophiaH (Hessian estimate every 10 steps) and AdaHessian
+(every step) take their Hessian-vector products by finite differences
+through the problems' closures: one extra gradient evaluation per estimate,
+which steps-to-target does not count (wall time does).
 
 "GD" is full-batch gradient descent: the problem is rebuilt with
 ``batch_size=None``; on analytic problems (already full batch) it is plain
@@ -367,6 +374,18 @@ def _entrants() -> dict[str, Entrant]:
             "radam_schedulefree",
             "Schedule-Free RAdam: rectification instead of warm-up, evaluated at x",
             (_ADAM_LR, _BETA1),
+        ),
+        Entrant(
+            "sophiah",
+            "sophiah",
+            "SophiaH: momentum over a Hutchinson Hessian diagonal, clipped",
+            (Param("lr", 1e-3, 10.0, log=True), Param("p", 1e-3, 1.0, log=True)),
+        ),
+        Entrant(
+            "adahessian",
+            "adahessian",
+            "AdaHessian: Adam with the squared Hutchinson Hessian diagonal",
+            (Param("lr", 1e-3, 1.0, log=True), _BETA1),
         ),
     ]
     return {e.name: e for e in items}

@@ -11,6 +11,7 @@ from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.sgd import SGD
 from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
+from descentlab.second_order.sophia import AdaHessian, SophiaH
 
 __all__ = ["OPTIMIZERS", "available_optimizers", "make_optimizer", "describe_optimizer"]
 
@@ -29,6 +30,8 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd_schedulefree": SGDScheduleFree,
     "adamw_schedulefree": AdamWScheduleFree,
     "radam_schedulefree": RAdamScheduleFree,
+    "sophiah": SophiaH,
+    "adahessian": AdaHessian,
 }
 
 

@@ -65,6 +65,7 @@ from typing import Any
 
 import torch
 
+from descentlab._foreach import by_device_and_dtype
 from descentlab.optim.validation import (
     check_int,
     check_interval,
@@ -223,7 +224,7 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
                 state["z"] = p.detach().clone(memory_format=torch.preserve_format)
                 for key in self.state_keys:
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        for batch in _by_device_and_dtype(active):
+        for batch in by_device_and_dtype(active):
             ys = [_real(p) for p in batch]
             grads = [_real(p.grad) for p in batch]
             states = [{k: _real(v) for k, v in self.state[p].items()} for p in batch]
@@ -238,11 +239,3 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
             torch._foreach_add_(ys, d, alpha=lr * (beta * (1 - ckp1) - 1))
             torch._foreach_sub_(zs, d, alpha=lr)
         group["k"] = step
-
-
-def _by_device_and_dtype(params: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """``params`` split by (device, dtype): the foreach ops take one of each per call."""
-    batches: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
-    for p in params:
-        batches.setdefault((p.device, p.dtype), []).append(p)
-    return list(batches.values())

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytorch_optimizer
 import schedulefree
 import torch
 
@@ -37,6 +38,12 @@ class PackageInfo:
     bitwise: type | None = None
     #: called on every new optimizer before its first step
     prepare: Callable[[torch.optim.Optimizer], None] = field(default=lambda opt: None)
+    #: back-propagate with create_graph=True (Hessian-vector products by double backward)
+    create_graph: bool = False
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """``loss.backward()`` as this optimizer needs it."""
+        loss.backward(create_graph=self.create_graph)
 
 
 PACKAGE_INFOS = [
@@ -78,6 +85,43 @@ PACKAGE_INFOS = [
         ],
         bitwise=schedulefree.RAdamScheduleFree,
         prepare=_train_mode,
+    ),
+]
+
+PACKAGE_INFOS += [
+    # the probes come from torch's global generator in pytorch_optimizer's order: seeded the
+    # same, both draw the same probes
+    PackageInfo(
+        "sophiah",
+        descentlab.SophiaH,
+        pytorch_optimizer.SophiaH,
+        [
+            {"lr": 0.05},
+            {"lr": 0.05, "update_period": 3, "weight_decay": 0.1, "num_samples": 2},
+            {"lr": 0.02, "betas": (0.9, 0.95), "p": 0.05, "update_period": 1,
+             "hessian_distribution": "rademacher", "weight_decay": 0.01,
+             "weight_decouple": False, "maximize": True},
+            {"lr": 0.05, "weight_decay": 0.1, "fixed_decay": True, "eps": 1e-6},
+        ],
+        tolerance=0.0,
+        bitwise=pytorch_optimizer.SophiaH,
+        create_graph=True,
+    ),
+    PackageInfo(
+        "adahessian",
+        descentlab.AdaHessian,
+        pytorch_optimizer.AdaHessian,
+        [
+            {"lr": 0.05},
+            {"lr": 0.05, "update_period": 2, "weight_decay": 0.1, "hessian_power": 0.5},
+            {"lr": 0.02, "betas": (0.8, 0.99), "num_samples": 2,
+             "hessian_distribution": "gaussian", "weight_decay": 0.01,
+             "weight_decouple": False, "maximize": True},
+            {"lr": 0.05, "weight_decay": 0.1, "fixed_decay": True, "eps": 1e-8},
+        ],
+        tolerance=0.0,
+        bitwise=pytorch_optimizer.AdaHessian,
+        create_graph=True,
     ),
 ]
 

@@ -23,17 +23,21 @@ CASES = [(info, s) for info in PACKAGE_INFOS for s in info.settings]
 CASE_IDS = ["-".join([i.name] + [f"{k}={v}" for k, v in s.items()]) for i, s in CASES]
 
 
-def run(opt, params, start, count):
+def run(opt, params, start, count, info, seed=None):
+    """``count`` steps from batch ``start``; ``seed`` reseeds torch's generator first (probes)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    sign = -1.0 if getattr(opt, "maximize", False) else 1.0
     for t in range(start, start + count):
         opt.zero_grad()
-        loss_fn(params, t).backward()
+        info.backward(loss_fn(params, t, sign))
         opt.step()
 
 
 def trained(info, cls, setting, steps=100, dtype=torch.float64):
     params = make_params(dtype)
     opt = build(info, cls, params, setting)
-    run(opt, params, 0, steps)
+    run(opt, params, 0, steps, info, seed=0)
     return params, opt
 
 
@@ -84,7 +88,7 @@ def test_state_dict_resume_is_bit_identical(info, via_torch_save):
     params = [p.detach().clone().requires_grad_() for p in part]
     resumed = info.ours(params, **setting)
     resumed.load_state_dict(state)
-    run(resumed, params, 25, 15)
+    run(resumed, params, 25, 15, info)
     assert all(torch.equal(a, b) for a, b in zip(params, full, strict=True))
 
 
@@ -101,7 +105,7 @@ def test_checkpoints_move_both_ways_with_the_reference_package(info, direction):
     params = [p.detach().clone().requires_grad_() for p in part]
     other = second(params, **setting)
     other.load_state_dict(opt.state_dict())
-    run(other, params, 20, 10)
+    run(other, params, 20, 10, info)
     assert all(torch.equal(a, b) for a, b in zip(params, full, strict=True))
 
 
@@ -114,9 +118,10 @@ def test_copy_is_an_independent_optimizer_that_continues_the_same(info, how):
     twin_params = [p for g in twin.param_groups for p in g["params"]]
     assert type(twin) is type(opt)
     assert all(a is not b for a, b in zip(twin_params, params, strict=True))
-    run(twin, twin_params, 10, 10)  # first: had it shared anything, the original would change
-    run(opt, params, 10, 10)
-    uninterrupted, _ = trained(info, info.ours, setting, steps=20)
+    run(twin, twin_params, 10, 10, info, seed=1)  # first: had it shared anything, the original
+    run(opt, params, 10, 10, info, seed=1)        # would change
+    uninterrupted, again = trained(info, info.ours, setting, steps=10)
+    run(again, uninterrupted, 10, 10, info, seed=1)
     for a, b, c in zip(params, twin_params, uninterrupted, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c)
 
@@ -139,10 +144,12 @@ def test_torch_schedulers_drive_them_as_they_drive_the_reference(info, scheduler
         opt = build(info, cls, params, richest(info))
         sched = SCHEDULERS[scheduler](opt)
         lrs = []
+        torch.manual_seed(0)
+        sign = -1.0 if getattr(opt, "maximize", False) else 1.0
         for t in range(30):
             opt.zero_grad()
-            loss = loss_fn(params, t)
-            loss.backward()
+            loss = loss_fn(params, t, sign)
+            info.backward(loss)
             opt.step()
             sched.step(float(loss.detach())) if scheduler == "ReduceLROnPlateau" else sched.step()
             lrs.append(opt.param_groups[0]["lr"])
@@ -163,7 +170,7 @@ def test_param_groups_with_different_hyperparameters(info):
         w, b, s = make_params()
         opt = cls([{"params": [w], **info.settings[0]}, {"params": [b, s], **richest(info)}])
         info.prepare(opt)
-        run(opt, [w, b, s], 0, 30)
+        run(opt, [w, b, s], 0, 30, info, seed=0)
         return [w, b, s]
 
     with float64_default():
@@ -176,7 +183,7 @@ def test_parameter_without_gradient_is_untouched_and_gets_no_state(info):
     idle = torch.randn(4, dtype=torch.float64, requires_grad=True)
     before = idle.detach().clone()
     opt = build(info, info.ours, [*params, idle], richest(info))
-    run(opt, params, 0, 3)
+    run(opt, params, 0, 3, info)
     assert torch.equal(idle.detach(), before) and not opt.state.get(idle)
     assert all(opt.state[p] for p in params)
 
@@ -185,17 +192,20 @@ def test_parameter_without_gradient_is_untouched_and_gets_no_state(info):
 def test_closure_step_returns_loss_and_gradients_are_left_alone(info):
     params = make_params()
     opt = build(info, info.ours, params, richest(info))
+    sign = -1.0 if getattr(opt, "maximize", False) else 1.0
     for t in range(3):
         def closure(t=t):
             opt.zero_grad()
-            loss = loss_fn(params, t)
-            loss.backward()
+            loss = loss_fn(params, t, sign)
+            info.backward(loss)
             return loss
-        expected = float(loss_fn(params, t).detach())
+        expected = float(loss_fn(params, t, sign).detach())
         loss = opt.step(closure)
         assert float(loss.detach()) == expected  # the loss before the update
-    grads = [p.grad.clone() for p in params]
-    opt.step()  # the reference package divides p.grad in place; ours does not touch it
+    closure(3)
+    grads = [p.grad.detach().clone() for p in params]
+    opt.step()  # the reference packages write into p.grad (schedulefree: the Adam
+    # denominator, weight decay; pytorch_optimizer: maximize, coupled decay); ours do not
     assert all(torch.equal(p.grad, g) for p, g in zip(params, grads, strict=True))
 
 
@@ -207,7 +217,7 @@ def test_step_and_state_dict_hooks_fire(info):
     opt.register_step_pre_hook(lambda o, a, k: calls.append("pre"))
     opt.register_step_post_hook(lambda o, a, k: calls.append("post"))
     opt.register_state_dict_post_hook(lambda o, sd: calls.append("state_dict"))
-    run(opt, params, 0, 1)
+    run(opt, params, 0, 1, info)
     opt.state_dict()
     assert calls == ["pre", "post", "state_dict"]
 

@@ -68,3 +68,4 @@ def test_lr_range_test_steps_a_schedule_free_optimizer_and_restores_its_mode():
     assert len(result.losses) >= 3 and len(set(result.losses)) > 1
     assert not opt.training  # it was in eval mode (a fresh optimizer) and is again
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
+

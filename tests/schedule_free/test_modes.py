@@ -208,8 +208,8 @@ def test_complex_parameters_step_as_their_real_view(cls):
     oz.train()
     orr.train()
     for t in range(5):
-        for opt, loss in ((oz, lambda: (z.abs() ** 2 * (t + 1)).sum()),
-                          (orr, lambda: ((r**2).sum(-1) * (t + 1)).sum())):
+        for opt, loss in ((oz, lambda t=t: (z.abs() ** 2 * (t + 1)).sum()),
+                          (orr, lambda t=t: ((r**2).sum(-1) * (t + 1)).sum())):
             opt.zero_grad()
             loss().backward()
             opt.step()
