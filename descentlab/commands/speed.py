@@ -8,6 +8,12 @@ measured under the same conditions (these machines are shared):
 * for every optimizer: torch.optim's for-loop, foreach and (where torch has
   one: SGD, Adagrad, Adam, AdamW) fused implementations, and descentlab's
   ``reference``, ``flat`` and ``compiled`` engines;
+* for the optimizers torch lacks (Schedule-Free SGD/AdamW/RAdam, SophiaH,
+  AdaHessian): the reference package's foreach class (``schedulefree``,
+  ``pytorch_optimizer``) and descentlab's, timed step by step in alternation
+  (interleaved, so that load changes hit both alike); SophiaH and AdaHessian
+  are given a Hessian-diagonal estimate every step (``step(hessian=...)``), so
+  the update is timed, not the Hessian-vector products;
 * at (a) 20M float32 parameters in 200 tensors and (b) 2,000 tensors of
   1,000 parameters (``--quick``: 2M in 20 tensors and 200 × 1,000).
 
@@ -28,6 +34,7 @@ The table is printed (markdown) and written as JSON.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -70,6 +77,17 @@ TORCH_CLASSES = {
     "adamax": "Adamax",
 }
 FUSED = {"sgd", "adagrad", "adam", "adamw"}
+#: optimizers whose reference is another package: name → (module, class); timed interleaved
+PACKAGE_REFERENCES = {
+    "sgd_schedulefree": ("schedulefree", "SGDScheduleFree"),
+    "adamw_schedulefree": ("schedulefree", "AdamWScheduleFree"),
+    "radam_schedulefree": ("schedulefree", "RAdamScheduleFree"),
+    "sophiah": ("pytorch_optimizer", "SophiaH"),
+    "adahessian": ("pytorch_optimizer", "AdaHessian"),
+}
+#: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)
+TAKES_HESSIAN = {"sophiah", "adahessian"}
+ALL_OPTIMIZERS = OPTIMIZERS + list(PACKAGE_REFERENCES)
 OUR_ENGINES = ["reference", "flat", "compiled"]
 
 
@@ -118,6 +136,24 @@ def _make(name: str, variant: str, params: list[torch.Tensor]) -> torch.optim.Op
     import descentlab
 
     setting = SETTINGS.get(name, {})
+    if name in PACKAGE_REFERENCES:
+        import importlib
+
+        module, cls_name = PACKAGE_REFERENCES[name]
+        if variant == "package-foreach":
+            try:
+                reference = getattr(importlib.import_module(module), cls_name)
+            except ImportError:
+                raise SystemExit(
+                    f"descentlab speed: timing {name} needs its reference package {module!r} "
+                    "(pip install 'descentlab[test]')"
+                ) from None
+            opt = reference(params, foreach=True, **setting)
+        else:
+            opt = descentlab.make_optimizer(name, params, **setting)
+        if hasattr(opt, "train"):
+            opt.train()
+        return opt
     if variant.startswith("torch-"):
         cls = getattr(torch.optim, TORCH_CLASSES[name])
         kind = variant.removeprefix("torch-")
@@ -168,6 +204,51 @@ def _measure(
     return row
 
 
+def _measure_interleaved(
+    name: str, master: list[torch.Tensor], grads: list[torch.Tensor], repeats: int
+) -> list[dict[str, Any]]:
+    """The reference package's class and ours, one timed step of each in turn (order alternating).
+
+    The reference divides ``p.grad`` in place by its denominator (and adds the
+    weight decay into it); the gradients then change from step to step but stay
+    of order one (no denormals), so its time is that of a normal step.
+    """
+    variants = ["package-foreach", "descentlab"]
+    runs = {}
+    for variant in variants:
+        params = [torch.nn.Parameter(t.clone()) for t in master]
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g.clone()
+        opt = _make(name, variant, params)
+        step = opt.step
+        if name in TAKES_HESSIAN:
+            hessian = [g.abs() for g in grads]
+            step = functools.partial(opt.step, hessian=hessian)
+        start = time.perf_counter()
+        step()
+        first = time.perf_counter() - start
+        step()
+        runs[variant] = (opt, params, first, [], step)
+    for i in range(repeats):
+        for variant in variants if i % 2 == 0 else variants[::-1]:
+            runs[variant][3].extend(time_steps(runs[variant][4], 1))
+    rows = []
+    for variant, (opt, params, first, times, step) in runs.items():
+        rows.append({
+            "optimizer": name,
+            "variant": variant,
+            "ms": 1e3 * statistics.median(times),
+            "ms_min": 1e3 * min(times),
+            "samples": len(times),
+            "first_step_s": first,
+            "bytes": _traffic_bytes(opt, sum(p.numel() for p in params)),
+            "peak_extra_bytes": peak_extra_bytes(step),
+        })
+    del runs
+    gc.collect()
+    return rows
+
+
 def run(
     cases: dict[str, tuple[int, int]],
     optimizers: list[str],
@@ -183,6 +264,9 @@ def run(
     jobs = []
     for case in cases:
         for name in optimizers:
+            if name in PACKAGE_REFERENCES:
+                jobs.append((case, name, "interleaved"))
+                continue
             variants = ["torch-forloop", "torch-foreach"] + (
                 ["torch-fused"] if name in FUSED else []
             )
@@ -197,11 +281,16 @@ def run(
                 [torch.randn(size, generator=gen) for _ in range(count)],
                 [torch.randn(size, generator=gen) * 1e-2 for _ in range(count)],
             )
-        row = _measure(name, variant, *masters[case], repeats=repeats)
-        row["case"] = case
-        rows.append(row)
+        if variant == "interleaved":
+            measured = _measure_interleaved(name, *masters[case], repeats=repeats)
+        else:
+            measured = [_measure(name, variant, *masters[case], repeats=repeats)]
+        for row in measured:
+            row["case"] = case
+            rows.append(row)
     _add_ratios(rows, bandwidth)
     return {
+        "load_average": os.getloadavg(),
         "machine": {
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,
@@ -224,9 +313,14 @@ def _add_ratios(rows: list[dict[str, Any]], bandwidth: float) -> None:
             for r in rows
             if r["case"] == row["case"]
             and r["optimizer"] == row["optimizer"]
-            and r["variant"].startswith("torch-")
+            and _is_reference(r["variant"])
         ]
         row["vs_torch_best"] = row["ms"] / min(r["ms"] for r in torch_rows)
+
+
+def _is_reference(variant: str) -> bool:
+    """torch.optim's implementations, or the reference package's for optimizers torch lacks."""
+    return variant.startswith(("torch-", "package-"))
 
 
 def _pick(rows: list[dict[str, Any]], case: str, name: str, variant: str) -> dict[str, Any] | None:
@@ -241,14 +335,15 @@ def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
     goals: dict[str, Any] = {"a": {}, "b": {}}
     for case in ("a", "b"):
         fused = _pick(rows, case, "adam", "torch-fused")
-        names = sorted({r["optimizer"] for r in rows if r["case"] == case}, key=OPTIMIZERS.index)
+        names = sorted({r["optimizer"] for r in rows if r["case"] == case},
+                       key=ALL_OPTIMIZERS.index)
         for name in names:
             ours = [
                 r
                 for r in rows
                 if r["case"] == case
                 and r["optimizer"] == name
-                and not r["variant"].startswith("torch-")
+                and not _is_reference(r["variant"])
                 and r["variant"] != "reference"
             ]
             if not ours or fused is None:
@@ -273,14 +368,17 @@ def format_table(result: dict[str, Any]) -> str:
     """The rows as a markdown table, one block per case, plus the goals."""
     lines = [
         f"triad bandwidth (torch, best of 20): {result['triad_GBps']:.1f} GB/s; "
-        f"{result['machine']['threads']} threads; steps: median of up to {result['repeats']}",
+        f"{result['machine']['threads']} threads; steps: median of up to {result['repeats']}; "
+        "load average " + ", ".join(f"{x:.2f}" for x in result.get("load_average", [])),
+        "x ref best: against torch.optim's best implementation, or the reference package's "
+        "(package-*) for optimizers torch lacks",
         "",
     ]
     for case, spec in result["cases"].items():
         lines += [
             f"case ({case}): {spec['tensors']} tensors x {spec['size']:,} float32 params",
             "",
-            "| optimizer | variant | ms/step | GB/s | x torch best | x bandwidth | peak extra MB |",
+            "| optimizer | variant | ms/step | GB/s | x ref best | x bandwidth | peak extra MB |",
             "|---|---|---:|---:|---:|---:|---:|",
         ]
         for row in result["rows"]:
@@ -418,8 +516,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--optimizers",
-        type=a.name_list(lambda: OPTIMIZERS, "optimizer"),
-        help="comma-separated names (default: all)",
+        type=a.name_list(lambda: ALL_OPTIMIZERS, "optimizer"),
+        help="comma-separated names (default: the torch.optim ones; also "
+        + ", ".join(PACKAGE_REFERENCES) + ")",
     )
     parser.add_argument(
         "--repeats", type=a.positive_int, help="timed steps per variant (default 10, quick 5)"
