@@ -206,7 +206,8 @@ def run(
         train_time += time.perf_counter() - start
         step += 1
         if trajectory is not None:
-            trajectory.append([float(v) for v in position().detach().reshape(-1)[:2]])
+            with evaluation_mode(optimizer):  # Schedule-Free: the evaluation point x
+                trajectory.append([float(v) for v in position().detach().reshape(-1)[:2]])
         if not math.isfinite(loss):
             diverged = True
         if step % every == 0 or step == total or diverged:

@@ -169,6 +169,28 @@ def _traffic_bytes(opt: torch.optim.Optimizer, numel: int, itemsize: int = 4) ->
     return (1 + 2 * (1 + buffers)) * numel * itemsize
 
 
+def _row(
+    name: str,
+    variant: str,
+    opt: torch.optim.Optimizer,
+    params: list[torch.Tensor],
+    step: Callable[[], Any],
+    first: float,
+    times: list[float],
+) -> dict[str, Any]:
+    """One result row: median and best step time, traffic, peak extra memory of one more step."""
+    return {
+        "optimizer": name,
+        "variant": variant,
+        "ms": 1e3 * statistics.median(times),
+        "ms_min": 1e3 * min(times),
+        "samples": len(times),
+        "first_step_s": first,
+        "bytes": _traffic_bytes(opt, sum(p.numel() for p in params)),
+        "peak_extra_bytes": peak_extra_bytes(step),
+    }
+
+
 def _measure(
     name: str, variant: str, master: list[torch.Tensor], grads: list[torch.Tensor], repeats: int
 ) -> dict[str, Any]:
@@ -184,17 +206,7 @@ def _measure(
     first = time.perf_counter() - start
     opt.step()
     times = time_steps(opt.step, repeats)
-    numel = sum(p.numel() for p in params)
-    row = {
-        "optimizer": name,
-        "variant": variant,
-        "ms": 1e3 * statistics.median(times),
-        "ms_min": 1e3 * min(times),
-        "samples": len(times),
-        "first_step_s": first,
-        "bytes": _traffic_bytes(opt, numel),
-        "peak_extra_bytes": peak_extra_bytes(opt.step),
-    }
+    row = _row(name, variant, opt, params, opt.step, first, times)
     if variant == "compiled":
         row["compile_cache"] = (
             "cold" if counters["inductor"]["fxgraph_cache_miss"] > misses else "warm"
@@ -232,18 +244,8 @@ def _measure_interleaved(
     for i in range(repeats):
         for variant in variants if i % 2 == 0 else variants[::-1]:
             runs[variant][3].extend(time_steps(runs[variant][4], 1))
-    rows = []
-    for variant, (opt, params, first, times, step) in runs.items():
-        rows.append({
-            "optimizer": name,
-            "variant": variant,
-            "ms": 1e3 * statistics.median(times),
-            "ms_min": 1e3 * min(times),
-            "samples": len(times),
-            "first_step_s": first,
-            "bytes": _traffic_bytes(opt, sum(p.numel() for p in params)),
-            "peak_extra_bytes": peak_extra_bytes(step),
-        })
+    rows = [_row(name, variant, opt, params, step, first, times)
+            for variant, (opt, params, first, times, step) in runs.items()]
     del runs
     gc.collect()
     return rows

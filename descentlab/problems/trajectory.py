@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from descentlab.problems.analytic import FunctionTask, get_function
+from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 
 __all__ = [
     "ALIASES",
@@ -62,8 +63,9 @@ def run_trajectory(
 
     Returns:
         float64 array of shape ``(steps + 1, 2)``: row 0 is the start, row ``k``
-        the point after ``k`` steps. Once a point is no longer finite
-        (divergence), it and all later rows are ``nan``.
+        the point after ``k`` steps (for an optimizer with ``train()``/``eval()``
+        modes, Schedule-Free, its evaluation point ``x``). Once a point is no
+        longer finite (divergence), it and all later rows are ``nan``.
     """
     fn = get_function(function_name)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
@@ -73,11 +75,13 @@ def run_trajectory(
         raise ValueError(f"start must have two coordinates, got shape {tuple(point.shape)}")
     task = FunctionTask(fn, point, two_d=True)
     optimizer = optimizer_factory(task.parameters())
+    start_training(optimizer)
     out = np.full((steps + 1, 2), np.nan)
     out[0] = task.position().numpy()
     for k in range(1, steps + 1):
         task.train_step(optimizer)
-        now = task.position().numpy()
+        with evaluation_mode(optimizer):
+            now = task.position().numpy()
         if not np.isfinite(now).all():
             break
         out[k] = now

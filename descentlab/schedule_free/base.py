@@ -168,7 +168,8 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
                 continue
             beta = self.momentum_of(group)
             weight = 1.0 - beta if to_train else 1.0 - 1.0 / beta
-            pairs = [(p, self.state[p]["z"]) for p in group["params"] if "z" in self.state[p]]
+            pairs = [(p, self.state[p]["z"]) for p in group["params"]
+                     if "z" in self.state.get(p, {})]
             if pairs:
                 ps, zs = zip(*pairs, strict=True)
                 torch._foreach_lerp_([_real(p) for p in ps], [_real(z) for z in zs], weight)
@@ -203,6 +204,13 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
         return loss
 
     def _step_group(self, group: dict[str, Any]) -> None:
+        active = [p for p in group["params"] if p.grad is not None]
+        for p in active:  # before any bookkeeping moves: a refused step changes nothing
+            if p.grad.is_sparse:
+                raise RuntimeError(
+                    f"{type(self).__name__} does not support sparse gradients "
+                    f"(a parameter of shape {tuple(p.shape)} has one)"
+                )
         step = group["k"] + 1
         lr = self.scheduled_lr(group, step)
         group["scheduled_lr"] = lr
@@ -212,13 +220,7 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
         ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
         beta = self.momentum_of(group)
 
-        active = [p for p in group["params"] if p.grad is not None]
         for p in active:
-            if p.grad.is_sparse:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients "
-                    f"(a parameter of shape {tuple(p.shape)} has one)"
-                )
             state = self.state[p]
             if "z" not in state:
                 state["z"] = p.detach().clone(memory_format=torch.preserve_format)

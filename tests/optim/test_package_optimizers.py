@@ -50,6 +50,8 @@ def at_evaluation_point(opt, params):
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_float64_parity_with_the_reference_over_100_steps(case):
     info, setting = case
+    if info.bitwise is info.reference:
+        pytest.skip("the reference is the bit-for-bit class: the next test compares exactly")
     with float64_default():
         ours, opt = trained(info, info.ours, setting)
         ref, ref_opt = trained(info, info.reference, setting)

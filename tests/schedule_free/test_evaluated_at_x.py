@@ -69,3 +69,21 @@ def test_lr_range_test_steps_a_schedule_free_optimizer_and_restores_its_mode():
     assert not opt.training  # it was in eval mode (a fresh optimizer) and is again
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
 
+
+
+def test_trajectories_show_the_evaluation_point():
+    from descentlab.problems.trajectory import named_optimizer, run_trajectory
+
+    path = run_trajectory("rosenbrock", named_optimizer("sgd_schedulefree", lr=1e-3), 20)
+    # by hand: the same steps, then eval()
+    from descentlab.problems.analytic import FunctionTask, get_function
+
+    fn = get_function("rosenbrock")
+    task = FunctionTask(fn, torch.as_tensor(fn.start, dtype=torch.float32), two_d=True)
+    opt = descentlab.SGDScheduleFree(task.parameters(), lr=1e-3)
+    opt.train()
+    for _ in range(20):
+        task.train_step(opt)
+    y = task.position().numpy()
+    opt.eval()
+    assert (path[-1] == task.position().numpy()).all() and (path[-1] != y).any()

@@ -222,8 +222,10 @@ def test_sparse_gradients_are_refused(cls):
     opt = cls(emb.parameters())
     opt.train()
     emb(torch.tensor([1, 2])).sum().backward()
+    before = dict(opt.param_groups[0])
     with pytest.raises(RuntimeError, match="sparse gradients"):
         opt.step()
+    assert opt.param_groups[0] == before and not any(opt.state.values())  # nothing moved
 
 
 @pytest.mark.parametrize(
