@@ -6,13 +6,15 @@
   (:mod:`.compiled`);
 * ``"auto"`` (default) — flat at once, compiled once a background compile is
   ready, for large buffers only (:mod:`.auto`).
+
+The contract every engine keeps, and the :class:`Run` it is handed, are in
+:mod:`.base`; tensor rules on flat buffers in :mod:`.whole`.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from descentlab.engine.auto import AutoEngine
+from descentlab.engine.base import Engine, Run, describe
 from descentlab.engine.compiled import CompiledEngine
 from descentlab.engine.flat import FlatEngine
 from descentlab.engine.reference import ReferenceEngine
@@ -20,6 +22,9 @@ from descentlab.engine.reference import ReferenceEngine
 __all__ = [
     "ENGINES",
     "make_engine",
+    "Engine",
+    "Run",
+    "describe",
     "ReferenceEngine",
     "FlatEngine",
     "CompiledEngine",
@@ -27,7 +32,7 @@ __all__ = [
 ]
 
 #: Engine name → factory. "auto" picks the best available engine.
-ENGINES: dict[str, Any] = {
+ENGINES: dict[str, type[Engine]] = {
     "reference": ReferenceEngine,
     "flat": FlatEngine,
     "compiled": CompiledEngine,
@@ -35,7 +40,7 @@ ENGINES: dict[str, Any] = {
 }
 
 
-def make_engine(name: str) -> Any:
+def make_engine(name: str) -> Engine:
     """Build the engine called ``name``; unknown names raise a ValueError listing the valid ones."""
     if not isinstance(name, str) or name not in ENGINES:
         raise ValueError(f"engine must be one of {sorted(ENGINES)}, got {name!r}")

@@ -28,6 +28,9 @@ from __future__ import annotations
 import os
 import warnings
 
+from torch import Tensor
+
+from descentlab.engine.base import Run
 from descentlab.engine.compiled import CompiledEngine
 from descentlab.engine.flat import FlatEngine
 
@@ -47,21 +50,28 @@ class AutoEngine(CompiledEngine):
         self.compile_enabled = os.environ.get("DESCENTLAB_AUTO_COMPILE", "1") != "0"
         self._warned = False
 
-    def apply(self, rule, param, grad, state, scalars, h, step, flags, maximize) -> None:
+    def apply(
+        self,
+        run: Run,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        scalars: dict[str, Tensor],
+    ) -> None:
         """Compiled kernel if ready; otherwise eager, then start a compile for a large run."""
         if not self.compile_enabled:
-            FlatEngine.apply(self, rule, param, grad, state, scalars, h, step, flags, maximize)
+            FlatEngine.apply(self, run, param, grad, state, scalars)
             return
-        kernel = self.kernel_for(rule, flags, maximize, param, state, scalars, h)
+        kernel = self.kernel_for(run, param, state, scalars)
         if kernel.ready:
-            kernel(param, grad, state, scalars, h, step)
+            kernel(param, grad, state, scalars, run.h, run.step)
             return
-        FlatEngine.apply(self, rule, param, grad, state, scalars, h, step, flags, maximize)
+        FlatEngine.apply(self, run, param, grad, state, scalars)
         if kernel.error is not None:
             if not self._warned:
                 warnings.warn(
-                    f"descentlab: compiling the {rule.name} kernel failed ({kernel.error!r}); "
-                    "engine='auto' keeps the eager flat engine",
+                    f"descentlab: compiling the {run.rule.name} kernel failed "
+                    f"({kernel.error!r}); engine='auto' keeps the eager flat engine",
                     RuntimeWarning,
                     stacklevel=2,
                 )

@@ -24,7 +24,10 @@ The optimizer state of every parameter of a bucket (moment buffers, the
 step counter and scalar bookkeeping such as NAdam's ``mu_product``) is flat
 as well, and ``optimizer.state[p]`` holds per-slot tensors over it:
 ``state_dict()`` therefore stays per-parameter and torch's own saving and
-loading work unchanged.
+loading work unchanged. For a tensor rule only the state entries shaped like
+their parameter are flat (so same-shape neighbours are one strided batch,
+:meth:`Bucket.batch_view`); entries of other shapes stay per parameter in
+``optimizer.state[p]``.
 
 Which parameters can be flattened (:func:`flattenable`): dense, strided,
 contiguous, floating or complex tensors that are plain ``torch.Tensor`` /
@@ -42,7 +45,7 @@ import torch
 from torch import Tensor
 
 from descentlab.engine.sharing import data_private, grad_private, slot_tensor
-from descentlab.rules.base import Rule
+from descentlab.rules.base import TENSOR, Rule
 
 __all__ = ["ALIGN", "Bucket", "flattenable", "real_dtype"]
 
@@ -147,6 +150,38 @@ class Bucket:
         """Parameter ``i``'s slot of ``flat`` as a 1-D real tensor."""
         return flat[self.offsets[i] : self.offsets[i] + self.sizes[i]]
 
+    def batch_view(self, flat: Tensor, start: int, stop: int) -> Tensor:
+        """Slots ``start … stop-1`` of ``flat`` as one ``[B, *shape]`` tensor (same-shape slots).
+
+        Neighbouring slots of one shape are equally spaced (each is padded
+        to :data:`ALIGN`), so the batch is a strided view: no copy.
+        """
+        shape = self.shapes[start][0]
+        inner = self.param_views[start].stride()  # a slot is contiguous in its own shape
+        return flat.as_strided(
+            (stop - start, *shape), (_padded(self.sizes[start]), *inner), self.offsets[start]
+        )
+
+    def fits(self, i: int, value: Tensor) -> bool:
+        """Whether a state tensor has parameter ``i``'s (real) shape, so it can live in a slot."""
+        return isinstance(value, Tensor) and _real(value).shape == _real(self.param_views[i]).shape
+
+    def flat_entries(self, i: int, entries: dict[str, Any], rule: Rule) -> dict[str, Any]:
+        """The state entries of parameter ``i`` kept in flat buffers (see the module docstring)."""
+        if rule.kind != TENSOR:
+            return entries
+        return {k: v for k, v in entries.items() if self.fits(i, v)}
+
+    def advance(self, start: int, stop: int) -> int:
+        """Count one step for slots ``start … stop-1`` (which share a step); return the new step."""
+        step = self.steps[start] + 1
+        self.steps[start:stop] = [step] * (stop - start)
+        if start == 0 and stop == len(self.params):
+            self.step.add_(1)
+        else:
+            self.step[start:stop].add_(1)
+        return step
+
     def span(self, start: int, stop: int) -> tuple[int, int]:
         """Element range covering slots ``start … stop-1`` (with their padding)."""
         return self.offsets[start], self.offsets[stop - 1] + _padded(self.sizes[stop - 1])
@@ -240,10 +275,15 @@ class Bucket:
             elif key not in self.state:
                 self.state[key] = torch.zeros_like(self.data)
 
-    def bind_state(self, i: int, state: MutableMapping[str, Any]) -> None:
-        """Point ``state`` (``optimizer.state[p]``) at parameter ``i``'s views of the flat state."""
+    def bind_state(
+        self, i: int, state: MutableMapping[str, Any], keys: Any = None
+    ) -> None:
+        """Point ``state`` (``optimizer.state[p]``) at parameter ``i``'s views of the flat state.
+
+        ``keys`` limits the flat entries bound (a tensor rule's); default: all of them.
+        """
         state["step"] = self.step[i]
-        for key in self.state:
+        for key in self.state if keys is None else keys:
             state[key] = self._view(self.state[key], i)
         for key in self.scalar_state:
             state[key] = self.scalar_state[key][i]
@@ -254,8 +294,9 @@ class Bucket:
     ) -> None:
         """Create parameter ``i``'s state as the reference does (step 0, ``rule.init_state``)."""
         fresh = rule.init_state(self.params[i].detach(), flags, h)
-        self._ensure_buffers(fresh, rule)
-        for key, value in fresh.items():
+        flat = self.flat_entries(i, fresh, rule)
+        self._ensure_buffers(flat, rule)
+        for key, value in flat.items():
             if key in self.scalar_state:
                 self.scalar_state[key][i] = value
             else:
@@ -264,7 +305,8 @@ class Bucket:
         self.steps[i] = 0
         self.cohort[i] = cohort
         state.clear()
-        self.bind_state(i, state)
+        self.bind_state(i, state, None if flat is fresh else flat)
+        state.update({k: v for k, v in fresh.items() if k not in flat})
 
     def adopt_state(self, state_of: MutableMapping[Tensor, Any], rule: Rule) -> None:
         """Copy whatever ``optimizer.state`` holds for our parameters into the flat state.
@@ -283,14 +325,14 @@ class Bucket:
                 self.cohort[i] = 0
                 previous = None
                 continue
-            self._ensure_buffers({k: v for k, v in state.items() if k != "step"}, rule)
+            entries = {k: v for k, v in state.items() if k != "step"}
+            flat = self.flat_entries(i, entries, rule)
+            self._ensure_buffers(flat, rule)
             step = torch.as_tensor(state["step"]).detach().to(torch.float32)
             self.step[i] = step
             self.steps[i] = int(step.item())
             key_values = [self.steps[i]]
-            for key, value in state.items():
-                if key == "step":
-                    continue
+            for key, value in flat.items():
                 if key in self.scalar_state:
                     self.scalar_state[key][i] = value.detach().to(self.scalar_state[key].dtype)
                     key_values.append(float(value))
@@ -301,4 +343,4 @@ class Bucket:
                 cohort = self.new_cohort()
                 previous = signature
             self.cohort[i] = cohort
-            self.bind_state(i, state)
+            self.bind_state(i, state, None if flat is entries else flat)

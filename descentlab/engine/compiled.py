@@ -9,6 +9,10 @@ warm one, see :func:`~descentlab.engine.kernels.cache_dir`) and never again in
 the process: not when a hyperparameter changes, not when the step grows, not
 for another buffer length.
 
+Only elementwise rules are compiled: a tensor rule's group is stepped as in
+the flat engine (whole parameters, eagerly), and :func:`get_kernel` refuses
+a tensor rule.
+
 Results match the reference to rounding (the scalar coefficients are computed
 in float64 either way; the elementwise arithmetic is the same sequence of
 float operations), well within 1e-12 relative in float64 and 1e-6 in float32.
@@ -16,13 +20,11 @@ float operations), well within 1e-12 relative in float64 and 1e-6 in float32.
 
 from __future__ import annotations
 
-from typing import Any
-
 from torch import Tensor
 
+from descentlab.engine.base import Run
 from descentlab.engine.flat import FlatEngine
 from descentlab.engine.kernels import Kernel, get_kernel
-from descentlab.rules.base import Flags, Rule
 
 __all__ = ["CompiledEngine"]
 
@@ -33,23 +35,21 @@ class CompiledEngine(FlatEngine):
     name = "compiled"
 
     def kernel_for(
-        self,
-        rule: Rule,
-        flags: Flags,
-        maximize: bool,
-        param: Tensor,
-        state: dict[str, Tensor],
-        scalars: dict[str, Tensor],
-        h: dict[str, Any],
+        self, run: Run, param: Tensor, state: dict[str, Tensor], scalars: dict[str, Tensor]
     ) -> Kernel:
         """The kernel for this call's structure (not necessarily built yet)."""
-        return get_kernel(
-            rule, flags, maximize, param.dtype, param.device, tuple(state), tuple(scalars), tuple(h)
-        )
+        return get_kernel(run, param, state, scalars)
 
-    def apply(self, rule, param, grad, state, scalars, h, step, flags, maximize) -> None:
+    def apply(
+        self,
+        run: Run,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        scalars: dict[str, Tensor],
+    ) -> None:
         """Update the run with the compiled kernel, compiling it first if needed."""
-        kernel = self.kernel_for(rule, flags, maximize, param, state, scalars, h)
+        kernel = self.kernel_for(run, param, state, scalars)
         if not kernel.ready:
             kernel.build()
-        kernel(param, grad, state, scalars, h, step)
+        kernel(param, grad, state, scalars, run.h, run.step)

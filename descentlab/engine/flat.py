@@ -31,6 +31,10 @@ elements, which bounds the temporaries the rule allocates and keeps them in
 cache; the result is bitwise identical to the reference. The compiled engine
 (:mod:`descentlab.engine.compiled`) replaces only :meth:`FlatEngine.apply`.
 
+A tensor rule's group is laid out the same way, but stepped by
+:func:`~descentlab.engine.whole.step_whole_bucket`: each parameter whole, on
+its views of the flat buffers, or same-shape neighbours as one batch.
+
 Per-tensor fallback: parameters that cannot be flattened (DTensor and other
 tensor subclasses, non-contiguous, meta or storage-sharing parameters) and
 those whose memory another tensor sees (until it no longer does; a warning
@@ -52,10 +56,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from descentlab.engine.base import Run, describe
 from descentlab.engine.buffers import Bucket
 from descentlab.engine.layout import GroupLayout, arrange
 from descentlab.engine.reference import ReferenceEngine, check_grad
-from descentlab.rules.base import Flags, Rule
+from descentlab.engine.whole import step_whole_bucket
+from descentlab.rules.base import TENSOR
 
 __all__ = ["FlatEngine", "one_thread"]
 
@@ -110,19 +116,21 @@ class FlatEngine:
         elif found.current():
             return found
         with one_thread():
-            arrange(optimizer, found)
+            arrange(optimizer, found, optimizer.rule_for(group))
         return found
 
     def state_loaded(self, optimizer: Any) -> None:
         """Copy freshly loaded per-parameter state into the flat buffers (and bind views)."""
-        for layout in self._layouts.values():
-            for bucket in layout.buckets:
-                bucket.adopt_state(optimizer.state, optimizer.rule)
+        for group in optimizer.param_groups:
+            layout = self._layouts.get(id(group["params"]))
+            if layout is not None:
+                for bucket in layout.buckets:
+                    bucket.adopt_state(optimizer.state, optimizer.rule_for(group))
 
     # -- stepping -------------------------------------------------------------------------
 
     def step_group(self, optimizer: Any, group: dict[str, Any]) -> None:
-        """Apply ``optimizer.rule`` to every parameter of ``group`` that has a gradient."""
+        """Apply the group's rule to every parameter of ``group`` that has a gradient."""
         layout = self.layout(optimizer, group)
         if layout.waiting:
             self._warn_waiting(layout.waiting)
@@ -130,12 +138,12 @@ class FlatEngine:
             self._reference.step_group(optimizer, {**group, "params": layout.fallback})
         if not layout.buckets:
             return
-        rule: Rule = optimizer.rule
-        flags = rule.flags(group)
-        h = rule.scalars(group)
-        maximize = bool(group.get("maximize", False))
+        run = describe(optimizer, group)
         for bucket in layout.buckets:
-            self._step_bucket(optimizer, bucket, rule, flags, h, maximize)
+            if run.rule.kind == TENSOR:
+                step_whole_bucket(optimizer, bucket, run, self._gather(optimizer, bucket, run))
+            else:
+                self._step_bucket(optimizer, bucket, run)
 
     def _warn_waiting(self, waiting: list[Tensor]) -> None:
         if self._warned_waiting:
@@ -152,15 +160,39 @@ class FlatEngine:
             stacklevel=4,
         )
 
-    def _step_bucket(
-        self, optimizer: Any, b: Bucket, rule: Rule, flags: Flags, h: dict, maximize: bool
-    ) -> None:
+    def _step_bucket(self, optimizer: Any, b: Bucket, run: Run) -> None:
         params = b.params
+        if (
+            b.gapless
+            and all(map(operator.is_, [p.grad for p in params], b.grad_views))
+            and all(b.has_state)
+            and b.cohort.count(b.cohort[0]) == len(b.cohort)  # one cohort (C-speed check)
+        ):
+            self._run(b, 0, len(params), run)
+            return
+        active = self._gather(optimizer, b, run)
+        members = Counter(b.cohort)
+        i, n = 0, len(params)
+        while i < n:
+            if not active[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and active[j] and b.cohort[j] == b.cohort[i]:
+                j += 1
+            if members[b.cohort[i]] != j - i:  # the cohort splits: the run starts a new one
+                b.cohort[i:j] = [b.new_cohort()] * (j - i)
+            self._run(b, i, j, run)
+            i = j
+
+    def _gather(self, optimizer: Any, b: Bucket, run: Run) -> list[bool]:
+        """Bring gradients into the flat buffer and create missing state; which slots step.
+
+        Sparse gradients are stepped here, alone, by the rule's sparse update
+        (they are never copied into the buffer) and are not among those returned.
+        """
+        rule, params = run.rule, b.params
         grads = [p.grad for p in params]
-        if b.gapless and all(map(operator.is_, grads, b.grad_views)) and all(b.has_state):
-            if b.cohort.count(b.cohort[0]) == len(b.cohort):  # one cohort (C-speed check)
-                self._run(b, 0, len(params), rule, flags, h, maximize)
-                return
         active = [g is not None for g in grads]
         foreign = [
             i
@@ -168,7 +200,7 @@ class FlatEngine:
             if g is not None and g is not v
         ]
         del grads  # take_grads counts who else holds a gradient
-        sparse = [i for i in foreign if check_grad(params[i], rule, flags)]
+        sparse = [i for i in foreign if check_grad(params[i], rule, run.flags)]
         if sparse:  # stepped alone by the rule's sparse update, never copied into the buffer
             foreign = [i for i in foreign if i not in sparse]
             for i in sparse:
@@ -185,80 +217,53 @@ class FlatEngine:
                 fresh = b.new_cohort()
                 for i, p in enumerate(params):
                     if active[i] and not b.has_state[i]:
-                        b.init_state(i, optimizer.state[p], rule, flags, h, fresh)
+                        b.init_state(i, optimizer.state[p], rule, run.flags, run.h, fresh)
             for i in sparse:
-                self._step_sparse(optimizer, b, i, rule, flags, h, maximize)
-        members = Counter(b.cohort)
-        i, n = 0, len(params)
-        while i < n:
-            if not active[i]:
-                i += 1
-                continue
-            j = i + 1
-            while j < n and active[j] and b.cohort[j] == b.cohort[i]:
-                j += 1
-            if members[b.cohort[i]] != j - i:  # the cohort splits: the run starts a new one
-                b.cohort[i:j] = [b.new_cohort()] * (j - i)
-            self._run(b, i, j, rule, flags, h, maximize)
-            i = j
+                self._step_sparse(optimizer, b, i, run)
+        return active
 
-    def _step_sparse(
-        self, optimizer: Any, b: Bucket, i: int, rule: Rule, flags: Flags, h: dict, maximize: bool
-    ) -> None:
+    def _step_sparse(self, optimizer: Any, b: Bucket, i: int, run: Run) -> None:
         """Step parameter ``i`` of ``b`` alone with its sparse gradient (``rule.sparse_update``)."""
         p = b.params[i]
         state = optimizer.state[p]
         if not b.has_state[i]:
-            b.init_state(i, state, rule, flags, h, 0)
+            b.init_state(i, state, run.rule, run.flags, run.h, 0)
         b.cohort[i] = b.new_cohort()  # its step now differs from its neighbours'
         b.steps[i] += 1
         b.step[i] += 1
-        grad = -p.grad if maximize else p.grad
-        rule.sparse_update(p, grad, state, h, float(b.steps[i]), flags)
+        grad = -p.grad if run.maximize else p.grad
+        run.rule.sparse_update(p, grad, state, run.h, float(b.steps[i]), run.flags)
 
-    def _run(
-        self, b: Bucket, i: int, j: int, rule: Rule, flags: Flags, h: dict, maximize: bool
-    ) -> None:
+    def _run(self, b: Bucket, i: int, j: int, run: Run) -> None:
         """Step parameters ``i … j-1`` of ``b`` (one cohort, all with gradients) together."""
-        step = b.steps[i] + 1
-        b.steps[i:j] = [step] * (j - i)
-        if i == 0 and j == len(b.params):
-            b.step.add_(1)
-        else:
-            b.step[i:j].add_(1)
+        step = b.advance(i, j)
         start, end = b.span(i, j)
         state = {k: v[start:end] for k, v in b.state.items()}
         scalars = {k: v[i].clone() for k, v in b.scalar_state.items()}
-        self.apply(
-            rule, b.data[start:end], b.grad[start:end], state, scalars, h, step, flags, maximize
-        )
+        self.apply(run.at(step), b.data[start:end], b.grad[start:end], state, scalars)
         for key, value in scalars.items():
             b.scalar_state[key][i:j] = value
 
     def apply(
         self,
-        rule: Rule,
+        run: Run,
         param: Tensor,
         grad: Tensor,
         state: dict[str, Tensor],
         scalars: dict[str, Tensor],
-        h: dict[str, float],
-        step: int,
-        flags: Flags,
-        maximize: bool,
     ) -> None:
-        """One rule update of a 1-D run; ``scalars`` (0-dim scalar state) is updated in place.
+        """One elementwise update of a 1-D run; ``scalars`` (0-dim scalar state) in place.
 
         Eager: chunks of :attr:`chunk` elements, hyperparameters as Python
         floats, each chunk starting from the same scalar state.
         """
-        n = param.numel()
+        rule, n = run.rule, param.numel()
         result = scalars
         for a in range(0, n, self.chunk):
             e = min(a + self.chunk, n)
-            g = -grad[a:e] if maximize else grad[a:e]
+            g = -grad[a:e] if run.maximize else grad[a:e]
             result = {k: v.clone() for k, v in scalars.items()}
             chunk_state = {k: v[a:e] for k, v in state.items()}
-            rule.update(param[a:e], g, {**chunk_state, **result}, h, float(step), flags)
+            rule.update(param[a:e], g, {**chunk_state, **result}, run.h, float(run.step), run.flags)
         for key, value in result.items():
             scalars[key].copy_(value)

@@ -29,20 +29,22 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, fx
 
-from descentlab.rules.base import Flags, Rule
+from descentlab.engine.base import Run
+from descentlab.rules.base import ELEMENTWISE
 
 __all__ = [
     "Kernel",
     "KernelKey",
     "cache_dir",
     "get_kernel",
+    "kernel_key",
     "COMPILE_SIZE",
     "PARALLEL_MIN",
 ]
@@ -52,7 +54,8 @@ COMPILE_SIZE = 1 << 20
 #: Shorter runs execute the compiled loop on one thread (torch's own grain size for eager ops).
 PARALLEL_MIN = 1 << 15
 
-#: (rule name, sorted flags, maximize, dtype, device type, state keys, scalar-state keys, h keys)
+#: (rule class, its module, sorted flags, maximize, dtype, device, state keys,
+#: (scalar-state key, dtype) pairs, hyperparameter keys): see :func:`kernel_key`
 KernelKey = tuple[Any, ...]
 
 _KERNELS: dict[KernelKey, Kernel] = {}
@@ -96,12 +99,14 @@ class Kernel:
     """
 
     def __init__(
-        self, rule: Rule, flags: Flags, key: KernelKey, dtype: torch.dtype, device: torch.device
+        self, run: Run, key: KernelKey, dtype: torch.dtype, device: torch.device
     ) -> None:
         self.key = key
-        self.rule, self.flags = rule, dict(flags)
-        self.maximize = key[2]
-        self.state_keys, self.scalar_keys, self.h_keys = key[5], key[6], key[7]
+        self.rule, self.flags = run.rule, dict(run.flags)
+        self.maximize = run.maximize
+        self.state_keys, self.h_keys = key[6], key[8]
+        self.scalar_keys = tuple(k for k, _ in key[7])
+        self._scalar_dtypes = tuple(d for _, d in key[7])
         self.dtype, self.device = dtype, torch.device(device)
         self.compile_seconds: float | None = None
         self._scalar_part: fx.GraphModule | None = None
@@ -127,14 +132,12 @@ class Kernel:
         g = -grad if self.maximize else grad
         self.rule.update(param, g, state, h, step, self.flags)
 
-    def _examples(self, n: int, scalar_state: dict[str, Tensor] | None = None) -> list[Tensor]:
+    def _examples(self, n: int) -> list[Tensor]:
         def buf() -> Tensor:
             # deterministic values: a background build must not draw from the global RNG
             return torch.linspace(0.5, 1.5, n, dtype=self.dtype, device=self.device)
 
-        scalars = [
-            (scalar_state or {}).get(k, _scalar(1.0, self.device)).clone() for k in self.scalar_keys
-        ]
+        scalars = [torch.ones((), dtype=d, device=self.device) for d in self._scalar_dtypes]
         return [
             buf(),
             buf(),
@@ -301,34 +304,42 @@ class Kernel:
             torch.set_num_threads(threads)
 
 
-def get_kernel(
-    rule: Rule,
-    flags: Flags,
-    maximize: bool,
-    dtype: torch.dtype,
-    device: torch.device,
-    state_keys: Sequence[str],
-    scalar_keys: Sequence[str],
-    h_keys: Sequence[str],
-) -> Kernel:
-    """The (process-wide, shared) kernel for this structure, created unbuilt if new.
+def kernel_key(
+    run: Run, param: Tensor, state: Mapping[str, Tensor], scalars: Mapping[str, Tensor]
+) -> KernelKey:
+    """Everything that changes the traced graph of one elementwise call (see :data:`KernelKey`).
 
-    A kernel's identity is everything structural about one rule call: the rule,
-    its flags, maximize, dtype, device type and the names of the state, scalar
-    state and hyperparameters it reads.
+    Hyperparameter *values*, the step and the buffer length are inputs of
+    the kernel, not part of its graph, so they are not in the key.
     """
-    key: KernelKey = (
-        type(rule).__qualname__,
-        tuple(sorted(flags.items())),
-        bool(maximize),
-        dtype,
-        torch.device(device).type,
-        tuple(state_keys),
-        tuple(scalar_keys),
-        tuple(h_keys),
+    return (
+        type(run.rule).__qualname__,
+        type(run.rule).__module__,
+        tuple(sorted(run.flags.items())),
+        bool(run.maximize),
+        param.dtype,
+        str(torch.device(param.device)),
+        tuple(state),
+        tuple((k, v.dtype) for k, v in scalars.items()),
+        tuple(run.h),
     )
+
+
+def get_kernel(
+    run: Run, param: Tensor, state: Mapping[str, Tensor], scalars: Mapping[str, Tensor]
+) -> Kernel:
+    """The (process-wide, shared) kernel for this call's structure, created unbuilt if new.
+
+    Only elementwise rules have kernels: a tensor rule raises a TypeError.
+    """
+    if run.rule.kind != ELEMENTWISE:
+        raise TypeError(
+            f"{run.rule.name} is a {run.rule.kind} rule: it is never compiled into an "
+            "elementwise kernel"
+        )
+    key = kernel_key(run, param, state, scalars)
     with _LOCK:
         kernel = _KERNELS.get(key)
         if kernel is None:
-            kernel = _KERNELS[key] = Kernel(rule, flags, key, dtype, device)
+            kernel = _KERNELS[key] = Kernel(run, key, param.dtype, param.device)
         return kernel

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from descentlab.engine.buffers import Bucket, flattenable, real_dtype
 from descentlab.engine.sharing import data_private
+from descentlab.rules.base import Rule
 
 __all__ = ["GroupLayout", "arrange", "storage_ptr"]
 
@@ -70,8 +71,8 @@ class GroupLayout:
         return not any([bucket.moved() for bucket in self.buckets])
 
 
-def arrange(optimizer: Any, layout: GroupLayout) -> None:
-    """Bring ``layout`` up to date with its group, moving as little as possible."""
+def arrange(optimizer: Any, layout: GroupLayout, rule: Rule) -> None:
+    """Bring ``layout`` up to date with its group (of ``rule``), moving as little as possible."""
     params = layout.params
     members = {id(p) for p in params}
     for bucket in layout.buckets:
@@ -95,7 +96,7 @@ def arrange(optimizer: Any, layout: GroupLayout) -> None:
             together.setdefault((p.device, real_dtype(p)), []).append(p)
     for members_ in together.values():
         bucket = Bucket(members_)
-        bucket.adopt_state(optimizer.state, optimizer.rule)
+        bucket.adopt_state(optimizer.state, rule)
         layout.buckets.append(bucket)
     layout.fallback = fallback + waiting
     layout.waiting = waiting

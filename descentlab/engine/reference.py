@@ -8,6 +8,10 @@ Per parameter with a gradient it
 3. increments the step counter and calls ``rule.update`` with the scalars as
    Python floats and the 1-based step number.
 
+A tensor rule (:mod:`descentlab.rules.base`) gets each parameter whole, with
+a Python int step; a batched one gets it as a batch of one (``[1, *shape]``
+views, so its in-place updates reach the parameter and its state).
+
 Complex parameters are handled as real tensors of twice the size
 (``torch.view_as_real``), as torch.optim does, so each real and imaginary
 part is one coordinate. A sparse gradient goes to the rule's
@@ -25,9 +29,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import Rule
+from descentlab.engine.base import Run, describe
+from descentlab.rules.base import TENSOR, Rule
 
-__all__ = ["ReferenceEngine", "init_param_state", "check_grad"]
+__all__ = ["ReferenceEngine", "init_param_state", "check_grad", "step_whole"]
 
 
 def check_grad(param: Tensor, rule: Rule, flags: Any) -> bool:
@@ -57,17 +62,25 @@ def _real(t: Tensor) -> Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def step_whole(param: Tensor, grad: Tensor, state: dict[str, Any], run: Run) -> None:
+    """One tensor-rule update of one parameter in its own shape (a batch of one if batched)."""
+    rule = run.rule
+    buffers = {k: v for k, v in state.items() if k != "step"}
+    if rule.batched:
+        param, grad = param.unsqueeze(0), grad.unsqueeze(0)
+        buffers = {k: v.unsqueeze(0) for k, v in buffers.items()}
+    rule.update(param, grad, buffers, run.h, run.step, run.flags)
+
+
 class ReferenceEngine:
     """Runs a rule parameter by parameter (see the module docstring)."""
 
     name = "reference"
 
     def step_group(self, optimizer: Any, group: dict[str, Any]) -> None:
-        """Apply ``optimizer.rule`` to every parameter of ``group`` that has a gradient."""
-        rule: Rule = optimizer.rule
-        flags = rule.flags(group)
-        h = rule.scalars(group)
-        maximize = bool(group.get("maximize", False))
+        """Apply the group's rule to every parameter of ``group`` that has a gradient."""
+        run = describe(optimizer, group)
+        rule, flags, h = run.rule, run.flags, run.h
         for p in group["params"]:
             if p.grad is None:
                 continue
@@ -76,12 +89,14 @@ class ReferenceEngine:
             if not state:
                 init_param_state(rule, p, state, flags, h)
             state["step"] += 1
-            grad = -p.grad if maximize else p.grad
+            grad = -p.grad if run.maximize else p.grad
             if sparse:
                 rule.sparse_update(p, grad, state, h, float(state["step"]), flags)
-                continue
-            buffers = {k: (v if k in rule.scalar_state else _real(v)) for k, v in state.items()}
-            rule.update(_real(p), _real(grad), buffers, h, float(state["step"]), flags)
+            elif rule.kind == TENSOR:
+                step_whole(p, grad, state, run.at(int(state["step"])))
+            else:
+                buffers = {k: (v if k in rule.scalar_state else _real(v)) for k, v in state.items()}
+                rule.update(_real(p), _real(grad), buffers, h, float(state["step"]), flags)
 
     def prepare(self, optimizer: Any) -> None:
         """Nothing to lay out: parameters, gradients and state stay where they are."""

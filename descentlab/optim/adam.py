@@ -6,20 +6,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from descentlab.optim.base import RuleOptimizer
-from descentlab.optim.validation import check_betas, check_nonnegative, check_params
-from descentlab.rules.adam import AdamaxRule, AdamRule, NAdamRule, RAdamRule, SparseAdamRule
+from descentlab.rules import get_rule
+from descentlab.validation import check_params
 
 __all__ = ["Adam", "AdamW", "NAdam", "RAdam", "Adamax", "SparseAdam"]
 
 Betas = tuple[float, float]
 
-
-def _check_moments_group(group: dict[str, Any]) -> None:
-    """Checks shared by the Adam family: lr, betas ∈ [0, 1), eps and weight_decay."""
-    RuleOptimizer.check_group(group)
-    check_betas(group["betas"])
-    check_nonnegative("eps", group["eps"])
-    check_nonnegative("weight_decay", group["weight_decay"])
 
 
 class Adam(RuleOptimizer):
@@ -54,7 +47,7 @@ class Adam(RuleOptimizer):
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
-    rule = AdamRule()
+    rule = get_rule("adam")
 
     def __init__(
         self,
@@ -70,18 +63,8 @@ class Adam(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay,
-        )
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    check_group = staticmethod(_check_moments_group)
 
 
 class AdamW(Adam):
@@ -98,6 +81,8 @@ class AdamW(Adam):
         amsgrad: AMSGrad variant (default False). maximize: maximise instead.
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
+
+    rule = get_rule("adamw")
 
     def __init__(
         self,
@@ -149,7 +134,7 @@ class NAdam(RuleOptimizer):
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
-    rule = NAdamRule()
+    rule = get_rule("nadam")
 
     def __init__(
         self,
@@ -165,22 +150,8 @@ class NAdam(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Check the Adam-family arguments and momentum_decay >= 0."""
-        _check_moments_group(group)
-        check_nonnegative("momentum_decay", group["momentum_decay"])
 
 
 class RAdam(RuleOptimizer):
@@ -204,7 +175,7 @@ class RAdam(RuleOptimizer):
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
-    rule = RAdamRule()
+    rule = get_rule("radam")
 
     def __init__(
         self,
@@ -219,17 +190,8 @@ class RAdam(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    check_group = staticmethod(_check_moments_group)
 
 
 class Adamax(RuleOptimizer):
@@ -248,7 +210,7 @@ class Adamax(RuleOptimizer):
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
-    rule = AdamaxRule()
+    rule = get_rule("adamax")
 
     def __init__(
         self,
@@ -262,10 +224,8 @@ class Adamax(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    check_group = staticmethod(_check_moments_group)
 
 
 class SparseAdam(RuleOptimizer):
@@ -287,7 +247,7 @@ class SparseAdam(RuleOptimizer):
             each tensor in place (sparse updates gain nothing from flat buffers).
     """
 
-    rule = SparseAdamRule()
+    rule = get_rule("sparse_adam")
 
     def __init__(
         self,
@@ -299,15 +259,8 @@ class SparseAdam(RuleOptimizer):
         *,
         engine: str = "reference",
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, maximize=maximize)
-        super().__init__(params, defaults, engine=engine)
+        super().__init__(params, locals(), engine=engine)
 
-    @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Check lr, betas ∈ [0, 1) and eps."""
-        RuleOptimizer.check_group(group)
-        check_betas(group["betas"])
-        check_nonnegative("eps", group["eps"])
 
     def state_dict(self) -> dict[str, Any]:
         """The state dict in torch.optim.SparseAdam's layout, whose ``step`` is a Python int.

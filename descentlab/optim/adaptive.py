@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from descentlab.optim.base import RuleOptimizer
-from descentlab.optim.validation import check_interval, check_nonnegative
-from descentlab.rules.adaptive import AdadeltaRule, AdagradRule, RMSpropRule
+from descentlab.rules import get_rule
 
 __all__ = ["Adagrad", "RMSprop", "Adadelta"]
 
@@ -34,7 +33,7 @@ class Adagrad(RuleOptimizer):
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
-    rule = AdagradRule()
+    rule = get_rule("adagrad")
 
     def __init__(
         self,
@@ -49,22 +48,8 @@ class Adagrad(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            eps=eps,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Check lr, lr_decay, weight_decay, initial_accumulator_value and eps."""
-        RuleOptimizer.check_group(group)
-        for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-            check_nonnegative(name, group[name])
 
 
 class RMSprop(RuleOptimizer):
@@ -89,7 +74,7 @@ class RMSprop(RuleOptimizer):
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
-    rule = RMSpropRule()
+    rule = get_rule("rmsprop")
 
     def __init__(
         self,
@@ -105,24 +90,8 @@ class RMSprop(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-        )
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Check lr, alpha ∈ [0, 1], eps, weight_decay and momentum."""
-        RuleOptimizer.check_group(group)
-        check_interval("alpha", group["alpha"], 0.0, 1.0)
-        for name in ("eps", "weight_decay", "momentum"):
-            check_nonnegative(name, group[name])
 
 
 class Adadelta(RuleOptimizer):
@@ -145,7 +114,7 @@ class Adadelta(RuleOptimizer):
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
-    rule = AdadeltaRule()
+    rule = get_rule("adadelta")
 
     def __init__(
         self,
@@ -159,13 +128,5 @@ class Adadelta(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Check lr, rho ∈ [0, 1], eps and weight_decay."""
-        RuleOptimizer.check_group(group)
-        check_interval("rho", group["rho"], 0.0, 1.0)
-        check_nonnegative("eps", group["eps"])
-        check_nonnegative("weight_decay", group["weight_decay"])

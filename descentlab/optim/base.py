@@ -1,12 +1,23 @@
-"""The optimizer shell shared by every elementwise algorithm.
+"""The optimizer shell shared by every rule-based algorithm.
 
 :class:`RuleOptimizer` is a ``torch.optim.Optimizer`` that owns everything
 that is the same for all algorithms — checking ``params``, parameter groups
 and their hyperparameters, lazy state, closures, ``maximize``, the step
-counter, ``state_dict`` — and hands the arithmetic to an *engine* running the
-class's :class:`~descentlab.rules.base.Rule`. An algorithm is therefore a
-rule, a constructor with torch.optim's argument names, and a
-``check_group`` that validates its hyperparameters.
+counter, ``state_dict`` — and hands the arithmetic to an *engine* running
+each group's :class:`~descentlab.rules.base.Rule`. An algorithm is therefore
+a rule (with its hyperparameters declared once) and a constructor with
+torch.optim's argument names that passes them on: the ``defaults``, the
+checks and the defaults for keys a checkpoint lacks all come from the rule's
+declarations.
+
+Several rules in one optimizer: a parameter group may name its rule
+(``{"params": ..., "rule": "adamw"}``, a name of
+:data:`descentlab.rules.RULES`); a group without one runs the class's rule.
+A group of another rule takes its missing hyperparameters from *that* rule's
+declared defaults (an ``"adamw"`` group in a Muon optimizer gets AdamW's
+``lr=1e-3, weight_decay=1e-2``, not Muon's), and keeps no keys of the
+class's rule. ``state_dict()`` keeps each group's ``"rule"`` key and state,
+so it loads back, also into a fresh optimizer built with the same groups.
 
 Non-finite gradients: a step does exactly what torch.optim does — the
 values propagate (a NaN gradient makes the parameter and the moment buffers
@@ -32,16 +43,20 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
 
 from descentlab.engine import make_engine
-from descentlab.optim.validation import check_learning_rate, check_params
-from descentlab.rules.base import Rule
+from descentlab.rules import get_rule
+from descentlab.rules.base import TENSOR, Rule
+from descentlab.validation import check_params
 
 __all__ = ["RuleOptimizer"]
+
+#: Group keys the shell itself reads (besides ``params`` and each rule's declarations).
+SHELL_DEFAULTS: dict[str, Any] = {"maximize": False}
 
 #: torch.optim keywords that choose an implementation rather than an algorithm.
 TORCH_IMPLEMENTATION_OPTIONS = ("foreach", "fused", "capturable", "differentiable")
@@ -72,15 +87,19 @@ def _modernise_param_state(param: torch.Tensor, state: dict[str, Any]) -> None:
 
 
 class RuleOptimizer(torch.optim.Optimizer):
-    """Base class of descentlab's elementwise optimizers (see the module docstring).
+    """Base class of descentlab's rule-based optimizers (see the module docstring).
 
-    Subclasses set :attr:`rule`, define ``__init__`` with torch.optim's
-    argument names and defaults, and override :meth:`check_group`.
+    Subclasses set :attr:`rule` and define ``__init__`` with torch.optim's
+    argument names and defaults (equal to the rule's declarations, which a
+    test checks), passing their arguments on as ``super().__init__(params,
+    locals(), engine=engine, **torch_options)``.
 
     Args:
         params: an iterable of tensors, of ``(name, tensor)`` pairs, or of
-            parameter-group dicts.
-        defaults: the default hyperparameters of every group.
+            parameter-group dicts (which may name their ``"rule"``).
+        values: the constructor's arguments; every hyperparameter the rule
+            declares is taken from here (its declared default if absent), the
+            rest is ignored.
         engine: how steps run: ``"reference"`` (a per-tensor loop, the
             specification), ``"flat"`` (parameters, gradients and state in
             contiguous buffers, one eager update per buffer), ``"compiled"``
@@ -98,25 +117,40 @@ class RuleOptimizer(torch.optim.Optimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        defaults: dict[str, Any],
+        values: Mapping[str, Any],
         *,
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
         _check_torch_options(type(self).__name__, torch_options)
-        defaults = {**defaults, "maximize": bool(defaults.get("maximize", False))}
-        self.check_group(defaults)  # hyperparameters first, as torch.optim checks them
+        defaults = self.declared_defaults(self.rule)
+        defaults = {k: values.get(k, v) for k, v in defaults.items()}
+        defaults["maximize"] = bool(defaults["maximize"])
+        self.rule.check(defaults)  # hyperparameters first, as torch.optim checks them
         self._engine = make_engine(engine)
         super().__init__(check_params(params), defaults)
         self._engine.prepare(self)
 
     @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Validate one parameter group's hyperparameters; subclasses extend this."""
-        check_learning_rate(group["lr"])
+    def declared_defaults(rule: Rule) -> dict[str, Any]:
+        """A group's keys and their defaults under ``rule``: its declarations and the shell's."""
+        return {**rule.defaults(), **SHELL_DEFAULTS}
+
+    def rule_for(self, group: Mapping[str, Any]) -> Rule:
+        """The rule a group runs: the one it names (``group["rule"]``), else the class's."""
+        name = group.get("rule")
+        return self.rule if name is None or name == self.rule.name else get_rule(name)
+
+    def check_group(self, group: dict[str, Any]) -> None:
+        """Validate one parameter group's hyperparameters with its rule's declared checks."""
+        self.rule_for(group).check(group)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (as torch.optim does) after checking its parameters and hyperparameters."""
+        """Add a group (as torch.optim does) after checking its parameters and hyperparameters.
+
+        A group naming another rule is completed from that rule's declared
+        defaults (see the module docstring).
+        """
         known = {id(p) for g in getattr(self, "param_groups", []) for p in g["params"]}
         params = check_params([param_group])[0]["params"]
         for p in params:
@@ -125,34 +159,46 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise ValueError(
                     f"a parameter of shape {tuple(p.shape)} is already in another parameter group"
                 )
-        merged = {**self.defaults, **param_group, "params": params}
-        self.check_group(merged)
-        super().add_param_group({**param_group, "params": params})
+        rule = self.rule_for(param_group)
+        own = rule is self.rule
+        base = self.defaults if own else self.declared_defaults(rule)
+        merged = {**base, **param_group, "params": params}
+        rule.check(merged)
+        if rule.kind == TENSOR:
+            for p in params:
+                rule.check_param(p[1] if isinstance(p, tuple) else p, merged)
+        given = {**param_group, "params": params}
+        if not own:
+            given = {**base, **given}
+        foreign = set(self.defaults) - set(given)
+        super().add_param_group(given)
+        if not own:  # torch filled in the class rule's keys: drop those the group's rule lacks
+            for key in foreign:
+                given.pop(key, None)
         self._engine.prepare(self)  # lay the new group out now: aliases taken later stay live
 
     @classmethod
     @functools.cache
-    def _signature_defaults(cls) -> dict[str, Any]:
+    def signature_defaults(cls) -> dict[str, Any]:
+        """The constructor's keyword defaults (compared with the declarations by the tests)."""
         sig = inspect.signature(cls.__init__)
         return {
             name: p.default
             for name, p in sig.parameters.items()
-            if p.default is not inspect.Parameter.empty
+            if p.default is not inspect.Parameter.empty and name != "engine"
         }
 
-    def missing_group_defaults(self) -> dict[str, Any]:
-        """The value of each group key for a checkpoint that lacks it.
+    def missing_group_defaults(self, group: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The value of each key of ``group`` (default: a group of the class's rule) it lacks.
 
         A key missing from a saved group means the option did not exist (or
         was not ours) when the checkpoint was written, so the algorithm ran as
-        if the option were not given: the constructor argument's default
-        (``amsgrad=False``, ``nesterov=False``, ``momentum_form="heavy_ball"``,
-        ...), as torch.optim's ``__setstate__`` fills it. Keys that are not
-        constructor arguments take the optimizer's own default
-        (``decoupled_weight_decay=True`` for AdamW).
+        if the option were not given: the declared default of the group's
+        rule (``amsgrad=False``, ``nesterov=False``, ``momentum_form="heavy_ball"``,
+        AdamW's ``decoupled_weight_decay=True``, ...), as torch.optim's
+        ``__setstate__`` fills it.
         """
-        signature = self._signature_defaults()
-        return {key: signature.get(key, value) for key, value in self.defaults.items()}
+        return self.declared_defaults(self.rule_for(group or {}))
 
     def __getstate__(self) -> dict[str, Any]:
         """torch.optim's picklable state plus the engine's name (not its buffers or kernels)."""
@@ -170,9 +216,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         if not ours:  # torch's base adds it for its own old pickles; our groups never had it
             self.defaults.pop("differentiable", None)
-        defaults = self.missing_group_defaults()
         for group in self.param_groups:
-            for key, value in defaults.items():
+            for key, value in self.missing_group_defaults(group).items():
                 group.setdefault(key, value)
             for p in group["params"]:
                 if self.state.get(p):
@@ -215,12 +260,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         continues bit-identically even for low-precision parameters.
         """
         super().load_state_dict(state_dict)
-        scalar_keys = self.rule.scalar_state
-        if scalar_keys:
-            saved = state_dict["state"]
-            order = [p for g in self.param_groups for p in g["params"]]
-            ids = [i for g in state_dict["param_groups"] for i in g["params"]]
-            for p, i in zip(order, ids, strict=True):
+        saved = state_dict["state"]
+        for group, saved_group in zip(self.param_groups, state_dict["param_groups"], strict=True):
+            scalar_keys = self.rule_for(group).scalar_state
+            for p, i in zip(group["params"], saved_group["params"], strict=True):
                 for key in scalar_keys:
                     if i in saved and key in saved[i]:
                         value = torch.as_tensor(saved[i][key]).detach()

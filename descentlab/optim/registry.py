@@ -41,8 +41,18 @@ def available_optimizers() -> list[str]:
 
 
 def describe_optimizer(name: str) -> str:
-    """First line of the docstring of the optimizer called ``name``."""
-    return (_lookup(name).__doc__ or "").strip().splitlines()[0]
+    """First line of the optimizer's docstring, then its declared hyperparameters and defaults.
+
+    For a rule-based optimizer the list comes from its rule's declarations
+    (``lr=0.001, betas=(0.9, 0.999), ...``), the one place they are written.
+    """
+    cls = _lookup(name)
+    summary = (cls.__doc__ or "").strip().splitlines()[0]
+    rule = getattr(cls, "rule", None)
+    if rule is None:
+        return summary
+    values = ", ".join(f"{hp.name}={hp.default!r}" for hp in rule.hparams)
+    return f"{summary} [{values}]"
 
 
 def _lookup(name: str) -> type[torch.optim.Optimizer]:

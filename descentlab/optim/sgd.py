@@ -6,8 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from descentlab.optim.base import RuleOptimizer
-from descentlab.optim.validation import check_nonnegative
-from descentlab.rules.sgd import MOMENTUM_FORMS, SGDRule
+from descentlab.rules import get_rule
 
 __all__ = ["SGD"]
 
@@ -50,7 +49,7 @@ class SGD(RuleOptimizer):
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
-    rule = SGDRule()
+    rule = get_rule("sgd")
 
     def __init__(
         self,
@@ -66,37 +65,5 @@ class SGD(RuleOptimizer):
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            momentum_form=momentum_form,
-        )
-        super().__init__(params, defaults, engine=engine, **torch_options)
+        super().__init__(params, locals(), engine=engine, **torch_options)
 
-    @staticmethod
-    def check_group(group: dict[str, Any]) -> None:
-        """Check lr, momentum, dampening, weight_decay, nesterov and momentum_form."""
-        RuleOptimizer.check_group(group)
-        momentum = check_nonnegative("momentum", group["momentum"])
-        dampening = check_nonnegative("dampening", group["dampening"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        form = group["momentum_form"]
-        if form not in MOMENTUM_FORMS:
-            raise ValueError(f"momentum_form must be one of {MOMENTUM_FORMS}, got {form!r}")
-        if form == "averaged":
-            if momentum >= 1:
-                raise ValueError(f"momentum must be < 1 in the averaged form, got {momentum!r}")
-            if dampening != 0:
-                raise ValueError(
-                    f"dampening must be 0 with momentum_form='averaged' (the form already "
-                    f"weights g by 1 - momentum), got {dampening!r}"
-                )
-        if group["nesterov"] and (momentum <= 0 or dampening != 0):
-            raise ValueError(
-                "nesterov=True requires momentum > 0 and dampening = 0, got "
-                f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
-            )

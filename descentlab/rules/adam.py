@@ -14,7 +14,9 @@ import torch
 from torch import Tensor
 
 from descentlab.rules.base import (
+    STRUCTURAL,
     Flags,
+    HParam,
     Rule,
     Scalar,
     apply_weight_decay,
@@ -22,8 +24,33 @@ from descentlab.rules.base import (
     weight_decay_mode,
     where,
 )
+from descentlab.validation import check_decay_rates, check_nonnegative
 
-__all__ = ["AdamRule", "NAdamRule", "RAdamRule", "AdamaxRule", "SparseAdamRule"]
+__all__ = [
+    "AdamRule",
+    "NAdamRule",
+    "RAdamRule",
+    "AdamaxRule",
+    "SparseAdamRule",
+    "ADAMW",
+    "LR",
+    "BETAS",
+    "EPS",
+    "WEIGHT_DECAY",
+    "DECOUPLED",
+]
+
+#: The declarations the Adam family shares (each rule lists its own, in torch's order).
+LR = HParam("lr", 1e-3, check=check_nonnegative, doc="learning rate η")
+BETAS = HParam(
+    "betas", (0.9, 0.999), check=check_decay_rates, doc="decay rates (β₁, β₂)",
+    split=("beta1", "beta2"),
+)
+EPS = HParam("eps", 1e-8, check=check_nonnegative, doc="ε added to the denominator")
+WEIGHT_DECAY = HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ")
+DECOUPLED = HParam(
+    "decoupled_weight_decay", False, STRUCTURAL, doc="decay θ directly (AdamW) instead of g += λθ"
+)
 
 
 def _zeros(param: Tensor) -> Tensor:
@@ -36,16 +63,6 @@ class _MomentsRule(Rule):
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         decoupled = group.get("decoupled_weight_decay", False)
         return {"weight_decay": weight_decay_mode(group, decoupled)}
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        beta1, beta2 = group["betas"]
-        return {
-            "lr": float(group["lr"]),
-            "beta1": float(beta1),
-            "beta2": float(beta2),
-            "eps": float(group["eps"]),
-            "weight_decay": float(group["weight_decay"]),
-        }
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         return {"exp_avg": _zeros(param), "exp_avg_sq": _zeros(param)}
@@ -65,6 +82,11 @@ class AdamRule(_MomentsRule):
     """θ ← θ − η m̂/(√v̂ + ε), m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ); AMSGrad uses max over time of v."""
 
     name = "adam"
+    hparams = (
+        LR, BETAS, EPS, WEIGHT_DECAY,
+        HParam("amsgrad", False, STRUCTURAL, doc="AMSGrad's running maximum of v"),
+        DECOUPLED,
+    )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {**super().flags(group), "amsgrad": bool(group["amsgrad"])}
@@ -90,10 +112,13 @@ class NAdamRule(_MomentsRule):
     """Nesterov-accelerated Adam with Dozat's momentum schedule μₜ = β₁(1 − ½·0.96^(t·ψ))."""
 
     name = "nadam"
+    hparams = (
+        HParam("lr", 2e-3, check=check_nonnegative, doc="learning rate η"),
+        BETAS, EPS, WEIGHT_DECAY,
+        HParam("momentum_decay", 4e-3, check=check_nonnegative, doc="ψ of μₜ's schedule"),
+        DECOUPLED,
+    )
     scalar_state = ("mu_product",)
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        return {**super().scalars(group), "momentum_decay": float(group["momentum_decay"])}
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         state = super().init_state(param, flags, h)
@@ -118,6 +143,7 @@ class RAdamRule(_MomentsRule):
     """Rectified Adam: Adam with variance rectification rₜ once ρₜ > 5, momentum SGD before."""
 
     name = "radam"
+    hparams = (LR, BETAS, EPS, WEIGHT_DECAY, DECOUPLED)
 
     def update(self, param, grad, state, h, step, flags) -> None:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])
@@ -147,6 +173,11 @@ class AdamaxRule(_MomentsRule):
     """u ← max(β₂u, |g| + ε);  θ ← θ − η/(1−β₁ᵗ) · m/u  (Adam in the infinity norm)."""
 
     name = "adamax"
+    hparams = (HParam("lr", 2e-3, check=check_nonnegative, doc="learning rate η"), BETAS, EPS,
+               HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ (coupled)"))
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        return {"weight_decay": weight_decay_mode(group)}
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         return {"exp_avg": _zeros(param), "exp_inf": _zeros(param)}
@@ -173,15 +204,11 @@ class SparseAdamRule(_MomentsRule):
     """
 
     name = "sparse_adam"
+    hparams = (LR, BETAS, EPS)
     sparse = True
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {}
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        beta1, beta2 = group["betas"]
-        return {"lr": float(group["lr"]), "beta1": float(beta1), "beta2": float(beta2),
-                "eps": float(group["eps"])}
 
     def check_dense(self) -> None:
         raise RuntimeError(
@@ -208,3 +235,7 @@ class SparseAdamRule(_MomentsRule):
         denom = v_step.add_(old_v).sqrt_().add_(h["eps"])
         step_size = h["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
         param.add_(at_entries(grad, numer.div_(denom).mul_(-step_size)))
+
+
+#: AdamW is Adam with decoupled weight decay on by default (and λ = 1e-2), as torch.optim.AdamW.
+ADAMW = AdamRule().variant("adamw", weight_decay=1e-2, decoupled_weight_decay=True)

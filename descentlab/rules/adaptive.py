@@ -14,15 +14,22 @@ import torch
 from torch import Tensor
 
 from descentlab.rules.base import (
+    STRUCTURAL,
     Flags,
+    HParam,
     Rule,
     Scalar,
     apply_weight_decay,
     at_entries,
     weight_decay_mode,
 )
+from descentlab.validation import check_nonnegative, interval
 
 __all__ = ["AdagradRule", "RMSpropRule", "AdadeltaRule"]
+
+
+def _nonnegative(name: str, default: float, doc: str) -> HParam:
+    return HParam(name, default, check=check_nonnegative, doc=doc)
 
 
 def _zeros(param: Tensor) -> Tensor:
@@ -40,14 +47,17 @@ class AdagradRule(Rule):
     """
 
     name = "adagrad"
+    hparams = (
+        _nonnegative("lr", 1e-2, "learning rate η"),
+        _nonnegative("lr_decay", 0.0, "time-based decay of η"),
+        _nonnegative("weight_decay", 0.0, "weight decay λ (coupled)"),
+        _nonnegative("initial_accumulator_value", 0.0, "s₀"),
+        _nonnegative("eps", 1e-10, "ε added to √s"),
+    )
     sparse = True
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"weight_decay": weight_decay_mode(group)}
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        keys = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
-        return {k: float(group[k]) for k in keys}
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         s0 = h["initial_accumulator_value"]
@@ -78,6 +88,14 @@ class RMSpropRule(Rule):
     """s ← αs + (1−α)g²; centered: m ← αm + (1−α)g, s̃ = s − m²; θ ← θ − η g/(√s̃ + ε)."""
 
     name = "rmsprop"
+    hparams = (
+        _nonnegative("lr", 1e-2, "learning rate η"),
+        HParam("alpha", 0.99, check=interval(0.0, 1.0), doc="smoothing α of s"),
+        _nonnegative("eps", 1e-8, "ε added to √s"),
+        _nonnegative("weight_decay", 0.0, "weight decay λ (coupled)"),
+        _nonnegative("momentum", 0.0, "momentum μ"),
+        HParam("centered", False, STRUCTURAL, doc="subtract the squared mean gradient"),
+    )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -85,9 +103,6 @@ class RMSpropRule(Rule):
             "centered": bool(group["centered"]),
             "momentum": float(group["momentum"]) != 0.0,
         }
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        return {k: float(group[k]) for k in ("lr", "alpha", "eps", "weight_decay", "momentum")}
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         state = {"square_avg": _zeros(param)}
@@ -120,12 +135,15 @@ class AdadeltaRule(Rule):
     """s ← ρs + (1−ρ)g²;  Δ = √(u + ε)/√(s + ε) · g;  u ← ρu + (1−ρ)Δ²;  θ ← θ − η Δ."""
 
     name = "adadelta"
+    hparams = (
+        _nonnegative("lr", 1.0, "multiplier η on the step"),
+        HParam("rho", 0.9, check=interval(0.0, 1.0), doc="smoothing ρ"),
+        _nonnegative("eps", 1e-6, "ε inside both square roots"),
+        _nonnegative("weight_decay", 0.0, "weight decay λ (coupled)"),
+    )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"weight_decay": weight_decay_mode(group)}
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        return {k: float(group[k]) for k in ("lr", "rho", "eps", "weight_decay")}
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         return {"square_avg": _zeros(param), "acc_delta": _zeros(param)}

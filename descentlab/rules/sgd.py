@@ -8,7 +8,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import Flags, Rule, Scalar, apply_weight_decay, weight_decay_mode
+from descentlab.rules.base import (
+    STRUCTURAL,
+    Flags,
+    HParam,
+    Rule,
+    Scalar,
+    apply_weight_decay,
+    weight_decay_mode,
+)
+from descentlab.validation import check_nonnegative, one_of
 
 __all__ = ["SGDRule", "MOMENTUM_FORMS"]
 
@@ -30,7 +39,34 @@ class SGDRule(Rule):
     """
 
     name = "sgd"
+    hparams = (
+        HParam("lr", 1e-3, check=check_nonnegative, doc="learning rate η"),
+        HParam("momentum", 0.0, check=check_nonnegative, doc="momentum β"),
+        HParam("dampening", 0.0, check=check_nonnegative, doc="dampening τ (heavy-ball form)"),
+        HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ (coupled)"),
+        HParam("nesterov", False, STRUCTURAL, doc="Nesterov momentum"),
+        HParam("momentum_form", "heavy_ball", STRUCTURAL, check=one_of(MOMENTUM_FORMS),
+               doc="heavy_ball (torch) or averaged"),
+    )
     sparse = True
+
+    def check(self, group: Mapping[str, Any]) -> None:
+        """The declared checks, then the momentum form's and Nesterov's joint conditions."""
+        super().check(group)
+        momentum, dampening = float(group["momentum"]), float(group["dampening"])
+        if group["momentum_form"] == "averaged":
+            if momentum >= 1:
+                raise ValueError(f"momentum must be < 1 in the averaged form, got {momentum!r}")
+            if dampening != 0:
+                raise ValueError(
+                    f"dampening must be 0 with momentum_form='averaged' (the form already "
+                    f"weights g by 1 - momentum), got {dampening!r}"
+                )
+        if group["nesterov"] and (momentum <= 0 or dampening != 0):
+            raise ValueError(
+                "nesterov=True requires momentum > 0 and dampening = 0, got "
+                f"momentum={group['momentum']!r}, dampening={group['dampening']!r}"
+            )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -38,14 +74,6 @@ class SGDRule(Rule):
             "momentum": float(group["momentum"]) != 0.0,
             "nesterov": bool(group["nesterov"]),
             "form": group["momentum_form"],
-        }
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        return {
-            "lr": float(group["lr"]),
-            "momentum": float(group["momentum"]),
-            "dampening": float(group["dampening"]),
-            "weight_decay": float(group["weight_decay"]),
         }
 
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:

@@ -10,7 +10,7 @@ import torch
 
 import descentlab
 from descentlab.engine import auto as auto_module
-from descentlab.engine import kernels
+from descentlab.engine import describe, kernels
 from tests.engine.helpers import loss, rel_diff, train
 from tests.optim.engines import CI_COMPILED_SUBSET
 
@@ -86,13 +86,10 @@ def test_auto_stays_eager_below_the_threshold():
         p.grad = torch.ones_like(p)
     opt.step()
     kernel = opt._engine.kernel_for(
-        opt.rule,
-        opt.rule.flags(opt.param_groups[0]),
-        False,
+        describe(opt, opt.param_groups[0]),
         params[0],
         {"square_avg": 0, "acc_delta": 0},
         {},
-        opt.rule.scalars(opt.param_groups[0]),
     )
     assert kernel._thread is None
 

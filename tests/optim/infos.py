@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 import descentlab
+from descentlab.rules.base import ELEMENTWISE
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,10 @@ class OptimizerInfo:
     converge_steps: tuple[int, int] = (300, 4000)
     #: a different converging setting for Rosenbrock, where one is needed
     converge_rosenbrock: dict[str, Any] | None = None
+    #: the rule kind the optimizer declares (descentlab.rules.base.ELEMENTWISE or TENSOR)
+    kind: str = ELEMENTWISE
+    #: the engines it supports (the suite runs it under each of ENGINES_UNDER_TEST among them)
+    engines: tuple[str, ...] = ("reference", "flat", "compiled", "auto")
 
 
 INFOS = [
@@ -193,9 +198,19 @@ SPARSE_INFOS = [
 ]
 
 
-def setting_cases() -> list[tuple[OptimizerInfo, dict[str, Any]]]:
-    """Every (optimizer, setting) pair, for parametrisation."""
-    return [(info, s) for info in INFOS for s in info.settings]
+def setting_cases(engine: str | None = None) -> list[tuple[OptimizerInfo, dict[str, Any]]]:
+    """Every (optimizer, setting) pair (of optimizers supporting ``engine``)."""
+    return [
+        (info, s)
+        for info in INFOS
+        if engine is None or engine in info.engines
+        for s in info.settings
+    ]
+
+
+def engine_cases(engines: list[str]) -> list[tuple[OptimizerInfo, dict[str, Any], str]]:
+    """Every (optimizer, setting, engine) triple with an engine the optimizer supports."""
+    return [(info, s, e) for e in engines for info, s in setting_cases(e)]
 
 
 def case_id(case: tuple[OptimizerInfo, dict[str, Any]]) -> str:
