@@ -20,12 +20,15 @@ from descentlab.diagnostics import (
 from descentlab.init import init_model
 from descentlab.nn import SwitchableNorm, SwitchableNorm1d, SwitchableNorm2d, SwitchableNorm3d
 from descentlab.optim import (
+    LAMB,
+    LARS,
     SGD,
     Adadelta,
     Adagrad,
     Adam,
     Adamax,
     AdamW,
+    Lion,
     NAdam,
     RAdam,
     RMSprop,
@@ -68,6 +71,9 @@ __all__ = [
     "RAdam",
     "Adamax",
     "SparseAdam",
+    "Lion",
+    "LARS",
+    "LAMB",
     "available_optimizers",
     "make_optimizer",
     # Schedule-Free (train()/eval() modes)

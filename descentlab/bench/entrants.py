@@ -54,6 +54,9 @@ adamw_schedulefree  AdamWScheduleFree     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 
 radam_schedulefree  RAdamScheduleFree     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 sophiah             SophiaH               lr ∈ [1e-3, 10] log, p ∈ [1e-3, 1] log
 adahessian          AdaHessian            lr ∈ [1e-3, 1] log, beta1 ∈ [0.5, 0.95]
+lion                Lion                  lr ∈ [1e-6, 0.1] log, beta1 ∈ [0.5, 0.95]
+lars                LARS                  lr ∈ [1e-2, 1e3] log, momentum ∈ [0.5, 0.99]
+lamb                LAMB                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 ==================  ====================  =====================================
 
 Schedule-Free SGD's range starts and ends a decade above SGD's: its
@@ -64,7 +67,11 @@ paper's γ) caps every coordinate's step at ``lr·p``; it is tuned with the
 learning rate. SophiaH (Hessian estimate every 10 steps) and AdaHessian
 (every step) take their Hessian-vector products by finite differences
 through the problems' closures: one extra gradient evaluation per estimate,
-which steps-to-target does not count (wall time does).
+which steps-to-target does not count (wall time does). Lion's steps are ±lr
+per coordinate, so its range sits a decade below Adam's (β₂ stays 0.99).
+LARS's step is lr·κ‖θ‖/‖g‖ per matrix with κ = 1e-3, hence learning rates of
+order 1–100 (the paper's); on vectors (all of an analytic problem's
+parameters) it is plain momentum SGD.
 
 "GD" is full-batch gradient descent: the problem is rebuilt with
 ``batch_size=None``; on analytic problems (already full batch) it is plain
@@ -386,6 +393,24 @@ def _entrants() -> dict[str, Entrant]:
             "adahessian",
             "AdaHessian: Adam with the squared Hutchinson Hessian diagonal",
             (Param("lr", 1e-3, 1.0, log=True), _BETA1),
+        ),
+        Entrant(
+            "lion",
+            "lion",
+            "Lion: the sign of interpolated momentum, one state buffer",
+            (Param("lr", 1e-6, 0.1, log=True), Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.99))),
+        ),
+        Entrant(
+            "lars",
+            "lars",
+            "LARS: momentum SGD with a trust ratio per weight matrix",
+            (Param("lr", 1e-2, 1e3, log=True), _MOMENTUM),
+        ),
+        Entrant(
+            "lamb",
+            "lamb",
+            "LAMB: Adam's direction with a trust ratio per tensor",
+            (_ADAM_LR, _BETA1),
         ),
     ]
     return {e.name: e for e in items}

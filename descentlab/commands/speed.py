@@ -9,11 +9,14 @@ measured under the same conditions (these machines are shared):
   one: SGD, Adagrad, Adam, AdamW) fused implementations, and descentlab's
   ``reference``, ``flat`` and ``compiled`` engines;
 * for the optimizers torch lacks (Schedule-Free SGD/AdamW/RAdam, SophiaH,
-  AdaHessian): the reference package's foreach class (``schedulefree``,
-  ``pytorch_optimizer``) and descentlab's, timed step by step in alternation
+  AdaHessian, Lion, LARS, LAMB): the reference package's foreach class
+  (``schedulefree``, ``pytorch_optimizer``, ``lion_pytorch.foreach``) and
+  descentlab's default engine (Lion also: its compiled engine and torch's fused
+  Adam, for its per-byte goal), timed step by step in alternation
   (interleaved, so that load changes hit both alike); SophiaH and AdaHessian
   are given a Hessian-diagonal estimate every step (``step(hessian=...)``), so
-  the update is timed, not the Hessian-vector products;
+  the update is timed, not the Hessian-vector products; LARS and LAMB step
+  matrices (each tensor viewed as rows of 100), as their trust ratios skip vectors;
 * at (a) 20M float32 parameters in 200 tensors and (b) 2,000 tensors of
   1,000 parameters (``--quick``: 2M in 20 tensors and 200 × 1,000).
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import functools
 import gc
+import inspect
 import json
 import os
 import statistics
@@ -84,7 +88,16 @@ PACKAGE_REFERENCES = {
     "radam_schedulefree": ("schedulefree", "RAdamScheduleFree"),
     "sophiah": ("pytorch_optimizer", "SophiaH"),
     "adahessian": ("pytorch_optimizer", "AdaHessian"),
+    "lion": ("lion_pytorch.foreach", "Lion"),
+    "lars": ("pytorch_optimizer", "LARS"),
+    "lamb": ("pytorch_optimizer", "Lamb"),
 }
+#: torch's fused Adam, timed interleaved with an optimizer's own rows (its per-byte goal)
+FUSED_ADAM = "torch-fused-adam"
+#: further variants timed in the interleaved rounds of these optimizers
+INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM]}
+#: optimizers timed on matrices (their trust ratios skip vectors): each tensor as (-1, 100)
+MATRIX_SHAPED = {"lars", "lamb"}
 #: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)
 TAKES_HESSIAN = {"sophiah", "adahessian"}
 ALL_OPTIMIZERS = OPTIMIZERS + list(PACKAGE_REFERENCES)
@@ -140,6 +153,8 @@ def _make(name: str, variant: str, params: list[torch.Tensor]) -> torch.optim.Op
         import importlib
 
         module, cls_name = PACKAGE_REFERENCES[name]
+        if variant == FUSED_ADAM:
+            return torch.optim.Adam(params, fused=True)
         if variant == "package-foreach":
             try:
                 reference = getattr(importlib.import_module(module), cls_name)
@@ -148,9 +163,11 @@ def _make(name: str, variant: str, params: list[torch.Tensor]) -> torch.optim.Op
                     f"descentlab speed: timing {name} needs its reference package {module!r} "
                     "(pip install 'descentlab[test]')"
                 ) from None
-            opt = reference(params, foreach=True, **setting)
+            takes_foreach = "foreach" in inspect.signature(reference).parameters
+            opt = reference(params, **({"foreach": True} if takes_foreach else {}), **setting)
         else:
-            opt = descentlab.make_optimizer(name, params, **setting)
+            engine = {} if variant == "descentlab" else {"engine": variant}
+            opt = descentlab.make_optimizer(name, params, **engine, **setting)
         if hasattr(opt, "train"):
             opt.train()
         return opt
@@ -225,7 +242,9 @@ def _measure_interleaved(
     weight decay into it); the gradients then change from step to step but stay
     of order one (no denormals), so its time is that of a normal step.
     """
-    variants = ["package-foreach", "descentlab"]
+    variants = ["package-foreach", "descentlab", *INTERLEAVED_EXTRAS.get(name, [])]
+    if name in MATRIX_SHAPED:
+        master, grads = ([t.reshape(-1, 100) for t in ts] for ts in (master, grads))
     runs = {}
     for variant in variants:
         params = [torch.nn.Parameter(t.clone()) for t in master]
@@ -316,6 +335,7 @@ def _add_ratios(rows: list[dict[str, Any]], bandwidth: float) -> None:
             if r["case"] == row["case"]
             and r["optimizer"] == row["optimizer"]
             and _is_reference(r["variant"])
+            and r["variant"] != FUSED_ADAM
         ]
         row["vs_torch_best"] = row["ms"] / min(r["ms"] for r in torch_rows)
 
@@ -348,7 +368,8 @@ def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 and not _is_reference(r["variant"])
                 and r["variant"] != "reference"
             ]
-            if not ours or fused is None:
+            fused_here = _pick(rows, case, name, FUSED_ADAM) or fused
+            if not ours or fused_here is None:
                 continue
             best = min(ours, key=lambda r: r["ms"])
             foreach = _pick(rows, case, name, "torch-foreach")
@@ -356,11 +377,11 @@ def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "best_engine": best["variant"],
                 "ms": best["ms"],
                 "time_per_byte_vs_fused_adam": (best["ms"] / best["bytes"])
-                / (fused["ms"] / fused["bytes"]),
+                / (fused_here["ms"] / fused_here["bytes"]),
                 "speedup_vs_torch_foreach": foreach["ms"] / best["ms"] if foreach else None,
-                "speedup_vs_fused_adam": fused["ms"] / best["ms"],
+                "speedup_vs_fused_adam": fused_here["ms"] / best["ms"],
                 "peak_extra_vs_fused_adam_bytes": best["peak_extra_bytes"]
-                - fused["peak_extra_bytes"],
+                - fused_here["peak_extra_bytes"],
             }
             goals[case][name] = entry
     return goals

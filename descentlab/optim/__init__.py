@@ -3,6 +3,7 @@
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.base import RuleOptimizer
+from descentlab.optim.lion import Lion
 from descentlab.optim.registry import (
     OPTIMIZERS,
     available_optimizers,
@@ -10,6 +11,7 @@ from descentlab.optim.registry import (
     make_optimizer,
 )
 from descentlab.optim.sgd import SGD
+from descentlab.optim.trust_ratio import LAMB, LARS
 
 __all__ = [
     "SGD",
@@ -22,6 +24,9 @@ __all__ = [
     "RAdam",
     "Adamax",
     "SparseAdam",
+    "Lion",
+    "LARS",
+    "LAMB",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

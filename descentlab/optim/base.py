@@ -113,6 +113,9 @@ class RuleOptimizer(torch.optim.Optimizer):
     """
 
     rule: ClassVar[Rule]
+    #: Constructor arguments of the reference class that choose an implementation and are
+    #: accepted and ignored (lion-pytorch's ``use_triton``); they are not hyperparameters.
+    ignored_arguments: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -185,7 +188,8 @@ class RuleOptimizer(torch.optim.Optimizer):
         return {
             name: p.default
             for name, p in sig.parameters.items()
-            if p.default is not inspect.Parameter.empty and name != "engine"
+            if p.default is not inspect.Parameter.empty
+            and name != "engine" and name not in cls.ignored_arguments
         }
 
     def missing_group_defaults(self, group: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -9,7 +9,9 @@ import torch
 
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
+from descentlab.optim.lion import Lion
 from descentlab.optim.sgd import SGD
+from descentlab.optim.trust_ratio import LAMB, LARS
 from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
 from descentlab.second_order.sophia import AdaHessian, SophiaH
 
@@ -32,6 +34,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam_schedulefree": RAdamScheduleFree,
     "sophiah": SophiaH,
     "adahessian": AdaHessian,
+    "lion": Lion,
+    "lars": LARS,
+    "lamb": LAMB,
 }
 
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 from descentlab.rules.adam import ADAMW, AdamaxRule, AdamRule, NAdamRule, RAdamRule, SparseAdamRule
 from descentlab.rules.adaptive import AdadeltaRule, AdagradRule, RMSpropRule
 from descentlab.rules.base import ELEMENTWISE, TENSOR, HParam, Rule, TensorRule
+from descentlab.rules.lion import LionRule
 from descentlab.rules.sgd import SGDRule
+from descentlab.rules.trust_ratio import LAMBRule, LARSRule
 
 __all__ = ["RULES", "register_rule", "get_rule", "Rule", "TensorRule", "HParam",
            "ELEMENTWISE", "TENSOR"]
@@ -49,5 +51,8 @@ for _rule in (
     RAdamRule(),
     AdamaxRule(),
     SparseAdamRule(),
+    LionRule(),
+    LARSRule(),
+    LAMBRule(),
 ):
     register_rule(_rule)

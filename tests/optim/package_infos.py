@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import lion_pytorch
 import pytorch_optimizer
 import schedulefree
 import torch
@@ -122,6 +123,48 @@ PACKAGE_INFOS += [
         tolerance=0.0,
         bitwise=pytorch_optimizer.AdaHessian,
         create_graph=True,
+    ),
+]
+
+# The reference keeps maximize, and Lion's decoupled_weight_decay, LAMB's degenerated_to_sgd,
+# n_sma_threshold and pre_norm, for the whole optimizer (ours: per group): the first setting
+# with the most keys (``richest``, also used for mixed groups) leaves them out; maximize is
+# tested under every engine in tests/optim/test_trust_ratio.py.
+PACKAGE_INFOS += [
+    PackageInfo(
+        "lion",
+        descentlab.Lion,
+        lion_pytorch.Lion,
+        [
+            {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.5},
+            {"lr": 0.01},
+            {"lr": 0.02, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        ],
+    ),
+    PackageInfo(
+        "lars",
+        descentlab.LARS,
+        pytorch_optimizer.LARS,
+        [
+            {"lr": 0.5, "weight_decay": 0.1, "trust_coefficient": 0.02, "nesterov": True},
+            {"lr": 0.1},
+            {"lr": 0.5, "momentum": 0.0, "weight_decay": 0.1, "trust_coefficient": 0.02},
+            {"lr": 0.5, "momentum": 0.8, "dampening": 0.3},
+        ],
+    ),
+    PackageInfo(
+        "lamb",
+        descentlab.LAMB,
+        pytorch_optimizer.Lamb,
+        [
+            {"lr": 0.01, "betas": (0.8, 0.99), "weight_decay": 0.1, "weight_decouple": False,
+             "grad_averaging": False, "eps": 1e-8},
+            {"lr": 0.01},
+            {"lr": 0.01, "weight_decay": 0.1, "fixed_decay": True, "adam": True},
+            {"lr": 0.01, "rectify": True, "weight_decay": 0.05},
+            {"lr": 0.01, "rectify": True, "degenerated_to_sgd": True, "n_sma_threshold": 4},
+            {"lr": 0.01, "pre_norm": True, "max_grad_norm": 0.05},
+        ],
     ),
 ]
 

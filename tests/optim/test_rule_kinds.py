@@ -15,6 +15,7 @@ from descentlab.rules import RULES, register_rule
 from descentlab.rules.base import ELEMENTWISE, TENSOR, HParam, Rule, TensorRule
 from descentlab.validation import check_nonnegative
 from tests.optim.infos import INFOS
+from tests.optim.package_infos import PACKAGE_INFOS
 
 SHAPES = [(7,), (3, 5), (1,), (300,), (2, 3, 4)]
 
@@ -47,6 +48,11 @@ ELEMENTWISE_CASES = [
     for info in INFOS
     if info.kind == ELEMENTWISE
     for setting in info.settings
+] + [  # rule-based optimizers whose reference is another package (Lion)
+    (info.ours.rule, {**info.ours([torch.zeros(1, requires_grad=True)]).defaults, **setting})
+    for info in PACKAGE_INFOS
+    if getattr(info.ours, "rule", None) is not None and info.ours.rule.kind == ELEMENTWISE
+    for setting in info.settings
 ]
 
 
@@ -60,7 +66,7 @@ def test_elementwise_rules_are_elementwise(case):
 
 
 def test_every_registered_rule_is_in_the_conformance_registry_or_sparse_only():
-    covered = {info.ours.rule.name for info in INFOS}
+    covered = {info.ours.rule.name for info in INFOS + PACKAGE_INFOS if hasattr(info.ours, "rule")}
     library = {name for name in RULES if not name.startswith("test_")}
     assert library - covered <= {"sparse_adam"}
 
