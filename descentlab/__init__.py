@@ -20,6 +20,7 @@ from descentlab.diagnostics import (
 from descentlab.init import init_model
 from descentlab.nn import SwitchableNorm, SwitchableNorm1d, SwitchableNorm2d, SwitchableNorm3d
 from descentlab.optim import (
+    ADOPT,
     LAMB,
     LARS,
     SGD,
@@ -28,8 +29,12 @@ from descentlab.optim import (
     Adam,
     Adamax,
     AdamW,
+    AdEMAMix,
+    DAdaptAdam,
+    DAdaptSGD,
     Lion,
     NAdam,
+    Prodigy,
     RAdam,
     RMSprop,
     SparseAdam,
@@ -74,6 +79,13 @@ __all__ = [
     "Lion",
     "LARS",
     "LAMB",
+    # newer Adam variants (pytorch_optimizer's arguments)
+    "ADOPT",
+    "AdEMAMix",
+    # learning-rate-free optimizers (global reductions)
+    "Prodigy",
+    "DAdaptAdam",
+    "DAdaptSGD",
     "available_optimizers",
     "make_optimizer",
     # Schedule-Free (train()/eval() modes)

@@ -22,7 +22,11 @@ adam       Adam                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 =========  ====================  ==============================================
 
 Also available: ``adamw`` (lr, weight_decay ∈ [1e-5, 1e-1] log), ``nadam``,
-``radam``, ``adamax`` (lr, beta1), with ``beta2 = 0.999`` fixed; and wrapper
+``radam``, ``adamax``, ``adopt`` (lr, beta1), with ``beta2 = 0.999`` fixed (``adopt``:
+0.9999, its default); ``ademamix`` (lr, alpha ∈ [1, 10] log); the
+learning-rate-free ``prodigy`` and ``dadapt_adam`` (lr ∈ [0.1, 10] log, a
+factor of the estimated step size, and beta1) and ``dadapt_sgd`` (lr ∈
+[0.1, 10] log, momentum); and wrapper
 entrants, an optimizer inside a :mod:`descentlab.wrappers` wrapper (the
 wrapper's settings go to it, the rest to the optimizer):
 
@@ -260,6 +264,7 @@ _BETA1 = Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.999))
 _ADAM_LR = Param("lr", 1e-5, 1.0, log=True)
 _RHO = Param("rho", 0.01, 0.5, log=True)
 _ALPHA = Param("alpha", 0.2, 0.9)
+_LR_FACTOR = Param("lr", 0.1, 10.0, log=True)
 
 
 def _entrants() -> dict[str, Entrant]:
@@ -325,6 +330,17 @@ def _entrants() -> dict[str, Entrant]:
             "Adamax: Adam with the infinity norm",
             (Param("lr", 1e-4, 1.0, log=True), _BETA1),
         ),
+        Entrant("adopt", "adopt", "ADOPT: Adam normalised by the previous second moment",
+                (_ADAM_LR, Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.9999)))),
+        Entrant("ademamix", "ademamix", "AdEMAMix: Adam plus a slow momentum",
+                (_ADAM_LR, Param("alpha", 1.0, 10.0, log=True))),
+        # learning-rate-free: lr multiplies the estimated step size (1 is the intended value)
+        Entrant("prodigy", "prodigy", "Prodigy: Adam with its step size estimated",
+                (_LR_FACTOR, _BETA1)),
+        Entrant("dadapt_adam", "dadapt_adam", "D-Adaptation Adam: Adam with its step size "
+                "estimated", (_LR_FACTOR, _BETA1)),
+        Entrant("dadapt_sgd", "dadapt_sgd", "D-Adaptation SGD: dual averaging with its step "
+                "size estimated", (_LR_FACTOR, _MOMENTUM)),
         Entrant(
             "sam_sgd",
             "sgd",

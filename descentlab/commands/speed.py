@@ -91,6 +91,11 @@ PACKAGE_REFERENCES = {
     "lion": ("lion_pytorch.foreach", "Lion"),
     "lars": ("pytorch_optimizer", "LARS"),
     "lamb": ("pytorch_optimizer", "Lamb"),
+    "adopt": ("pytorch_optimizer", "ADOPT"),
+    "ademamix": ("pytorch_optimizer", "AdEMAMix"),
+    "prodigy": ("prodigyopt", "Prodigy"),
+    "dadapt_adam": ("dadaptation", "DAdaptAdam"),
+    "dadapt_sgd": ("dadaptation", "DAdaptSGD"),
 }
 #: torch's fused Adam, timed interleaved with an optimizer's own rows (its per-byte goal)
 FUSED_ADAM = "torch-fused-adam"

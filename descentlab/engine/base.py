@@ -15,6 +15,12 @@ shell (:class:`~descentlab.optim.base.RuleOptimizer`) calls three methods:
     A parameter without a gradient is not touched and its counter stays.
 ``state_loaded(optimizer)``
     after ``load_state_dict``: adopt what ``optimizer.state`` now holds.
+``pieces(optimizer, group)``
+    for a *global* rule (:mod:`descentlab.rules.reduction`), instead of
+    ``step_group``: gather the gradients, create state lazily and advance
+    the counters of ``group``'s parameters that have a gradient, and return
+    them as :class:`~descentlab.rules.reduction.Piece` s (runs of flat
+    buffers, or tensors) for the rule's one ``step_all`` over every group.
 
 What a rule gets depends on its kind (:mod:`descentlab.rules.base`):
 
@@ -25,10 +31,13 @@ What a rule gets depends on its kind (:mod:`descentlab.rules.base`):
 * a **tensor** rule is always handed whole parameters in their own shape —
   one at a time, or (``batched``) a ``[B, *shape]`` stack of same-shape
   parameters with the same step count — with Python floats and a Python int
-  step, under every engine. No engine compiles a tensor rule.
+  step, under every engine. No engine compiles a tensor rule;
+* a **global** rule gets every group's pieces at once, once per step
+  (``pieces``), and is never compiled.
 
 Every engine must give the reference engine's results (bitwise for the eager
-ones; to rounding for compiled kernels). :class:`Run` is the frozen
+ones; to rounding for compiled kernels and for global rules, whose sums run
+in another order). :class:`Run` is the frozen
 description of one call: everything about it except the tensors.
 """
 
@@ -85,3 +94,6 @@ class Engine(Protocol):
 
     def state_loaded(self, optimizer: Any) -> None:
         """Adopt the state ``load_state_dict`` put into ``optimizer.state``."""
+
+    def pieces(self, optimizer: Any, group: dict[str, Any]) -> list[Any]:
+        """Count one step of ``group``'s parameters with a gradient; their pieces (global rules)."""

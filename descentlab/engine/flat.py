@@ -62,6 +62,7 @@ from descentlab.engine.layout import GroupLayout, arrange
 from descentlab.engine.reference import ReferenceEngine, check_grad
 from descentlab.engine.whole import step_whole_bucket
 from descentlab.rules.base import TENSOR
+from descentlab.rules.reduction import Piece
 
 __all__ = ["FlatEngine", "one_thread"]
 
@@ -144,6 +145,39 @@ class FlatEngine:
                 step_whole_bucket(optimizer, bucket, run, self._gather(optimizer, bucket, run))
             else:
                 self._step_bucket(optimizer, bucket, run)
+
+    def pieces(self, optimizer: Any, group: dict[str, Any]) -> list[Piece]:
+        """A global rule's pieces of ``group``: maximal runs of each buffer, counted one step.
+
+        A run is a sequence of neighbouring slots that have a gradient and the
+        same step count, with its padding (zero everywhere), so normally one
+        piece covers a whole buffer; parameters stepped per tensor are pieces
+        of their own (see :mod:`descentlab.rules.reduction`).
+        """
+        layout = self.layout(optimizer, group)
+        if layout.waiting:
+            self._warn_waiting(layout.waiting)
+        out = []
+        if layout.fallback:
+            out += self._reference.pieces(optimizer, {**group, "params": layout.fallback})
+        run = describe(optimizer, group)
+        for b in layout.buckets:
+            active = self._gather(optimizer, b, run)
+            i, n = 0, len(b.params)
+            while i < n:
+                if not active[i]:
+                    i += 1
+                    continue
+                j = i + 1
+                while j < n and active[j] and b.steps[j] == b.steps[i]:
+                    j += 1
+                b.advance(i, j)
+                start, end = b.span(i, j)
+                grad = b.grad[start:end]
+                state = {k: v[start:end] for k, v in b.state.items()}
+                out.append(Piece(b.data[start:end], -grad if run.maximize else grad, state))
+                i = j
+        return out
 
     def _warn_waiting(self, waiting: list[Tensor]) -> None:
         if self._warned_waiting:

@@ -31,6 +31,7 @@ from torch import Tensor
 
 from descentlab.engine.base import Run, describe
 from descentlab.rules.base import TENSOR, Rule
+from descentlab.rules.reduction import Piece
 
 __all__ = ["ReferenceEngine", "init_param_state", "check_grad", "step_whole"]
 
@@ -97,6 +98,28 @@ class ReferenceEngine:
             else:
                 buffers = {k: (v if k in rule.scalar_state else _real(v)) for k, v in state.items()}
                 rule.update(_real(p), _real(grad), buffers, h, float(state["step"]), flags)
+
+    def pieces(self, optimizer: Any, group: dict[str, Any]) -> list[Piece]:
+        """A global rule's pieces of ``group``: each parameter with a gradient, counted one step.
+
+        State is created lazily and the step counter advanced, as for the
+        other kinds; each piece is the parameter (its real view) in its own
+        shape. See :mod:`descentlab.rules.reduction`.
+        """
+        run = describe(optimizer, group)
+        out = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            check_grad(p, run.rule, run.flags)  # global rules take dense gradients only
+            state = optimizer.state[p]
+            if not state:
+                init_param_state(run.rule, p, state, run.flags, run.h)
+            state["step"] += 1
+            grad = -p.grad if run.maximize else p.grad
+            buffers = {k: _real(v) for k, v in state.items() if k != "step"}
+            out.append(Piece(_real(p), _real(grad), buffers))
+        return out
 
     def prepare(self, optimizer: Any) -> None:
         """Nothing to lay out: parameters, gradients and state stay where they are."""

@@ -1,9 +1,11 @@
 """The ``torch.optim.Optimizer`` classes of descentlab and the optimizer registry."""
 
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
+from descentlab.optim.adam_variants import ADOPT, AdEMAMix
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.base import RuleOptimizer
 from descentlab.optim.lion import Lion
+from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
 from descentlab.optim.registry import (
     OPTIMIZERS,
     available_optimizers,
@@ -27,6 +29,11 @@ __all__ = [
     "Lion",
     "LARS",
     "LAMB",
+    "ADOPT",
+    "AdEMAMix",
+    "Prodigy",
+    "DAdaptAdam",
+    "DAdaptSGD",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

@@ -8,8 +8,10 @@ from typing import Any
 import torch
 
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
+from descentlab.optim.adam_variants import ADOPT, AdEMAMix
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.lion import Lion
+from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
 from descentlab.optim.sgd import SGD
 from descentlab.optim.trust_ratio import LAMB, LARS
 from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
@@ -37,6 +39,11 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "lion": Lion,
     "lars": LARS,
     "lamb": LAMB,
+    "adopt": ADOPT,
+    "ademamix": AdEMAMix,
+    "prodigy": Prodigy,
+    "dadapt_adam": DAdaptAdam,
+    "dadapt_sgd": DAdaptSGD,
 }
 
 

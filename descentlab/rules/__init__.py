@@ -9,14 +9,17 @@ interface (rule kinds, hyperparameter declarations).
 from __future__ import annotations
 
 from descentlab.rules.adam import ADAMW, AdamaxRule, AdamRule, NAdamRule, RAdamRule, SparseAdamRule
+from descentlab.rules.adam_variants import AdEMAMixRule, ADOPTRule
 from descentlab.rules.adaptive import AdadeltaRule, AdagradRule, RMSpropRule
-from descentlab.rules.base import ELEMENTWISE, TENSOR, HParam, Rule, TensorRule
+from descentlab.rules.base import ELEMENTWISE, GLOBAL, TENSOR, HParam, Rule, TensorRule
 from descentlab.rules.lion import LionRule
+from descentlab.rules.lr_free import DAdaptAdamRule, DAdaptSGDRule, ProdigyRule
+from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.sgd import SGDRule
 from descentlab.rules.trust_ratio import LAMBRule, LARSRule
 
-__all__ = ["RULES", "register_rule", "get_rule", "Rule", "TensorRule", "HParam",
-           "ELEMENTWISE", "TENSOR"]
+__all__ = ["RULES", "register_rule", "get_rule", "Rule", "TensorRule", "GlobalRule", "HParam",
+           "ELEMENTWISE", "TENSOR", "GLOBAL"]
 
 #: Rule name → rule (one instance each; rules are stateless).
 RULES: dict[str, Rule] = {}
@@ -54,5 +57,10 @@ for _rule in (
     LionRule(),
     LARSRule(),
     LAMBRule(),
+    ADOPTRule(),
+    AdEMAMixRule(),
+    ProdigyRule(),
+    DAdaptAdamRule(),
+    DAdaptSGDRule(),
 ):
     register_rule(_rule)

@@ -61,6 +61,7 @@ from torch import Tensor
 __all__ = [
     "ELEMENTWISE",
     "TENSOR",
+    "GLOBAL",
     "SCALAR",
     "STRUCTURAL",
     "HParam",
@@ -77,6 +78,8 @@ __all__ = [
 #: Rule kinds (see the module docstring).
 ELEMENTWISE = "elementwise"
 TENSOR = "tensor"
+#: A rule stepping all groups at once around global sums (:mod:`descentlab.rules.reduction`).
+GLOBAL = "global"
 #: Hyperparameter kinds: a number the update reads as a scalar, or a structural Python value.
 SCALAR = "scalar"
 STRUCTURAL = "structural"

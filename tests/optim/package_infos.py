@@ -168,6 +168,37 @@ PACKAGE_INFOS += [
     ),
 ]
 
+PACKAGE_INFOS += [
+    # pytorch_optimizer's per-tensor classes (foreach=False) compute in another order
+    PackageInfo(
+        "adopt",
+        descentlab.ADOPT,
+        pytorch_optimizer.ADOPT,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "cautious": True, "weight_decay": 0.1},
+            {"lr": 0.01, "clip_lambda": None, "weight_decay": 0.1, "weight_decouple": True,
+             "maximize": True},
+            {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-8, "weight_decay": 0.1,
+             "weight_decouple": True, "fixed_decay": True, "cautious": True},
+        ],
+    ),
+    PackageInfo(
+        "ademamix",
+        descentlab.AdEMAMix,
+        pytorch_optimizer.AdEMAMix,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "cautious": True, "t_alpha_beta3": 50, "weight_decay": 0.1,
+             "weight_decouple": True, "fixed_decay": True},
+            {"lr": 0.01, "betas": (0.8, 0.99, 0.999), "alpha": 2.0, "weight_decay": 0.1,
+             "maximize": True},
+            {"lr": 0.005, "t_alpha_beta3": 20, "eps": 1e-6, "weight_decay": 0.01,
+             "cautious": True},
+        ],
+    ),
+]
+
 PACKAGE_INFO_BY_NAME = {info.name: info for info in PACKAGE_INFOS}
 
 

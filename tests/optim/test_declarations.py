@@ -32,7 +32,8 @@ def test_signature_defaults_equal_the_declarations(cls):
 def test_defaults_come_from_the_declarations(cls):
     opt = cls([torch.zeros(3, requires_grad=True)])
     assert opt.defaults == RuleOptimizer.declared_defaults(cls.rule)
-    assert set(opt.param_groups[0]) == {"params", *opt.defaults}
+    carried = cls.rule.group_state(opt.defaults) if hasattr(cls.rule, "group_state") else {}
+    assert set(opt.param_groups[0]) == {"params", *opt.defaults, *carried}
 
 
 @pytest.mark.parametrize("rule", list(RULES.values()), ids=lambda r: r.name)

@@ -27,7 +27,7 @@ def run(opt, params, start, count, info, seed=None):
     """``count`` steps from batch ``start``; ``seed`` reseeds torch's generator first (probes)."""
     if seed is not None:
         torch.manual_seed(seed)
-    sign = -1.0 if getattr(opt, "maximize", False) else 1.0
+    sign = -1.0 if getattr(opt, "maximize", opt.param_groups[0].get("maximize", False)) else 1.0
     for t in range(start, start + count):
         opt.zero_grad()
         info.backward(loss_fn(params, t, sign))
@@ -147,7 +147,7 @@ def test_torch_schedulers_drive_them_as_they_drive_the_reference(info, scheduler
         sched = SCHEDULERS[scheduler](opt)
         lrs = []
         torch.manual_seed(0)
-        sign = -1.0 if getattr(opt, "maximize", False) else 1.0
+        sign = -1.0 if getattr(opt, "maximize", opt.param_groups[0].get("maximize", False)) else 1.0
         for t in range(30):
             opt.zero_grad()
             loss = loss_fn(params, t, sign)
@@ -194,7 +194,7 @@ def test_parameter_without_gradient_is_untouched_and_gets_no_state(info):
 def test_closure_step_returns_loss_and_gradients_are_left_alone(info):
     params = make_params()
     opt = build(info, info.ours, params, richest(info))
-    sign = -1.0 if getattr(opt, "maximize", False) else 1.0
+    sign = -1.0 if getattr(opt, "maximize", opt.param_groups[0].get("maximize", False)) else 1.0
     for t in range(3):
         def closure(t=t):
             opt.zero_grad()

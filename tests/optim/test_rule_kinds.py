@@ -16,6 +16,7 @@ from descentlab.rules.base import ELEMENTWISE, TENSOR, HParam, Rule, TensorRule
 from descentlab.validation import check_nonnegative
 from tests.optim.infos import INFOS
 from tests.optim.package_infos import PACKAGE_INFOS
+from tests.optim.test_lr_free import CASES as LR_FREE_CASES
 
 SHAPES = [(7,), (3, 5), (1,), (300,), (2, 3, 4)]
 
@@ -67,6 +68,8 @@ def test_elementwise_rules_are_elementwise(case):
 
 def test_every_registered_rule_is_in_the_conformance_registry_or_sparse_only():
     covered = {info.ours.rule.name for info in INFOS + PACKAGE_INFOS if hasattr(info.ours, "rule")}
+    covered |= {ours.rule.name for ours, *_ in LR_FREE_CASES}  # against their packages
+    covered |= {info.ours.rule.name for info in PACKAGE_INFOS if hasattr(info.ours, "rule")}
     library = {name for name in RULES if not name.startswith("test_")}
     assert library - covered <= {"sparse_adam"}
 

@@ -10,6 +10,7 @@ import torch
 import descentlab
 from tests.optim.infos import INFOS, SPARSE_INFOS
 from tests.optim.package_infos import PACKAGE_INFOS
+from tests.optim.test_lr_free import REGISTERED as LR_FREE
 
 IDS = [info.name for info in INFOS]
 
@@ -118,11 +119,11 @@ def test_unknown_names_in_the_factory():
 
 def test_factory_builds_every_registered_optimizer():
     names = descentlab.available_optimizers()
-    everything = INFOS + SPARSE_INFOS + PACKAGE_INFOS
-    assert {i.name for i in everything} == set(names)
+    everything = {i.name: i.ours for i in INFOS + SPARSE_INFOS + PACKAGE_INFOS} | LR_FREE
+    assert set(everything) == set(names)
     for name in names:
         opt = descentlab.make_optimizer(name.upper(), [p()], lr=0.05)
-        assert type(opt) is next(i.ours for i in everything if i.name == name)
+        assert type(opt) is everything[name]
         assert opt.param_groups[0]["lr"] == 0.05
 
 
