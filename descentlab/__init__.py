@@ -7,6 +7,7 @@ sub-package (``descentlab.schedules``, ``descentlab.linesearch``,
 """
 
 from descentlab.accumulation import accumulate_gradients
+from descentlab.advisor import Recommendation, advise
 from descentlab.averaging import ema_model
 from descentlab.clipping import adaptive_clip_grad_, clip_grad_norm_, clip_grad_value_
 from descentlab.diagnostics import (
@@ -130,6 +131,9 @@ __all__ = [
     "SwitchableNorm1d",
     "SwitchableNorm2d",
     "SwitchableNorm3d",
+    # the advisor
+    "advise",
+    "Recommendation",
     # benchmark problems
     "Problem",
     "get_problem",

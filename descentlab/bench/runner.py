@@ -171,6 +171,7 @@ def run(
     task = task_problem(problem, entrant).build(seed)
     optimizer = entrant.build(task.parameters(), sampled)
     start_training(optimizer)  # Schedule-Free: train() before steps, eval() to evaluate
+    schedule = entrant.attach_schedule(optimizer, int(problem.steps))
     metric, target, hib = problem.metric, float(problem.target), bool(problem.higher_is_better)
     every = max(1, int(problem.eval_every))
     position = getattr(task, "position", None)
@@ -203,6 +204,8 @@ def run(
     while step < total and not diverged:
         start = time.perf_counter()
         loss = float(task.train_step(optimizer))
+        if schedule is not None:
+            schedule.step()
         train_time += time.perf_counter() - start
         step += 1
         if trajectory is not None:

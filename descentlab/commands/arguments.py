@@ -52,6 +52,7 @@ __all__ = [
     "positive_float",
     "nonnegative_float",
     "probability",
+    "fraction",
     "known_name",
     "name_list",
     "output_folder",
@@ -174,6 +175,11 @@ nonnegative_float = _typed(float, checks.check_nonnegative_float, "a finite numb
 
 probability = _typed(float, checks.check_probability, "a number in [0, 1]")
 """argparse type: a number in ``[0, 1]``."""
+
+fraction = _typed(
+    float, lambda v: checks.check_probability(v, include_zero=False), "a number in (0, 1]"
+)
+"""argparse type: a number in ``(0, 1]`` (a share of a budget)."""
 
 
 def int_at_least(minimum: int) -> Callable[[str], int]:

@@ -178,6 +178,17 @@ CASES: list[tuple[list[str], list[str]]] = [
     (["demo", "--epochs", "0"], ["argument --epochs: must be an integer >= 1, got '0'"]),
     (["demo", "--batch-size", "0"], ["argument --batch-size: must be an integer >= 1"]),
     (["demo", "--seed", "-1"], ["argument --seed: must be an integer in [0, "]),
+    # advise
+    (["advise", "--problem", "digits_ml"],
+     ["argument --problem: unknown problem 'digits_ml'; did you mean 'digits_mlp'?"]),
+    (["advise", "--problem", "rosenbrock", "--budget", "0"],
+     ["argument --budget: must be a number in (0, 1], got '0'"]),
+    (["advise", "--problem", "rosenbrock", "--budget", "2"], ["argument --budget:", "'2'"]),
+    (["advise", "--task", "{returns_int.py}:build"], ["argument --task:", "must return a dict"]),
+    (["advise", "--task", "{raises.py}:build"], ["argument --task:", "no data here"]),
+    (["advise", "--problem", "square", "--out", "{file}/sub"], ["argument --out:", "is a file"]),
+    (["advise", "--problem", "rosenbrock", "--out", "{theirs}"],
+     ["argument --out:", "report.html that descentlab advise did not write"]),
     # distributed
     (["distributed", "--steps", "0"], ["argument --steps: must be an integer >= 1, got '0'"]),
     (["distributed", "--world-size", "0"], ["argument --world-size: must be an integer >= 1"]),

@@ -1,0 +1,261 @@
+r"""The advisor's method: a measured portfolio within ``budget × steps`` gradient evaluations.
+
+1. **Budget.** ``B = ⌊budget · steps⌋`` gradient evaluations in all; every
+   one is counted (:class:`~descentlab.advisor.measure.Budget`). Fewer than
+   :data:`MIN_EVALUATIONS` is refused before any work.
+2. **Gradient noise and curvature** (when ``B ≥ 60``): ``k = min(8, max(3, ⌊B/25⌋))``
+   batch gradients at the start give the noise-to-signal ratio ρ; six
+   power-iteration steps on Hessian-vector products (each counted as two
+   evaluations) give the sharpness λ_max, where the task lets a loss on fixed
+   data be formed (:func:`~descentlab.advisor.measure.sharpness`). Noisy
+   gradients (ρ > 0) take L-BFGS out of the portfolio.
+3. **Range tests**: each candidate with a learning-rate range gets
+   ``r = min(40, ⌊0.5·B'/n⌋)`` steps (``B'`` what is left); when ``r < 6``, the
+   last candidates of the priority order are dropped until it is not.
+4. **Successive halving** (Jamieson & Talwalkar 2016) with the rest: every
+   candidate trains from scratch for ``s`` evaluations with its schedule
+   compressed to that length, the better half goes on to a rung twice as
+   long, until one is left; ``s`` is the largest that fits what is left.
+   Ranking is by the final metric; a diverged run ranks last.
+5. **Settings from diagnostics** (each with its reason, in ``reasons``):
+   - *learning rate*: the winner's range-test suggestion; halved if its
+     longest run shows the ``oscillation`` finding.
+   - *warm-up*: AlgoPerf's 2% of the steps; 5% when ρ > 1 (one batch's
+     gradient is mostly noise, so early steps are unreliable); 10% when the
+     learning rate is within 3× of where the range test diverged (close to
+     the edge of stability, where warm-up lets sharpness fall first, Gilmer
+     et al. 2022). None for L-BFGS.
+   - *schedule*: cosine decay to 0 after the warm-up (AlgoPerf's baseline
+     recipe; decay removes the noise floor of stochastic gradients);
+     Schedule-Free keeps the rate constant (its averaging replaces decay);
+     L-BFGS has none.
+   - *clipping*: when the gradient norm of the winner's longest run jumps
+     above 10× its median (or the ``exploding_gradients``/``divergence``
+     findings fire), clip to 2× the median norm; otherwise none.
+   - *curvature*: heavy-ball momentum is stable on a quadratic only for
+     lr < 2(1+μ)/λ_max; momentum SGD's learning rate is capped at half that
+     bound, and warm-up is 10% when the chosen rate is above a quarter of it.
+6. **Confidence** ``c = min(1, gap/0.1) · 0.75^w``: ``gap`` is the winner's
+   lead over the runner-up in the last rung (relative for losses, in units of
+   1 accuracy point ×10 for accuracies), ``w`` the number of warnings found
+   in its run; a portfolio of one gets 0.3 at most.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from descentlab.advisor.measure import (
+    Budget,
+    RunResult,
+    gradient_noise,
+    range_test,
+    sharpness,
+    short_run,
+)
+from descentlab.advisor.portfolio import Candidate, build_portfolio
+from descentlab.advisor.recommendation import Evidence, Recommendation
+from descentlab.advisor.setup import AdviseSetup
+from descentlab.diagnostics.detectors import (
+    DivergenceDetector,
+    OscillationDetector,
+    PlateauDetector,
+)
+from descentlab.diagnostics.findings import Finding, FindingKind, Severity
+from descentlab.diagnostics.records import History
+
+__all__ = ["MIN_EVALUATIONS", "advise_setup", "halving_plan"]
+
+MIN_EVALUATIONS = 12
+"""The fewest gradient evaluations (``budget × steps``) the advisor works with."""
+
+
+def halving_plan(n: int, available: int) -> tuple[int, list[int]]:
+    """``(s, survivors)``: first-rung length ``s`` and candidates per rung, for ``n`` candidates.
+
+    Rung ``i`` runs ``survivors[i]`` candidates for ``s·2^i`` evaluations each;
+    ``s`` is the largest that keeps the total within ``available``.
+    """
+    survivors = [n]
+    while survivors[-1] > 1:
+        survivors.append(math.ceil(survivors[-1] / 2))
+    if n > 1:
+        survivors.pop()  # the last rung picks the winner among two or more
+    units = sum(k * 2**i for i, k in enumerate(survivors))
+    return available // units, survivors
+
+
+def _history(run: RunResult, metric_is_loss: bool) -> History:
+    h = History(steps=list(range(1, len(run.losses) + 1)), losses=list(run.losses))
+    if metric_is_loss:
+        h.val_steps = [s for s, _ in run.curve]
+        h.val_losses = [v for _, v in run.curve]
+    return h
+
+
+def _findings(run: RunResult, metric_is_loss: bool) -> list[Finding]:
+    h = _history(run, metric_is_loss)
+    found = []
+    window = max(5, min(20, len(run.losses) // 2))
+    for det in (DivergenceDetector(), OscillationDetector(window=window),
+                PlateauDetector(patience=3, window=max(5, len(run.losses) // 10))):
+        f = det(h)
+        if f is not None:
+            found.append(f)
+    return found
+
+
+def _gap(a: float, b: float, setup: AdviseSetup) -> float:
+    if not math.isfinite(b):
+        return 1.0
+    if setup.metric.endswith("accuracy"):
+        return abs(a - b) * 10
+    return abs(a - b) / max(abs(b), 1e-12)
+
+
+def advise_setup(
+    setup: AdviseSetup, *, budget: float, seed: int = 0,
+    candidates: Iterable[str] | None = None, progress: Any = None,
+) -> Recommendation:
+    """Advise on ``setup`` (the method of the module docstring); ``progress(n)`` is called
+    with every ``n`` evaluations spent."""
+    total = math.floor(budget * setup.steps + 1e-9)
+    if total < MIN_EVALUATIONS:
+        raise ValueError(
+            f"budget × steps = {budget:g} × {setup.steps} = {total} gradient evaluations; the "
+            f"advisor needs at least {MIN_EVALUATIONS}: raise budget or steps"
+        )
+    meter = Budget(total, progress)
+    task0 = setup.build(seed)
+    portfolio, skipped = build_portfolio(
+        full_batch=setup.full_batch, num_params=setup.num_params,
+        model=getattr(task0, "model", None), only=candidates)
+    if not portfolio:
+        raise ValueError(f"no candidate applies here: {skipped}")
+    noise = curvature = None
+    if total >= 60:
+        noise = gradient_noise(setup, min(8, max(3, total // 25)), seed, meter)
+        curvature = sharpness(setup, seed, meter)
+        if noise.ratio > 1e-6 and any(c.name == "lbfgs" for c in portfolio):
+            portfolio = [c for c in portfolio if c.name != "lbfgs"]
+            skipped["lbfgs"] = (f"the gradients are noisy (ρ = {noise.ratio:.3g}); L-BFGS needs "
+                                "the same function every step")
+    tested = [c for c in portfolio if c.lr_range is not None]
+    fixed = [c for c in portfolio if c.lr_range is None]
+    r = 0
+    while tested:
+        r = min(40, math.floor(0.5 * meter.left / len(tested)))
+        if r >= 6 or len(tested) == 1:
+            break
+        skipped[tested.pop().name] = "budget too small for its range test"
+    tests = [range_test(setup, c, max(3, r), seed, meter) for c in tested]
+    lrs: dict[str, float] = {t.candidate: t.lr for t in tests}
+    momentum = next((c for c in portfolio if c.name == "momentum"), None)
+    if curvature and momentum is not None and momentum.name in lrs:
+        bound = 2 * (1 + momentum.defaults["momentum"]) / curvature
+        lrs["momentum"] = min(lrs["momentum"], bound / 2)
+    entries = [c for c in portfolio if c in tested or c in fixed]  # priority order
+    lrs.update({c.name: float(c.lr) for c in fixed})
+    s, survivors = halving_plan(len(entries), meter.left)
+    while s < 3 and len(entries) > 1:
+        skipped[entries.pop().name] = "budget too small for its short run"
+        s, survivors = halving_plan(len(entries), meter.left)
+    rungs: list[list[RunResult]] = []
+    alive = list(entries)
+    for i, keep in enumerate(survivors):
+        alive = alive[:keep]
+        rung = [short_run(setup, c, lrs[c.name], s * 2**i, seed, meter) for c in alive]
+        rungs.append(rung)
+        order = sorted(range(len(rung)), key=lambda j: _rank_key(rung[j], setup, j))
+        alive = [alive[j] for j in order]
+    last = sorted(rungs[-1], key=lambda run: _rank_key(run, setup, 0))
+    winner_run = last[0]
+    winner = next(c for c in entries if c.name == winner_run.candidate)
+    return _recommend(setup, winner, winner_run, last, rungs, tests, noise, curvature, skipped,
+                      meter, len(entries))
+
+
+def _rank_key(run: RunResult, setup: AdviseSetup, index: int) -> tuple[float, int]:
+    value = run.final if not run.diverged and math.isfinite(run.final) else setup.worst()
+    return (-value if setup.higher_is_better else value, index)
+
+
+def _recommend(setup: AdviseSetup, winner: Candidate, run: RunResult, last: list[RunResult],
+               rungs: list[list[RunResult]], tests: list[Any], noise: Any, curvature: float | None,
+               skipped: dict[str, str], meter: Budget, tried: int) -> Recommendation:
+    reasons: list[str] = []
+    metric_is_loss = setup.metric.endswith("loss")
+    findings = _findings(run, metric_is_loss)
+    kinds = {f.kind for f in findings}
+    lead = (f"; runner-up {last[1].candidate} {last[1].final:.4g}" if len(last) > 1 else "")
+    reasons.append(
+        f"optimizer: {winner.name} had the best {setup.metric} ({run.final:.4g}) after "
+        f"{run.evaluations} evaluations in the last successive-halving rung{lead}")
+    lr = run.lr
+    test = next((t for t in tests if t.candidate == winner.name), None)
+    if test is not None:
+        reasons.append(f"learning rate: {lr:.3g} from its range test over {len(test.lrs)} steps "
+                       f"({test.lrs[0]:.2g}…{test.lrs[-1]:.2g})")
+    else:
+        reasons.append(f"learning rate: {lr:g}, its default (a line search sets the step)")
+    if FindingKind.OSCILLATION in kinds:
+        lr /= 2
+        reasons.append(f"learning rate halved to {lr:.3g}: the loss oscillated in its short run")
+    warm, why = 0.0, ""
+    if winner.schedule != "none":
+        warm, why = 0.02, "AlgoPerf's default"
+        if noise is not None and noise.ratio > 1:
+            warm, why = 0.05, (f"gradient noise-to-signal ratio ρ = {noise.ratio:.3g} > 1: "
+                               "early steps are noisy")
+        if test is not None and test.diverged_at is not None and lr > test.diverged_at / 3:
+            warm, why = 0.10, (f"lr {lr:.3g} is within 3× of where its range test diverged "
+                               f"({test.diverged_at:.3g}): near the edge of stability")
+        if winner.name == "momentum" and curvature and lr * curvature > 0.5 * (
+                1 + winner.defaults["momentum"]):
+            warm, why = 0.10, (f"lr·λ_max = {lr * curvature:.3g}, above a quarter of the "
+                               "heavy-ball stability bound 2(1+μ)")
+        reasons.append(f"warm-up: {warm:.0%} of the steps ({why})")
+    if winner.schedule == "warmup_cosine":
+        noisy = "" if noise is None else f"; gradient noise ρ = {noise.ratio:.3g}"
+        reasons.append("schedule: cosine decay to 0 after the warm-up (AlgoPerf's recipe; decay "
+                       f"removes the noise floor{noisy})")
+    elif winner.schedule == "warmup":
+        reasons.append("schedule: constant after the warm-up (Schedule-Free averages instead)")
+    else:
+        reasons.append("schedule: none (L-BFGS's line search picks each step)")
+    clip = None
+    norms = [g for g in run.grad_norms if math.isfinite(g)]
+    if norms:
+        median = sorted(norms)[len(norms) // 2]
+        spike = max(norms) / max(median, 1e-30)
+        if spike > 10 or kinds & {FindingKind.EXPLODING_GRADIENTS, FindingKind.DIVERGENCE}:
+            clip = 2 * median
+            reasons.append(f"clipping: total gradient norm to {clip:.3g} (2× the median; the norm "
+                           f"jumped to {spike:.3g}× its median in the short run)")
+        else:
+            reasons.append(f"clipping: none (largest gradient norm {spike:.3g}× the median)")
+    if curvature is not None:
+        reasons.append(f"curvature: λ_max ≈ {curvature:.3g} at the start (power iteration); "
+                       f"lr·λ_max = {lr * curvature:.3g}")
+    if FindingKind.PLATEAU in kinds:
+        reasons.append("plateau: the short run's metric stopped improving; more steps at this "
+                       "setting may not help much")
+    warnings = sum(1 for f in findings if f.severity != Severity.INFO)
+    gap = _gap(last[0].final, last[1].final, setup) if len(last) > 1 else 0.3
+    confidence = min(1.0, gap / 0.1) * 0.75**warnings
+    if tried == 1:
+        confidence = min(confidence, 0.3)
+    schedule = None
+    if winner.schedule != "none":
+        schedule = {"kind": winner.schedule, "peak_lr": lr,
+                    "warmup_steps": min(max(1, math.ceil(warm * setup.steps)), setup.steps - 1),
+                    "total_steps": setup.steps}
+    hyper = {"lr": lr, **winner.defaults}
+    evidence = Evidence(meter.total, dict(meter.by_phase), skipped, noise, tests,
+                        rungs, findings, curvature)
+    return Recommendation(winner.optimizer, winner.name, hyper, schedule, clip, setup.steps,
+                          setup.metric, setup.higher_is_better, reasons, round(confidence, 3),
+                          evidence, run.final, problem=setup.name)
+

@@ -1,0 +1,175 @@
+"""The advisor's portfolio: optimizers at their defaults, looked up in the registry at run time.
+
+Schmidt, Schneider & Hennig (2021, "Descending through a crowded valley"; 15
+optimizers, 8 problems, over 50,000 runs) found that no optimizer dominates
+and that trying several at their defaults is about as good as tuning one.
+So the advisor tries a few, each at its published defaults, and measures
+only the learning rate (by a range test):
+
+==============  =====================================  ==========================  ==========
+candidate       optimizer (registry name)              defaults                    schedule
+==============  =====================================  ==========================  ==========
+adamw           ``adamw``                              torch's (β 0.9/0.999,       warm-up +
+                                                       wd 0.01)                    cosine
+nadamw          ``nadam``, decoupled decay,            AlgoPerf's self-tuning      warm-up +
+                no momentum schedule                   β 0.9327/0.9955, wd 0.0812  cosine
+momentum        ``sgd``                                momentum 0.9                warm-up +
+                                                                                   cosine
+lbfgs           :class:`descentlab.LBFGS`              history 10, strong Wolfe,   none
+                (full batch, ≤ 10,000 parameters)      lr 1 (no range test)
+schedule_free   Schedule-Free AdamW, if registered     its defaults                warm-up
+muon            ``muon`` + ``muon_param_groups``, if   its defaults                warm-up +
+                registered and the model has hidden                                cosine
+                matrices
+lion            ``lion``, if registered                its defaults                warm-up +
+                                                                                   cosine
+==============  =====================================  ==========================  ==========
+
+Candidates whose optimizer is not in :data:`descentlab.optim.registry.OPTIMIZERS`
+when the advice runs are skipped, with the reason in the evidence. On a budget
+too small for all, the first ones of the priority order are tried: adamw,
+lbfgs, momentum, nadamw, schedule_free, muon, lion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Candidate", "PORTFOLIO", "build_portfolio", "registry_name", "hidden_matrices",
+           "make_candidate_optimizer",
+           "LBFGS_MAX_PARAMS"]
+
+LBFGS_MAX_PARAMS = 10_000
+"""L-BFGS is a candidate only for full-batch problems with at most this many parameters."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One optimizer of the portfolio at its defaults.
+
+    Attributes:
+        name: the candidate's label (``"adamw"``).
+        names: registry names it may be registered under (the first found is used).
+        class_names: or optimizer class names to look for in the registry.
+        defaults: hyperparameters besides the learning rate.
+        lr_range: ``(low, high)`` of its learning-rate range test; ``None``: no test.
+        lr: the learning rate when there is no range test.
+        schedule: ``"warmup_cosine"``, ``"warmup"`` (then constant) or ``"none"``.
+        needs: ``"full_batch"`` or ``"hidden_matrices"`` or ``None``.
+        description: one line for the report.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+    lr_range: tuple[float, float] | None
+    schedule: str
+    description: str
+    class_names: tuple[str, ...] = ()
+    lr: float | None = None
+    needs: str | None = None
+    optimizer: str = field(default="", compare=False)
+
+    def resolved(self, optimizer: str) -> Candidate:
+        """The candidate with the registry name it was found under."""
+        return Candidate(self.name, self.names, self.defaults, self.lr_range, self.schedule,
+                         self.description, self.class_names, self.lr, self.needs, optimizer)
+
+
+PORTFOLIO: tuple[Candidate, ...] = (
+    Candidate("adamw", ("adamw",), {"weight_decay": 0.01}, (1e-5, 1.0), "warmup_cosine",
+              "AdamW at torch's defaults"),
+    Candidate("lbfgs", ("lbfgs",), {"history_size": 10, "max_iter": 1,
+                                    "line_search_fn": "strong_wolfe"},
+              None, "none", "L-BFGS with a strong Wolfe line search (full batch)", lr=1.0,
+              needs="full_batch"),
+    Candidate("momentum", ("sgd",), {"momentum": 0.9}, (1e-4, 10.0), "warmup_cosine",
+              "SGD with heavy-ball momentum 0.9"),
+    Candidate("nadamw", ("nadam",), {"betas": (0.9327, 0.9955), "weight_decay": 0.0812,
+                                     "decoupled_weight_decay": True, "momentum_decay": 1000.0},
+              (1e-5, 1.0), "warmup_cosine", "NAdamW at AlgoPerf's self-tuning settings"),
+    Candidate("schedule_free", ("adamw_schedule_free", "adamw_schedulefree",
+                                "schedule_free_adamw", "schedulefree_adamw", "sf_adamw"),
+              {}, (1e-5, 1.0), "warmup", "Schedule-Free AdamW at its defaults",
+              class_names=("AdamWScheduleFree",)),
+    Candidate("muon", ("muon",), {}, (1e-4, 1.0), "warmup_cosine",
+              "Muon for hidden matrices, AdamW for the rest", class_names=("Muon",),
+              needs="hidden_matrices"),
+    Candidate("lion", ("lion",), {}, (1e-6, 0.1), "warmup_cosine", "Lion at its defaults",
+              class_names=("Lion",)),
+)
+"""Every candidate, in priority order."""
+
+
+def registry_name(candidate: Candidate) -> str | None:
+    """The name ``candidate`` is registered under now, or ``None`` (L-BFGS: ``"lbfgs"``)."""
+    if candidate.name == "lbfgs":
+        return "lbfgs"
+    from descentlab.optim.registry import OPTIMIZERS
+
+    for name in candidate.names:
+        if name in OPTIMIZERS:
+            return name
+    for name, cls in OPTIMIZERS.items():
+        if cls.__name__ in candidate.class_names:
+            return name
+    return None
+
+
+def hidden_matrices(model: nn.Module | None) -> int:
+    """Number of 2-D weights of ``nn.Linear`` layers other than the last one (the head)."""
+    if model is None:
+        return 0
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return sum(1 for m in linears[:-1] if m.weight.requires_grad)
+
+
+def build_portfolio(
+    *, full_batch: bool, num_params: int, model: nn.Module | None,
+    only: Iterable[str] | None = None,
+) -> tuple[list[Candidate], dict[str, str]]:
+    """The candidates that apply here, and the reason each other one was skipped.
+
+    ``only`` restricts the portfolio to those candidate names (for tests and
+    experiments).
+    """
+    keep = None if only is None else set(only)
+    chosen: list[Candidate] = []
+    skipped: dict[str, str] = {}
+    for cand in PORTFOLIO:
+        if keep is not None and cand.name not in keep:
+            continue
+        name = registry_name(cand)
+        if name is None:
+            skipped[cand.name] = "not in the optimizer registry"
+        elif cand.needs == "full_batch" and not full_batch:
+            skipped[cand.name] = "mini-batch training (L-BFGS needs the same function each step)"
+        elif cand.needs == "full_batch" and num_params > LBFGS_MAX_PARAMS:
+            skipped[cand.name] = f"{num_params:,} parameters > {LBFGS_MAX_PARAMS:,}"
+        elif cand.needs == "hidden_matrices" and hidden_matrices(model) == 0:
+            skipped[cand.name] = "the model has no hidden weight matrices"
+        else:
+            chosen.append(cand.resolved(name))
+    return chosen, skipped
+
+
+def make_candidate_optimizer(
+    candidate: Candidate, params: Any, lr: float, model: nn.Module | None = None
+) -> torch.optim.Optimizer:
+    """Build ``candidate``'s optimizer with learning rate ``lr`` over ``params``.
+
+    Muon's groups come from ``descentlab.muon_param_groups(model, lr=lr)``.
+    """
+    import descentlab
+
+    if candidate.optimizer == "lbfgs":
+        return descentlab.LBFGS(params, lr=lr, **candidate.defaults)
+    if candidate.needs == "hidden_matrices":
+        groups = descentlab.muon_param_groups(model, lr=lr)
+        return descentlab.make_optimizer(candidate.optimizer, groups, **candidate.defaults)
+    return descentlab.make_optimizer(candidate.optimizer, params, lr=lr, **candidate.defaults)

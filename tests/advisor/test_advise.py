@@ -1,0 +1,156 @@
+"""The advisor on a user task (defined in user_task.py) and on built-in problems."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import descentlab
+from descentlab.advisor import advise, advise_problem, build_portfolio
+from descentlab.advisor.method import halving_plan
+from descentlab.optim import registry
+from descentlab.problems import get_problem
+
+from . import user_task
+
+
+class CountingLoss:
+    """Counts the loss computations that build a graph (one per gradient evaluation)."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, out, y):
+        if torch.is_grad_enabled():
+            self.graphs += 1
+        return nn.functional.cross_entropy(out, y)
+
+
+def _train(rec, model, x, y, steps):
+    opt = rec.make_optimizer(model.parameters())
+    sched = rec.attach_schedule(opt)
+    for _ in range(steps):
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+        opt.step(closure)
+        if sched is not None:
+            sched.step()
+    return opt
+
+
+@pytest.fixture(scope="module")
+def user_advice():
+    loss = CountingLoss()
+    pieces = user_task.build()
+    rec = advise(pieces["model_fn"], loss, pieces["train_data"], pieces["val_data"],
+                 steps=100, budget=0.3, batch_size=32)
+    return rec, loss
+
+
+def test_user_task_every_evaluation_is_counted_and_within_budget(user_advice):
+    rec, loss = user_advice
+    ev = rec.evidence
+    assert ev.total_spent <= ev.budget == 30
+    # the two extra graphs are the shape checks on two rows, before any training
+    assert loss.graphs == ev.total_spent + 2
+    assert set(ev.spent) <= {"noise probe", "range tests", "short runs"}
+    assert rec.optimizer in descentlab.available_optimizers() + ["lbfgs"]
+    assert 0.0 <= rec.confidence <= 1.0 and rec.reasons
+
+
+def test_user_task_recommendation_trains_the_model(user_advice):
+    rec, _ = user_advice
+    x, y = user_task.data(256, 0)
+    xv, yv = user_task.data(128, 1)
+    model = user_task.model_fn(0)
+    before = float(nn.functional.cross_entropy(model(xv), yv).detach())
+    _train(rec, model, x, y, rec.steps)
+    after = float(nn.functional.cross_entropy(model(xv), yv).detach())
+    assert after < 0.5 * before
+    if rec.schedule is not None:
+        assert rec.schedule["total_steps"] == 100
+
+
+def test_user_task_code_snippet_runs(user_advice):
+    rec, _ = user_advice
+    x, y = user_task.data(256, 0)
+    model = user_task.model_fn(0)
+    first = float(nn.functional.cross_entropy(model(x), y).detach())
+    namespace = {"model": model, "loss_fn": nn.functional.cross_entropy,
+                 "next_batch": lambda: (x, y)}
+    exec(compile(rec.code(), "<advice>", "exec"), namespace)
+    assert float(nn.functional.cross_entropy(model(x), y).detach()) < 0.5 * first
+
+
+def test_builtin_problem_advice_reaches_the_target():
+    problem = get_problem("ill_conditioned_quadratic")
+    rec = advise_problem(problem, budget=0.2)
+    assert rec.evidence.total_spent <= 40
+    assert "lbfgs" in rec.evidence.tried()  # full batch, 2 parameters
+    task = problem.build(1)
+    opt = rec.make_optimizer(task.parameters())
+    sched = rec.attach_schedule(opt)
+    for _ in range(problem.steps):
+        task.train_step(opt)
+        if sched is not None:
+            sched.step()
+    assert problem.reached(task.evaluate()[problem.metric])
+
+
+def test_every_builtin_problem_gets_advice():
+    for name in descentlab.available_problems():
+        problem = get_problem(name)
+        if problem.kind != "analytic":
+            continue  # the learning problems run in the CLI tests and the benchmark
+        rec = advise_problem(problem, budget=0.12)
+        assert rec.evidence.total_spent <= rec.evidence.budget
+        assert rec.problem == name
+
+
+def test_portfolio_is_built_from_what_is_registered(monkeypatch):
+    schedulefree = pytest.importorskip("schedulefree")
+    lion = pytest.importorskip("lion_pytorch")
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    names = [c.name for c in build_portfolio(full_batch=False, num_params=58, model=model)[0]]
+    _, skipped = build_portfolio(full_batch=False, num_params=58, model=model)
+    for absent in ("schedule_free", "lion", "muon"):
+        if absent not in names:
+            assert skipped[absent] == "not in the optimizer registry"
+    monkeypatch.setitem(registry.OPTIMIZERS, "lion", lion.Lion)
+    monkeypatch.setitem(registry.OPTIMIZERS, "adamw_schedule_free",
+                        schedulefree.AdamWScheduleFree)
+    monkeypatch.setitem(registry.OPTIMIZERS, "muon", torch.optim.Muon)
+    chosen, skipped = build_portfolio(full_batch=False, num_params=58, model=model)
+    names = [c.name for c in chosen]
+    assert {"adamw", "nadamw", "momentum", "schedule_free", "lion", "muon"} <= set(names)
+    assert "lbfgs" in skipped  # mini-batch
+    linear = nn.Linear(4, 2)  # no hidden matrix: no Muon
+    chosen, skipped = build_portfolio(full_batch=True, num_params=10, model=linear)
+    assert "muon" in skipped and "lbfgs" in [c.name for c in chosen]
+
+
+def test_registered_newcomers_run(monkeypatch):
+    """Schedule-Free (train/eval swap) and Lion take part when registered."""
+    schedulefree = pytest.importorskip("schedulefree")
+    lion = pytest.importorskip("lion_pytorch")
+    monkeypatch.setitem(registry.OPTIMIZERS, "lion", lion.Lion)
+    monkeypatch.setitem(registry.OPTIMIZERS, "adamw_schedule_free",
+                        schedulefree.AdamWScheduleFree)
+    pieces = user_task.build()
+    rec = advise(pieces["model_fn"], pieces["loss_fn"], pieces["train_data"],
+                 pieces["val_data"], steps=100, budget=0.4, batch_size=32,
+                 candidates=["schedule_free", "lion"])
+    assert sorted(rec.evidence.tried()) == ["lion", "schedule_free"]
+    assert all(math.isfinite(r.final) for r in rec.evidence.rungs[0])
+
+
+def test_halving_plan_fits_the_budget():
+    for n in range(1, 8):
+        for available in (10, 37, 100, 1000):
+            s, survivors = halving_plan(n, available)
+            assert sum(k * s * 2**i for i, k in enumerate(survivors)) <= available
+            assert survivors[0] == n and (n == 1 or survivors[-1] >= 2)
