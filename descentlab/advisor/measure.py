@@ -33,6 +33,7 @@ import torch
 from descentlab.advisor.portfolio import Candidate, make_candidate_optimizer
 from descentlab.advisor.setup import AdviseSetup
 from descentlab.diagnostics.lr_finder import smooth_losses, suggest_lrs
+from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 
 __all__ = ["Budget", "OutOfBudget", "NoiseProbe", "RangeTest", "RunResult", "gradient_noise",
            "range_test", "short_run", "schedule_for", "sharpness"]
@@ -210,7 +211,7 @@ def range_test(setup: AdviseSetup, cand: Candidate, steps: int, seed: int,
     low, high = cand.lr_range or (cand.lr, cand.lr)
     task = setup.build(seed)
     opt = make_candidate_optimizer(cand, task.parameters(), low, getattr(task, "model", None))
-    _train_mode(opt)
+    start_training(opt)
     ratios = [g["lr"] / opt.param_groups[0]["lr"] for g in opt.param_groups]
     meter = _Metered(opt, budget, "range tests")
     beta = max(0.5, 1.0 - 4.0 / steps)
@@ -238,12 +239,6 @@ def range_test(setup: AdviseSetup, cand: Candidate, steps: int, seed: int,
     else:
         lr = lrs[0]
     return RangeTest(cand.name, lrs, losses, [min(s, 1e300) for s in smoothed], lr, diverged_at)
-
-
-def _train_mode(opt: torch.optim.Optimizer) -> None:
-    """Put an optimizer with a train/eval swap (Schedule-Free) into training mode."""
-    if callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None)):
-        opt.train()
 
 
 def schedule_for(cand: Candidate, peak: float, steps: int, warmup_fraction: float) -> Any:
@@ -293,7 +288,7 @@ def short_run(setup: AdviseSetup, cand: Candidate, lr: float, evaluations: int, 
     """Train ``cand`` at peak ``lr`` for ``evaluations`` gradient evaluations (see module doc)."""
     task = setup.build(seed)
     opt = make_candidate_optimizer(cand, task.parameters(), lr, getattr(task, "model", None))
-    _train_mode(opt)
+    start_training(opt)
     relative = len(opt.param_groups) > 1  # several groups (Muon): keep their ratios
     schedule = schedule_for(cand, 1.0 if relative else lr, evaluations, warmup_fraction)
     controller = None
@@ -311,12 +306,8 @@ def short_run(setup: AdviseSetup, cand: Candidate, lr: float, evaluations: int, 
 
     def evaluate() -> None:
         nonlocal diverged, metrics
-        swap = callable(getattr(opt, "eval", None)) and callable(getattr(opt, "train", None))
-        if swap:
-            opt.eval()
-        metrics = task.evaluate()
-        if swap:
-            opt.train()
+        with evaluation_mode(opt):  # Schedule-Free: evaluate at the averaged point
+            metrics = task.evaluate()
         value = float(metrics.get(setup.metric, math.nan))
         curve.append((step, value))
         if not math.isfinite(value):
