@@ -14,8 +14,10 @@ not optimizer steps and are not counted, as in ``descentlab compare``.
 - :func:`range_test` — Smith's (2017) test on a fresh task: the learning rate
   grows geometrically from ``low`` to ``high`` over ``n`` steps; stop when the
   smoothed loss exceeds 4× its minimum or is not finite. The suggestion is
-  the "valley" rule of :func:`descentlab.diagnostics.lr_finder.suggest_lrs`,
-  never above the learning rate of the lowest smoothed loss.
+  fastai's "minimum/10" rule (:func:`descentlab.diagnostics.lr_finder.suggest_lrs`):
+  a tenth of the rate at the lowest smoothed loss. (The "valley" rule, tried
+  first, came out 10–300× below the best rates of ``benchmarks/problems_budget.py``
+  for Adam on sweeps this short: the loss lags behind the rate.)
 - :func:`short_run` — train a candidate from a fresh task for ``n``
   evaluations with its schedule compressed to ``n`` steps; record the loss,
   the gradient norm of every step and the metric ten times.
@@ -233,9 +235,7 @@ def range_test(setup: AdviseSetup, cand: Candidate, steps: int, seed: int,
     smoothed = smooth_losses([x if math.isfinite(x) else 1e300 for x in losses], beta)
     keep = len(lrs) - 1 if diverged_at is not None else len(lrs)
     if keep >= 3:
-        valley = suggest_lrs(lrs[:keep], smoothed[:keep])["valley"]
-        at_min = lrs[min(range(keep), key=smoothed.__getitem__)]
-        lr = min(valley, at_min)
+        lr = suggest_lrs(lrs[:keep], smoothed[:keep])["minimum/10"]
     else:
         lr = lrs[0]
     return RangeTest(cand.name, lrs, losses, [min(s, 1e300) for s in smoothed], lr, diverged_at)

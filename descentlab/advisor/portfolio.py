@@ -82,25 +82,25 @@ class Candidate:
 
 
 PORTFOLIO: tuple[Candidate, ...] = (
-    Candidate("adamw", ("adamw",), {"weight_decay": 0.01}, (1e-5, 1.0), "warmup_cosine",
+    Candidate("adamw", ("adamw",), {"weight_decay": 0.01}, (1e-4, 1.0), "warmup_cosine",
               "AdamW at torch's defaults"),
     Candidate("lbfgs", ("lbfgs",), {"history_size": 10, "max_iter": 1,
                                     "line_search_fn": "strong_wolfe"},
               None, "none", "L-BFGS with a strong Wolfe line search (full batch)", lr=1.0,
               needs="full_batch"),
-    Candidate("momentum", ("sgd",), {"momentum": 0.9}, (1e-4, 10.0), "warmup_cosine",
+    Candidate("momentum", ("sgd",), {"momentum": 0.9}, (1e-3, 10.0), "warmup_cosine",
               "SGD with heavy-ball momentum 0.9"),
     Candidate("nadamw", ("nadam",), {"betas": (0.9327, 0.9955), "weight_decay": 0.0812,
                                      "decoupled_weight_decay": True, "momentum_decay": 1000.0},
-              (1e-5, 1.0), "warmup_cosine", "NAdamW at AlgoPerf's self-tuning settings"),
+              (1e-4, 1.0), "warmup_cosine", "NAdamW at AlgoPerf's self-tuning settings"),
     Candidate("schedule_free", ("adamw_schedule_free", "adamw_schedulefree",
                                 "schedule_free_adamw", "schedulefree_adamw", "sf_adamw"),
-              {}, (1e-5, 1.0), "warmup", "Schedule-Free AdamW at its defaults",
+              {}, (1e-4, 1.0), "warmup", "Schedule-Free AdamW at its defaults",
               class_names=("AdamWScheduleFree",)),
-    Candidate("muon", ("muon",), {}, (1e-4, 1.0), "warmup_cosine",
+    Candidate("muon", ("muon",), {}, (1e-3, 1.0), "warmup_cosine",
               "Muon for hidden matrices, AdamW for the rest", class_names=("Muon",),
               needs="hidden_matrices"),
-    Candidate("lion", ("lion",), {}, (1e-6, 0.1), "warmup_cosine", "Lion at its defaults",
+    Candidate("lion", ("lion",), {}, (1e-5, 0.1), "warmup_cosine", "Lion at its defaults",
               class_names=("Lion",)),
 )
 """Every candidate, in priority order."""
