@@ -92,7 +92,7 @@ def main() -> None:
     load_before = os.getloadavg()
     start = time.time()
     oracle = compare(ORACLE_ENTRANTS, names, trials=args.trials, seeds=args.seeds,
-                     out=args.oracle_out, workers=2, progress=False, report=False)
+                     out=args.oracle_out, workers=1, progress=False, report=False)
     oracle_time = time.time() - start
     seeds = [1 + i for i in range(args.seeds)]  # the seeds compare re-runs on
     rows = []

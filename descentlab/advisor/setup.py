@@ -67,10 +67,6 @@ class AdviseSetup:
         """The worst value of the metric (what a diverged run scores)."""
         return -math.inf if self.higher_is_better else math.inf
 
-    def better(self, a: float, b: float) -> bool:
-        """Whether metric value ``a`` is strictly better than ``b``."""
-        return a > b if self.higher_is_better else a < b
-
 
 def from_problem(problem: Any, *, steps: int | None = None) -> AdviseSetup:
     """The setup of a registered problem (``steps`` defaults to the problem's budget)."""
