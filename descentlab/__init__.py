@@ -25,6 +25,7 @@ from descentlab.optim import (
     LAMB,
     LARS,
     SGD,
+    SOAP,
     Adadelta,
     Adagrad,
     Adam,
@@ -87,6 +88,8 @@ __all__ = [
     "Prodigy",
     "DAdaptAdam",
     "DAdaptSGD",
+    # per-matrix preconditioners (tensor rules)
+    "SOAP",
     "available_optimizers",
     "make_optimizer",
     # Schedule-Free (train()/eval() modes)

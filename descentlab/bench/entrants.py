@@ -61,6 +61,7 @@ adahessian          AdaHessian            lr ∈ [1e-3, 1] log, beta1 ∈ [0.5, 
 lion                Lion                  lr ∈ [1e-6, 0.1] log, beta1 ∈ [0.5, 0.95]
 lars                LARS                  lr ∈ [1e-2, 1e3] log, momentum ∈ [0.5, 0.99]
 lamb                LAMB                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
+soap                SOAP                  lr ∈ [1e-4, 1e-1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.95)
 ==================  ====================  =====================================
 
 Schedule-Free SGD's range starts and ends a decade above SGD's: its
@@ -503,6 +504,13 @@ def _entrants() -> dict[str, Entrant]:
             (_ADAM_LR, Param("weight_decay", 1e-4, 1.0, log=True)),
             fixed=dict(_NADAMW_FIXED),
             warmup_cosine=ALGOPERF_NADAMW["warmup_fraction"],
+        ),
+        Entrant(
+            "soap",
+            "soap",
+            "SOAP: Adam in the eigenbasis of Shampoo's per-matrix factors",
+            (Param("lr", 1e-4, 1e-1, log=True),
+             Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.95))),
         ),
     ]
     return {e.name: e for e in items}

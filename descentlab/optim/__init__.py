@@ -13,6 +13,7 @@ from descentlab.optim.registry import (
     make_optimizer,
 )
 from descentlab.optim.sgd import SGD
+from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Prodigy",
     "DAdaptAdam",
     "DAdaptSGD",
+    "SOAP",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

@@ -13,6 +13,7 @@ from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
 from descentlab.optim.sgd import SGD
+from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
 from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
 from descentlab.second_order.sophia import AdaHessian, SophiaH
@@ -44,6 +45,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "prodigy": Prodigy,
     "dadapt_adam": DAdaptAdam,
     "dadapt_sgd": DAdaptSGD,
+    "soap": SOAP,
 }
 
 

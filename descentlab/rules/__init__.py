@@ -16,6 +16,7 @@ from descentlab.rules.lion import LionRule
 from descentlab.rules.lr_free import DAdaptAdamRule, DAdaptSGDRule, ProdigyRule
 from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.sgd import SGDRule
+from descentlab.rules.soap import SOAPRule
 from descentlab.rules.trust_ratio import LAMBRule, LARSRule
 
 __all__ = ["RULES", "register_rule", "get_rule", "Rule", "TensorRule", "GlobalRule", "HParam",
@@ -62,5 +63,6 @@ for _rule in (
     ProdigyRule(),
     DAdaptAdamRule(),
     DAdaptSGDRule(),
+    SOAPRule(),
 ):
     register_rule(_rule)

@@ -197,6 +197,22 @@ PACKAGE_INFOS += [
              "cautious": True},
         ],
     ),
+    # a tensor rule: the same operations as pytorch_optimizer's (bitwise equal in our runs);
+    # its state layout differs (per-dimension keys instead of lists), so checkpoints do not move
+    PackageInfo(
+        "soap",
+        descentlab.SOAP,
+        pytorch_optimizer.SOAP,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "precondition_frequency": 3, "weight_decay": 0.1, "maximize": True},
+            {"lr": 0.005, "betas": (0.9, 0.99), "shampoo_beta": 0.8, "precondition_1d": True,
+             "precondition_frequency": 2, "eps": 1e-6},
+            {"lr": 0.01, "max_precondition_dim": 4, "correct_bias": False,
+             "normalize_gradient": True, "weight_decay": 0.0},
+        ],
+        tolerance=1e-13,
+    ),
 ]
 
 PACKAGE_INFO_BY_NAME = {info.name: info for info in PACKAGE_INFOS}

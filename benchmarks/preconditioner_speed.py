@@ -1,0 +1,120 @@
+"""Step time and state memory of the per-matrix preconditioners against pytorch_optimizer's.
+
+Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--json PATH]``
+
+For each model (a stack of hidden matrices plus their biases, float32) and
+each optimizer, descentlab's class and pytorch_optimizer's are built over
+copies of the same parameters and gradients and stepped in alternation, one
+timed step of each in turn (order alternating, so load changes hit both
+alike). Steps are timed from step 2 on (the first only builds the bases), so
+the median covers ordinary steps and, every ``precondition_frequency`` steps,
+a basis refresh; the refresh steps are also reported on their own. State
+memory is the bytes of every state tensor over the number of parameter
+elements. Writes a table to stdout and JSON with the load average.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import pytorch_optimizer
+import torch
+
+import descentlab
+
+MODELS = {
+    "24 × 256×256": [(256, 256)] * 24 + [(256,)] * 24,
+    "8 × 512×512": [(512, 512)] * 8 + [(512,)] * 8,
+    "4 × 1024×256": [(1024, 256)] * 4 + [(256,)] * 4,
+}
+PAIRS = {"soap": (descentlab.SOAP, pytorch_optimizer.SOAP, {"precondition_frequency": 10})}
+
+
+def _opt(cls, shapes, setting, gen_seed=0):
+    gen = torch.Generator().manual_seed(gen_seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    grads = [torch.randn(s, generator=gen) * 1e-2 for s in shapes]
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g.clone()
+    opt = cls(params, **setting)
+    return opt, params, grads
+
+
+def _state_bytes_per_param(opt, params) -> float:
+    total = 0
+    for p in params:
+        for value in opt.state[p].values():
+            items = value if isinstance(value, list) else [value]
+            total += sum(t.numel() * t.element_size() for t in items
+                         if isinstance(t, torch.Tensor) and t.dim() > 0)
+    return total / sum(p.numel() for p in params)
+
+
+def measure(name: str, model: str, repeats: int) -> list[dict]:
+    """Interleaved step times of ours and the reference on one model."""
+    ours_cls, ref_cls, setting = PAIRS[name]
+    runs = {}
+    for label, cls in (("descentlab", ours_cls), ("pytorch_optimizer", ref_cls)):
+        opt, params, grads = _opt(cls, MODELS[model], setting)
+        opt.step()  # builds the bases
+        runs[label] = (opt, params, grads, [], [])
+    freq = setting["precondition_frequency"]
+    for i in range(repeats):
+        order = list(runs) if i % 2 == 0 else list(runs)[::-1]
+        for label in order:
+            opt, params, grads, times, refresh = runs[label]
+            for p, g in zip(params, grads, strict=True):  # the reference negates/edits nothing here
+                p.grad = g.clone()
+            start = time.perf_counter()
+            opt.step()
+            elapsed = time.perf_counter() - start
+            # step i + 2 refreshes when k = i + 1 is a multiple of the frequency
+            (refresh if (i + 1) % freq == 0 else times).append(elapsed)
+    rows = []
+    for label, (opt, params, _, times, refresh) in runs.items():
+        rows.append({
+            "optimizer": name, "model": model, "implementation": label,
+            "ms_per_step": 1e3 * statistics.median(times),
+            "ms_refresh_step": 1e3 * statistics.median(refresh) if refresh else None,
+            "state_bytes_per_param": _state_bytes_per_param(opt, params),
+        })
+    ref = rows[1]["ms_per_step"]
+    for row in rows:
+        row["ratio_to_reference"] = ref / row["ms_per_step"]
+    return rows
+
+
+def main() -> None:
+    """Run every (optimizer, model) pair and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--json", default="benchmarks/results/preconditioner_speed.json")
+    args = parser.parse_args()
+    if args.repeats < 2:
+        parser.error(f"--repeats must be >= 2, got {args.repeats}")
+    torch.manual_seed(0)
+    before = os.getloadavg()
+    rows = [r for name in PAIRS for model in MODELS for r in measure(name, model, args.repeats)]
+    after = os.getloadavg()
+    print("| optimizer | model | implementation | ms/step | ms/refresh step | speed vs reference "
+          "| state bytes/param |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        refresh = f"{r['ms_refresh_step']:.1f}" if r["ms_refresh_step"] is not None else "–"
+        print(f"| {r['optimizer']} | {r['model']} | {r['implementation']} | "
+              f"{r['ms_per_step']:.2f} | {refresh} | {r['ratio_to_reference']:.2f}× | "
+              f"{r['state_bytes_per_param']:.1f} |")
+    print(f"load average before {before}, after {after}; torch threads {torch.get_num_threads()}")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(
+        {"rows": rows, "load_average_before": before, "load_average_after": after,
+         "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""SOAP: Adam run in the eigenbasis of Shampoo's preconditioner (Vyas et al., 2024).
+
+For a matrix parameter with gradient G (m×n), SOAP keeps Shampoo's two
+Kronecker factors and their eigenbases,
+
+    L ← β_s L + (1 − β_s) G Gᵀ,      R ← β_s R + (1 − β_s) Gᵀ G,
+    Q_L, Q_R: eigenvectors of L and R (by decreasing eigenvalue),
+
+and runs Adam on the *rotated* gradient G′ = Q_Lᵀ G Q_R:
+
+    m ← β₁ m + (1 − β₁) G                 (first moment, in the original basis)
+    v ← β₂ v + (1 − β₂) G′ ⊙ G′           (second moment, in the rotated basis)
+    N = Q_L [ (Q_Lᵀ m Q_R) / (√v + ε) ] Q_Rᵀ
+    θ ← θ − η √(1 − β₂ᵏ)/(1 − β₁ᵏ) · N,     then θ ← θ (1 − ηλ)
+
+with k = t − 1. A tensor of any order gets one factor per dimension (the
+rotation is a mode-i product for each dimension i); dimensions larger than
+``max_precondition_dim`` (and 1-D tensors unless ``precondition_1d``) are
+left unrotated, so a bias is updated by plain Adam. ``merge_dims`` first
+reshapes a tensor by merging neighbouring small dimensions (as long as their
+product stays ≤ ``max_precondition_dim``), a 4-D ``channels_last`` one after
+moving its channels to dimension 1.
+
+Schedule, as in the reference implementations: the first step only
+accumulates the factors and computes their eigenbases with ``eigh`` (the
+parameter does not move); each later step updates the parameter with the old
+bases, then accumulates the factors, and every ``precondition_frequency``-th
+one (k divisible by it) refreshes the bases by one step of power iteration,
+Q ← qr(F Q) with the columns first sorted by the estimated eigenvalues
+diag(Qᵀ F Q) (and v permuted to match).
+
+Numerics follow ``pytorch_optimizer.SOAP`` operation for operation (its
+tensordot projections, ``eigh`` of F + 10⁻³⁰I, the QR computed in float32 and
+cast back), so float64 runs agree to rounding. The authors' ``soap.py``
+computes the same algorithm but also runs ``eigh`` in float32.
+
+Reference: N. Vyas, D. Morwani, R. Zhao, I. Shapira, D. Brandfonbrener,
+L. Janson, S. Kakade, "SOAP: Improving and Stabilizing Shampoo using Adam",
+arXiv:2409.11321 (2024).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descentlab.rules.base import STRUCTURAL, Flags, HParam, Scalar, TensorRule
+from descentlab.validation import (
+    check_decay_rates,
+    check_int,
+    check_interval,
+    check_nonnegative,
+    one_of,
+)
+
+__all__ = ["SOAPRule", "merge_small_dims"]
+
+
+def merge_small_dims(shape: Sequence[int], max_dim: int) -> list[int]:
+    """Merge neighbouring dimensions while their product stays ≤ ``max_dim``.
+
+    ``[1, 2, 512, 1, 2048, 1, 3, 4]`` with ``max_dim=1024`` becomes
+    ``[1024, 2048, 12]``. As in ``pytorch_optimizer``, a shape that merges into
+    a single dimension gives ``[1]`` (so only a one-element tensor can be merged
+    that far; :meth:`SOAPRule.check_param` refuses the others).
+    """
+    merged: list[int] = []
+    product = 1
+    for d in shape:
+        product *= d
+        if product > max_dim:
+            merged.append(product // d)
+            product = d
+    merged.append(product)
+    return merged if len(merged) > 1 else [1]
+
+
+def _check_shampoo_beta(name: str, value: Any) -> Any:
+    if value is not None:
+        check_interval(name, value, 0.0, 1.0)
+    return value
+
+
+def _check_count(name: str, value: Any) -> int:
+    return check_int(name, value, minimum=1)
+
+
+def _column_major(q: Tensor) -> Tensor:
+    """``q`` with column-major strides (no copy if it has them already)."""
+    return q.t().contiguous().t()
+
+
+class SOAPRule(TensorRule):
+    """The SOAP update (see the module docstring); state per parameter.
+
+    State: ``exp_avg`` (m, shaped like the parameter), ``exp_avg_sq`` (v, in
+    the rotated basis) and for each rotated dimension i of the working shape
+    ``GG_i`` (its factor) and ``Q_i`` (its eigenbasis).
+    """
+
+    name = "soap"
+    hparams = (
+        HParam("lr", 3e-3, check=check_nonnegative, doc="learning rate η"),
+        HParam("betas", (0.95, 0.95), check=check_decay_rates, doc="Adam's (β₁, β₂)",
+               split=("beta1", "beta2")),
+        HParam("shampoo_beta", None, STRUCTURAL, check=_check_shampoo_beta,
+               doc="decay β_s of the factors (None: β₂)"),
+        HParam("weight_decay", 1e-2, check=check_nonnegative, doc="decoupled weight decay λ"),
+        HParam("precondition_frequency", 10, STRUCTURAL, check=_check_count,
+               doc="steps between eigenbasis refreshes"),
+        HParam("max_precondition_dim", 10000, STRUCTURAL, check=_check_count,
+               doc="larger dimensions are not rotated"),
+        HParam("merge_dims", False, STRUCTURAL, doc="merge small neighbouring dimensions"),
+        HParam("precondition_1d", False, STRUCTURAL, doc="rotate 1-D tensors too"),
+        HParam("correct_bias", True, STRUCTURAL, doc="Adam's bias correction"),
+        HParam("normalize_gradient", False, STRUCTURAL, doc="divide the update by its RMS"),
+        HParam("data_format", "channels_first", STRUCTURAL,
+               check=one_of(("channels_first", "channels_last")),
+               doc="layout of 4-D tensors for merge_dims"),
+        HParam("eps", 1e-8, check=check_nonnegative, doc="ε added to √v"),
+    )
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        flags = super().flags(group)
+        if flags["shampoo_beta"] is None:
+            flags["shampoo_beta"] = float(group["betas"][1])
+        return flags
+
+    def check_param(self, param: Tensor, group: Mapping[str, Any]) -> None:
+        """Refuse what the reference cannot reshape: ``merge_dims`` on 1 < numel ≤ max dim."""
+        super().check_param(param, group)
+        if group["merge_dims"] and 1 < param.numel() <= group["max_precondition_dim"]:
+            raise ValueError(
+                f"SOAP with merge_dims=True cannot handle a parameter of shape "
+                f"{tuple(param.shape)}: its {param.numel()} elements merge into one dimension "
+                f"(<= max_precondition_dim={group['max_precondition_dim']}), which "
+                "pytorch_optimizer's SOAP fails to reshape; put it in a group with "
+                "merge_dims=False"
+            )
+
+    # -- the working shape and the rotated dimensions --------------------------------------
+
+    @staticmethod
+    def _merges(shape: Sequence[int], flags: Flags) -> bool:
+        return bool(flags["merge_dims"]) and len(shape) != 1
+
+    @staticmethod
+    def _channels_last(shape: Sequence[int], flags: Flags) -> bool:
+        return flags["data_format"] == "channels_last" and len(shape) == 4
+
+    def _work_shape(self, shape: Sequence[int], flags: Flags) -> list[int]:
+        if not self._merges(shape, flags):
+            return list(shape)
+        if self._channels_last(shape, flags):
+            shape = (shape[0], shape[3], shape[1], shape[2])
+        return merge_small_dims(shape, flags["max_precondition_dim"])
+
+    def _rotated(self, shape: Sequence[int], flags: Flags) -> list[bool]:
+        """Per dimension of the working shape: whether it has a factor and a basis."""
+        limit = flags["max_precondition_dim"]
+        if len(shape) == 1:
+            return [bool(flags["precondition_1d"]) and shape[0] <= limit]
+        return [d <= limit for d in self._work_shape(shape, flags)]
+
+    def _to_work(self, t: Tensor, flags: Flags) -> Tensor:
+        if not self._merges(t.shape, flags):
+            return t
+        if self._channels_last(t.shape, flags):
+            t = t.permute(0, 3, 1, 2)
+        return t.reshape(merge_small_dims(t.shape, flags["max_precondition_dim"]))
+
+    def _from_work(self, t: Tensor, shape: torch.Size, flags: Flags) -> Tensor:
+        if not self._merges(shape, flags):
+            return t
+        if self._channels_last(shape, flags):
+            return t.reshape(shape[0], shape[3], shape[1], shape[2]).permute(0, 2, 3, 1)
+        return t.reshape(shape)
+
+    # -- state and update ------------------------------------------------------------------
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        state = {"exp_avg": torch.zeros_like(param), "exp_avg_sq": torch.zeros_like(param)}
+        work = self._work_shape(param.shape, flags)
+        for i, rotated in enumerate(self._rotated(param.shape, flags)):
+            if rotated:
+                d = work[i]
+                state[f"GG_{i}"] = param.new_zeros(d, d)
+                state[f"Q_{i}"] = param.new_zeros(d, d)
+        return state
+
+    @staticmethod
+    def _bases(state: Mapping[str, Tensor], count: int) -> list[Tensor | None]:
+        """The bases in column-major layout, as LAPACK returns them to the reference.
+
+        The layout decides which matrix-multiply kernel runs, and so the rounding:
+        reading the bases as the reference holds them keeps the two bitwise equal.
+        """
+        return [None if q is None else _column_major(q)
+                for q in (state.get(f"Q_{i}") for i in range(count))]
+
+    def _project(
+        self, t: Tensor, bases: list[Tensor | None], flags: Flags, backward: bool = False
+    ) -> Tensor:
+        """Mode products with each basis (Qᵀ forward, Q backward); unrotated dims cycle."""
+        shape = t.shape
+        t = self._to_work(t, flags)
+        for q in bases:
+            if q is None:
+                t = t.permute([*range(1, t.dim()), 0])
+            else:
+                t = torch.tensordot(t, q, dims=[[0], [1 if backward else 0]])
+        return self._from_work(t, shape, flags)
+
+    def _accumulate(self, grad: Tensor, state: dict[str, Tensor], rotated: list[bool],
+                    flags: Flags) -> None:
+        """F_i ← β_s F_i + (1 − β_s) G₍ᵢ₎G₍ᵢ₎ᵀ for each rotated dimension i."""
+        weight = 1.0 - flags["shampoo_beta"]
+        if grad.dim() == 1:
+            if rotated[0]:
+                state["GG_0"].lerp_(grad.unsqueeze(1) @ grad.unsqueeze(0), weight=weight)
+            return
+        work = self._to_work(grad, flags)
+        for i, on in enumerate(rotated):
+            if on:
+                others = [d for d in range(work.dim()) if d != i]
+                state[f"GG_{i}"].lerp_(torch.tensordot(work, work, dims=[others, others]),
+                                       weight=weight)
+
+    @staticmethod
+    def _eigenbasis(factor: Tensor) -> Tensor:
+        """Eigenvectors of the factor, by decreasing eigenvalue (float64 if eigh fails)."""
+        eye = torch.eye(factor.shape[0], device=factor.device, dtype=factor.dtype)
+        try:
+            _, q = torch.linalg.eigh(factor + 1e-30 * eye)
+        except (RuntimeError, NotImplementedError):  # no eigh for this dtype, or no convergence
+            wide = factor.to(torch.float64) + 1e-30 * eye.to(torch.float64)
+            q = torch.linalg.eigh(wide)[1].to(factor.dtype)
+        return torch.flip(q, dims=[1])
+
+    def _refresh_bases(self, state: dict[str, Tensor], rotated: list[bool], flags: Flags) -> None:
+        """One power-iteration step per basis, columns sorted by estimated eigenvalue."""
+        v = state["exp_avg_sq"]
+        work = self._to_work(v, flags)
+        for i, on in enumerate(rotated):
+            if not on:
+                continue
+            factor, q = state[f"GG_{i}"], _column_major(state[f"Q_{i}"])
+            fq = factor @ q
+            order = torch.argsort((q * fq).sum(dim=0), descending=True)
+            work = work.index_select(i, order)
+            power = fq.index_select(1, order)
+            state[f"Q_{i}"].copy_(torch.linalg.qr(power.to(torch.float32))[0].to(power.dtype))
+        v.copy_(self._from_work(work, v.shape, flags))
+
+    def update(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        h: Mapping[str, Scalar],
+        step: Scalar,
+        flags: Flags,
+    ) -> None:
+        """One SOAP step (the first only builds the bases; see the module docstring)."""
+        rotated = self._rotated(param.shape, flags)
+        if step == 1:
+            self._accumulate(grad, state, rotated, flags)
+            for i, on in enumerate(rotated):
+                if on:
+                    state[f"Q_{i}"].copy_(self._eigenbasis(state[f"GG_{i}"]))
+            return
+        k = int(step) - 1
+        lr, beta1, beta2, eps = h["lr"], h["beta1"], h["beta2"], h["eps"]
+        step_size = lr
+        if flags["correct_bias"]:
+            step_size *= math.sqrt(1.0 - math.pow(beta2, k)) / (1.0 - math.pow(beta1, k))
+        bases = self._bases(state, len(rotated))
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, weight=1.0 - beta1)
+        v.lerp_(self._project(grad, bases, flags).square(), weight=1.0 - beta2)
+        denom = v.sqrt().add_(eps)
+        direction = self._project(self._project(m, bases, flags) / denom, bases, flags,
+                                  backward=True)
+        if flags["normalize_gradient"]:
+            direction.div_(torch.mean(direction.square()).sqrt_().add_(eps))
+        param.add_(direction, alpha=-step_size)
+        if h["weight_decay"] != 0.0:
+            param.mul_(1.0 - h["weight_decay"] * lr)
+        self._accumulate(grad, state, rotated, flags)
+        if k % flags["precondition_frequency"] == 0:
+            self._refresh_bases(state, rotated, flags)
