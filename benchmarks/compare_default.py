@@ -95,7 +95,7 @@ def main() -> int:
     Path(json_path).parent.mkdir(parents=True, exist_ok=True)
     Path(json_path).write_text(json.dumps(record, indent=1))
     if args.screenshot:
-        from descentlab.bench.browser import chromium_missing, screenshot
+        from browser import chromium_missing, screenshot
 
         reason = chromium_missing()
         if reason:

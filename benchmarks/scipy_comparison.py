@@ -10,7 +10,7 @@ than 1.5x scipy's function+gradient evaluations. ``evals`` counts evaluations
 (one closure call / one scipy ``fun`` call, each giving f and its gradient)
 until the first one that meets the target; ``total`` is what each method used
 before its own stopping rule; Hessian-vector products are reported separately
-(Newton-CG only). See :mod:`descentlab.second_order.scipy_check` for the details.
+(Newton-CG only). See ``benchmarks/scipy_check.py`` for the details.
 
 Prints the table (markdown) and writes JSON (default
 ``benchmarks/results/scipy_comparison.json``)::
@@ -30,8 +30,7 @@ from pathlib import Path
 import scipy
 import torch
 from rich.progress import Progress
-
-from descentlab.second_order.scipy_check import EVAL_RATIO, PAIRS, TOLERANCE, compare, problems
+from scipy_check import EVAL_RATIO, PAIRS, TOLERANCE, compare, problems
 
 HEADER = ("problem", "method", "ours f", "scipy f", "\\|f-f*\\| check", "our evals",
           "scipy evals", "ratio", "pass")

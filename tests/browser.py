@@ -1,4 +1,4 @@
-"""Headless Chromium for the browser tests, through :mod:`descentlab.bench.browser`.
+"""Headless Chromium for the browser tests, through :mod:`benchmarks.browser`.
 
 A test folder's ``conftest.py`` offers the module-scoped ``driver`` fixture
 by importing it (``from tests.browser import driver``). Tests that use it are skipped, with
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from descentlab.bench.browser import chromium_missing, headless_chromium
+from benchmarks.browser import chromium_missing, headless_chromium
 
 
 @functools.cache

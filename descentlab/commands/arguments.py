@@ -70,7 +70,6 @@ EXTRAS: dict[str, str] = {
     "psycopg": "postgresql",
     "psycopg2": "postgresql",
     "scipy": "test",
-    "selenium": "test",
     "tensorboard": "test",
 }
 """Optional top-level packages and the ``descentlab[...]`` extra that installs each."""

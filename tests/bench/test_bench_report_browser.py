@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from descentlab.bench.browser import headless_chromium
+from benchmarks.browser import headless_chromium
 from descentlab.bench.harness import compare
 from tests.browser import chromium_reason
 

@@ -7,7 +7,7 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("sklearn")
 
-from descentlab.second_order.scipy_check import (  # noqa: E402
+from benchmarks.scipy_check import (  # noqa: E402
     EVAL_RATIO,
     PAIRS,
     TOLERANCE,

@@ -1,4 +1,8 @@
-"""Validation of the second-order optimizers against ``scipy.optimize``.
+"""Validation of the second-order optimizers against ``scipy.optimize`` (shared code).
+
+Used by ``benchmarks/scipy_comparison.py`` (every row, printed and saved) and
+by ``tests/second_order/test_scipy_comparison.py`` (which imports it as
+``benchmarks.scipy_check``).
 
 Five problems (float64): Rosenbrock in 2 and 100 dimensions, Beale, a 100-D
 quadratic with condition number 1e4, and L2-regularised logistic regression on

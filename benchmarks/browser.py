@@ -1,7 +1,9 @@
 """Headless Chromium for checking and photographing the report (selenium + chromedriver).
 
-Used by the report's browser test and by ``benchmarks/compare_default.py``
-to take the README screenshot. Needs ``selenium`` and the system packages
+Test and benchmark tooling, not part of the library: ``tests/browser.py``
+(imported there as ``benchmarks.browser``) builds the browser tests' fixture
+on it, and ``benchmarks/compare_default.py`` takes the README screenshot
+with it. Needs ``selenium`` and the system packages
 ``chromium`` and ``chromium-driver`` (Debian names; ``/usr/bin/chromium``,
 ``/usr/bin/chromedriver``).
 """
