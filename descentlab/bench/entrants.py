@@ -3,6 +3,8 @@
 An *entrant* is what the benchmark compares: an optimizer name understood by
 :func:`descentlab.make_optimizer`, hyperparameters fixed by the entrant (e.g.
 ``nesterov=True``), and a search space that Optuna samples during tuning.
+``gd``, ``momentum`` and ``nesterov`` take their optimizer, fixed settings and
+description from the named presets (:mod:`descentlab.optim.presets`).
 Every search space samples the learning rate ``lr`` on a log scale, so the
 learning-rate sensitivity curve exists for every entrant.
 
@@ -118,6 +120,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from descentlab.optim.presets import PRESETS
 
 __all__ = [
     "Param",
@@ -328,29 +332,19 @@ _ALPHA = Param("alpha", 0.2, 0.9)
 _LR_FACTOR = Param("lr", 0.1, 10.0, log=True)
 
 
+def _preset_entrant(name: str, space: tuple[Param, ...]) -> Entrant:
+    """The entrant of a named preset: its optimizer, description, flags (fixed) and batch."""
+    preset = PRESETS[name]
+    return Entrant(name, preset.optimizer, preset.description, space,
+                   fixed=dict(preset.flags), full_batch=preset.full_batch)
+
+
 def _entrants() -> dict[str, Entrant]:
     items = [
-        Entrant(
-            "gd",
-            "sgd",
-            "gradient descent: full-batch steps θ ← θ − lr·∇L(θ)",
-            (_LR,),
-            full_batch=True,
-        ),
+        _preset_entrant("gd", (_LR,)),
         Entrant("sgd", "sgd", "stochastic gradient descent on mini-batches", (_LR,)),
-        Entrant(
-            "momentum",
-            "sgd",
-            "SGD with heavy-ball momentum v ← μv + g, θ ← θ − lr·v",
-            (_LR, _MOMENTUM),
-        ),
-        Entrant(
-            "nesterov",
-            "sgd",
-            "SGD with Nesterov momentum (torch's form)",
-            (_LR, _MOMENTUM),
-            fixed={"nesterov": True},
-        ),
+        _preset_entrant("momentum", (_LR, _MOMENTUM)),
+        _preset_entrant("nesterov", (_LR, _MOMENTUM)),
         Entrant(
             "adagrad",
             "adagrad",

@@ -43,6 +43,7 @@ def register(subparsers: Any) -> None:
         DEFAULT_TRIALS,
         DEFAULT_WORKERS,
     )
+    from descentlab.bench.entrants import SEED_FAMILY
 
     parser = subparsers.add_parser(
         "compare",
@@ -53,8 +54,8 @@ def register(subparsers: Any) -> None:
         "--optimizers",
         type=a.name_list(_entrant_names, "optimizer"),
         metavar="NAMES",
-        help="comma-separated optimizer names (default: the seeds' family: "
-        "gd,sgd,momentum,nesterov,adagrad,rmsprop,adadelta,adam)",
+        help=f"comma-separated optimizer names (default: the seeds' family: "
+        f"{','.join(SEED_FAMILY)})",
     )
     chosen = parser.add_mutually_exclusive_group()
     chosen.add_argument(

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable
 
 import torch
 
 from descentlab.commands import arguments as a
+from descentlab.optim.presets import resolve
 
-__all__ = ["register", "run_demo"]
+__all__ = ["register", "make_demo_optimizer", "run_demo"]
 
+#: The demo's settings per optimizer or preset name (a preset's own settings,
+#: e.g. momentum's 0.9, come from :data:`descentlab.optim.presets.PRESETS`).
 DEFAULT_SETTINGS = {
     "sgd": {"lr": 0.1},
-    "momentum": {"lr": 0.05, "momentum": 0.9},
-    "nesterov": {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    "momentum": {"lr": 0.05},
+    "nesterov": {"lr": 0.05},
     "adagrad": {"lr": 0.05},
     "rmsprop": {"lr": 1e-3},
     "adadelta": {"lr": 1.0},
@@ -34,19 +38,24 @@ def _digits(seed: int) -> tuple[torch.Tensor, ...]:
     return x[:cut], y[:cut], x[cut:], y[cut:]
 
 
-def run_demo(epochs: int = 10, batch_size: int = 64, seed: int = 0) -> list[dict[str, float]]:
-    """Train the same MLP (64-64-10) with each entry of ``DEFAULT_SETTINGS``; return a row each."""
+def make_demo_optimizer(label: str, params: Iterable[torch.Tensor]) -> torch.optim.Optimizer:
+    """The demo's optimizer ``label`` (preset or registered name) with ``DEFAULT_SETTINGS``."""
     import descentlab
 
+    name, hparams = resolve(label, **DEFAULT_SETTINGS[label])
+    return descentlab.make_optimizer(name, params, **hparams)
+
+
+def run_demo(epochs: int = 10, batch_size: int = 64, seed: int = 0) -> list[dict[str, float]]:
+    """Train the same MLP (64-64-10) with each entry of ``DEFAULT_SETTINGS``; return a row each."""
     x_train, y_train, x_val, y_val = _digits(seed)
     rows = []
-    for label, setting in DEFAULT_SETTINGS.items():
+    for label in DEFAULT_SETTINGS:
         torch.manual_seed(seed)
         model = torch.nn.Sequential(
             torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10)
         )
-        name = "sgd" if label in ("momentum", "nesterov") else label
-        opt = descentlab.make_optimizer(name, model.parameters(), **setting)
+        opt = make_demo_optimizer(label, model.parameters())
         gen = torch.Generator().manual_seed(seed)
         start = time.perf_counter()
         for _ in range(epochs):

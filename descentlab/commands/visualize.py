@@ -67,9 +67,10 @@ def _optimizer_specs(text: str) -> list[tuple[str, dict[str, Any]]]:
     """``--optimizers``: parse every spec and check its name and arguments now."""
     import descentlab
     from descentlab import checks
-    from descentlab.problems.trajectory import ALIASES, named_optimizer
+    from descentlab.optim.presets import PRESETS
+    from descentlab.problems.trajectory import named_optimizer
 
-    valid = [*descentlab.available_optimizers(), *ALIASES]
+    valid = [*descentlab.available_optimizers(), *PRESETS]
     try:
         specs = [parse_optimizer_spec(s) for s in text.split(",") if s.strip()]
         if not specs:

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from descentlab.optim.presets import PRESETS, resolve
 from descentlab.problems.analytic import FunctionTask, get_function
 from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 
 __all__ = [
-    "ALIASES",
     "LR_GRID",
     "OptimizerFactory",
     "named_optimizer",
@@ -34,14 +34,6 @@ __all__ = [
 
 #: ``factory(params) -> optimizer``.
 OptimizerFactory = Callable[[list[Tensor]], torch.optim.Optimizer]
-
-#: Short names for common SGD variants (the names ``descentlab compare`` uses):
-#: name -> (optimizer name, fixed hyperparameters).
-ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "gd": ("sgd", {}),
-    "momentum": ("sgd", {"momentum": 0.9}),
-    "nesterov": ("sgd", {"momentum": 0.9, "nesterov": True}),
-}
 
 #: Default grid of :func:`tune_learning_rate`: 10⁻⁴ … 10 in steps of 10^½.
 LR_GRID: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-8, 3))
@@ -91,20 +83,19 @@ def run_trajectory(
 def named_optimizer(name: str, **hparams: Any) -> OptimizerFactory:
     """A factory for ``descentlab.make_optimizer(name, params, **hparams)``.
 
-    ``name`` may also be one of :data:`ALIASES` (``gd``, ``momentum`` = SGD with
-    momentum 0.9, ``nesterov``); explicit ``hparams`` override the alias's. The
+    ``name`` may also be a preset (:data:`descentlab.optim.presets.PRESETS`:
+    ``gd``, ``momentum`` = SGD with momentum 0.9, ``nesterov``); explicit
+    ``hparams`` override the preset's. The
     name and hyperparameters are checked at once (``ValueError`` listing the valid
     names, ``TypeError`` naming an unknown hyperparameter).
     """
     if not isinstance(name, str):
         raise TypeError(f"optimizer name must be a str, got {name!r}")
-    if name.lower() in ALIASES:
-        base, fixed = ALIASES[name.lower()]
-        name, hparams = base, {**fixed, **hparams}
+    name, hparams = resolve(name, **hparams)
     from descentlab import available_optimizers, make_optimizer
 
     if name.lower() not in available_optimizers():
-        valid = ", ".join([*available_optimizers(), *ALIASES])
+        valid = ", ".join([*available_optimizers(), *PRESETS])
         raise ValueError(f"unknown optimizer {name!r}; valid names: {valid}")
     make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], **hparams)  # check now
     return lambda params: make_optimizer(name, params, **hparams)
