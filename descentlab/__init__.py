@@ -22,11 +22,13 @@ from descentlab.init import init_model
 from descentlab.nn import SwitchableNorm, SwitchableNorm1d, SwitchableNorm2d, SwitchableNorm3d
 from descentlab.optim import (
     ADOPT,
+    ASGD,
     LAMB,
     LARS,
     SGD,
     SOAP,
     Adadelta,
+    Adafactor,
     Adagrad,
     Adam,
     Adamax,
@@ -39,6 +41,7 @@ from descentlab.optim import (
     Prodigy,
     RAdam,
     RMSprop,
+    Rprop,
     SparseAdam,
     available_optimizers,
     make_optimizer,
@@ -90,6 +93,9 @@ __all__ = [
     "DAdaptSGD",
     # per-matrix preconditioners (tensor rules)
     "SOAP",
+    "ASGD",
+    "Rprop",
+    "Adafactor",
     "available_optimizers",
     "make_optimizer",
     # Schedule-Free (train()/eval() modes)

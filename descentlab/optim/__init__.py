@@ -1,8 +1,10 @@
 """The ``torch.optim.Optimizer`` classes of descentlab and the optimizer registry."""
 
+from descentlab.optim.adafactor import Adafactor
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adam_variants import ADOPT, AdEMAMix
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
+from descentlab.optim.asgd import ASGD
 from descentlab.optim.base import RuleOptimizer
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
@@ -12,6 +14,7 @@ from descentlab.optim.registry import (
     describe_optimizer,
     make_optimizer,
 )
+from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
 from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
@@ -36,6 +39,9 @@ __all__ = [
     "DAdaptAdam",
     "DAdaptSGD",
     "SOAP",
+    "ASGD",
+    "Rprop",
+    "Adafactor",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

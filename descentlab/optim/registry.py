@@ -7,11 +7,14 @@ from typing import Any
 
 import torch
 
+from descentlab.optim.adafactor import Adafactor
 from descentlab.optim.adam import Adam, Adamax, AdamW, NAdam, RAdam, SparseAdam
 from descentlab.optim.adam_variants import ADOPT, AdEMAMix
 from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
+from descentlab.optim.asgd import ASGD
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
+from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
 from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
@@ -46,6 +49,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "dadapt_adam": DAdaptAdam,
     "dadapt_sgd": DAdaptSGD,
     "soap": SOAP,
+    "asgd": ASGD,
+    "rprop": Rprop,
+    "adafactor": Adafactor,
 }
 
 

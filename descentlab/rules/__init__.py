@@ -8,13 +8,16 @@ interface (rule kinds, hyperparameter declarations).
 
 from __future__ import annotations
 
+from descentlab.rules.adafactor import AdafactorRule
 from descentlab.rules.adam import ADAMW, AdamaxRule, AdamRule, NAdamRule, RAdamRule, SparseAdamRule
 from descentlab.rules.adam_variants import AdEMAMixRule, ADOPTRule
 from descentlab.rules.adaptive import AdadeltaRule, AdagradRule, RMSpropRule
+from descentlab.rules.asgd import ASGDRule
 from descentlab.rules.base import ELEMENTWISE, GLOBAL, TENSOR, HParam, Rule, TensorRule
 from descentlab.rules.lion import LionRule
 from descentlab.rules.lr_free import DAdaptAdamRule, DAdaptSGDRule, ProdigyRule
 from descentlab.rules.reduction import GlobalRule
+from descentlab.rules.rprop import RpropRule
 from descentlab.rules.sgd import SGDRule
 from descentlab.rules.soap import SOAPRule
 from descentlab.rules.trust_ratio import LAMBRule, LARSRule
@@ -64,5 +67,8 @@ for _rule in (
     DAdaptAdamRule(),
     DAdaptSGDRule(),
     SOAPRule(),
+    ASGDRule(),
+    RpropRule(),
+    AdafactorRule(),
 ):
     register_rule(_rule)

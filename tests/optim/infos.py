@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 import descentlab
-from descentlab.rules.base import ELEMENTWISE
+from descentlab.rules.base import ELEMENTWISE, TENSOR
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,46 @@ INFOS = [
         ],
         converge={"lr": 0.02},
         converge_steps=(400, 6500),
+    ),
+    OptimizerInfo(
+        "asgd",
+        descentlab.ASGD,
+        torch.optim.ASGD,
+        [
+            {"lr": 0.05},
+            {"lr": 0.05, "lambd": 0.01, "alpha": 0.5, "t0": 20, "weight_decay": 0.1},
+            {"lr": 0.02, "lambd": 1e-3, "t0": 0, "maximize": True},
+        ],
+        converge={"lr": 0.015, "t0": 1e9},
+        converge_rosenbrock={"lr": 2e-3, "lambd": 0.0, "t0": 1e9},
+        converge_steps=(600, 8000),
+    ),
+    OptimizerInfo(
+        "rprop",
+        descentlab.Rprop,
+        torch.optim.Rprop,
+        [
+            {"lr": 0.01},
+            {"lr": 0.05, "etas": (0.3, 1.5), "step_sizes": (1e-4, 0.5)},
+            {"lr": 0.01, "etas": (0.6, 1.1), "maximize": True},
+        ],
+        converge={"lr": 0.01},
+        converge_steps=(300, 4000),
+    ),
+    OptimizerInfo(
+        "adafactor",
+        descentlab.Adafactor,
+        torch.optim.Adafactor,
+        [
+            {"lr": 0.05},
+            {"lr": 0.05, "weight_decay": 0.1, "beta2_decay": -0.5},
+            {"lr": 0.02, "eps": (1e-20, 1e-2), "d": 2.0, "maximize": True},
+        ],
+        converge={"lr": 0.3},
+        # ρ = min(lr, 1/√t) shrinks the step as 1/√t: Rosenbrock's valley takes ~11,500 steps
+        converge_rosenbrock={"lr": 0.1, "beta2_decay": -1.0},
+        converge_steps=(1500, 16000),
+        kind=TENSOR,
     ),
 ]
 

@@ -44,6 +44,9 @@ LEGACY_KEYS = {
     "NAdam": ("maximize", "foreach", "capturable", "differentiable", "decoupled_weight_decay"),
     "RAdam": ("foreach", "maximize", "differentiable", "capturable", "decoupled_weight_decay"),
     "Adamax": ("foreach", "maximize", "differentiable", "capturable"),
+    "ASGD": ("foreach", "maximize", "differentiable", "capturable"),
+    "Rprop": ("foreach", "maximize", "differentiable", "capturable"),
+    "Adafactor": ("foreach",),
 }
 
 
@@ -58,7 +61,8 @@ def legacy_layout(state_dict: dict, cls_name: str) -> dict:
     removed = 0
     for group in old["param_groups"]:
         for key in LEGACY_KEYS[cls_name]:
-            removed += group.pop(key, None) is not None
+            removed += key in group
+            group.pop(key, None)
     assert removed, f"nothing to remove from {cls_name}'s groups"
     return numeric_steps(old)
 

@@ -13,6 +13,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import descentlab
+from descentlab.rules.base import TENSOR
 from tests.optim.engines import ENGINES_UNDER_TEST
 from tests.optim.helpers import float64_default, make_params, max_rel_diff, run_steps
 from tests.optim.infos import INFOS
@@ -57,6 +58,8 @@ def test_groups_given_as_generators_match_torch(info, engine):
 @pytest.mark.parametrize("info", INFOS, ids=IDS)
 def test_meta_parameters_construct_and_step_as_in_torch(info, engine):
     """A model built on ``meta`` (to be materialised later) steps there, as with torch.optim."""
+    if info.name in ("asgd", "adafactor"):
+        pytest.skip(f"torch.optim's {info.name} cannot step meta parameters (it calls .item())")
     with torch.device("meta"):
         model = torch.nn.Linear(3, 2)
     opts = [cls(model.parameters(), **info.settings[0], **extra)
@@ -152,6 +155,8 @@ def test_zero_gradients_leave_parameters_unchanged(info, engine):
     setting = {k: v for k, v in info.settings[0].items() if k != "weight_decay"}
     if info.name == "adamw":
         setting["weight_decay"] = 0.0
+    if info.name == "asgd":  # its decay term λ shrinks θ whatever the gradient
+        setting["lambd"] = 0.0
     x = torch.randn(5, 1, dtype=torch.float64, requires_grad=True)
     before = x.detach().clone()
     opt = info.ours([x], **setting, engine=engine)
@@ -165,6 +170,8 @@ def test_zero_gradients_leave_parameters_unchanged(info, engine):
 @pytest.mark.parametrize("info", INFOS, ids=IDS)
 def test_complex_parameters_step_as_their_real_view_with_every_setting(info, engine):
     """A complex parameter moves exactly like its real view (Adagrad's s₀ on both parts)."""
+    if info.kind == TENSOR:
+        pytest.skip("tensor rules refuse complex parameters at construction (test_rule_kinds)")
     for setting in info.settings:
         torch.manual_seed(0)
         z = torch.randn(4, 3, dtype=torch.complex128, requires_grad=True)

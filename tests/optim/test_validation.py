@@ -30,6 +30,8 @@ def p():
     ],
 )
 def test_common_arguments(info, kwargs, pattern):
+    if not set(kwargs) <= set(info.ours.rule.defaults()):
+        pytest.skip(f"{info.name} has no {', '.join(kwargs)}")
     with pytest.raises(ValueError, match=pattern):
         info.ours([p()], **kwargs)
 
@@ -148,7 +150,8 @@ def test_non_finite_gradient_propagates_as_in_torch(info):
     ours, ref = results
     for a, b in zip(ours, ref, strict=True):
         assert (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-8)
-    assert math.isnan(ours[0])
+    if info.name != "rprop":  # Rprop steps by sign(g), and torch.sign(nan) is 0
+        assert math.isnan(ours[0])
 
 
 @pytest.mark.parametrize("info", INFOS, ids=IDS)
