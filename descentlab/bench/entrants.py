@@ -28,7 +28,9 @@ Also available: ``adamw`` (lr, weight_decay ∈ [1e-5, 1e-1] log), ``nadam``,
 0.9999, its default); ``ademamix`` (lr, alpha ∈ [1, 10] log); the
 learning-rate-free ``prodigy`` and ``dadapt_adam`` (lr ∈ [0.1, 10] log, a
 factor of the estimated step size, and beta1) and ``dadapt_sgd`` (lr ∈
-[0.1, 10] log, momentum); and wrapper
+[0.1, 10] log, momentum); ``asgd`` (lr ∈ [1e-4, 1] log), ``rprop`` (full batch,
+lr ∈ [1e-4, 1e-1] log: its initial step size), ``adafactor`` (lr ∈ [1e-4, 1]
+log: the cap of its relative step); and wrapper
 entrants, an optimizer inside a :mod:`descentlab.wrappers` wrapper (the
 wrapper's settings go to it, the rest to the optimizer):
 
@@ -287,6 +289,9 @@ _TORCH_FALLBACK: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "nadam": torch.optim.NAdam,
     "radam": torch.optim.RAdam,
     "adamax": torch.optim.Adamax,
+    "asgd": torch.optim.ASGD,
+    "rprop": torch.optim.Rprop,
+    "adafactor": torch.optim.Adafactor,
 }
 
 

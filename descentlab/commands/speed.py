@@ -105,7 +105,10 @@ INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM]}
 MATRIX_SHAPED = {"lars", "lamb"}
 #: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)
 TAKES_HESSIAN = {"sophiah", "adahessian"}
-ALL_OPTIMIZERS = OPTIMIZERS + list(PACKAGE_REFERENCES)
+#: torch.optim classes timed interleaved with ours on their own models
+#: (:mod:`descentlab.bench.interleaved_speed`)
+INTERLEAVED = ["asgd", "rprop", "adafactor"]
+ALL_OPTIMIZERS = OPTIMIZERS + list(PACKAGE_REFERENCES) + INTERLEAVED
 OUR_ENGINES = ["reference", "flat", "compiled"]
 
 
@@ -522,13 +525,24 @@ def _main(args: argparse.Namespace) -> int:
         "benchmarks/results/step_speed" + ("_quick" if args.quick else "") + ".json"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    result = run(cases, optimizers, repeats, engines)
+    table = [n for n in optimizers if n not in INTERLEAVED]
+    result = run(cases, table, repeats, engines) if table else {}
+    extra = [n for n in optimizers if n in INTERLEAVED]
+    if extra:
+        from descentlab.bench.interleaved_speed import run_interleaved
+
+        result["interleaved"] = run_interleaved(extra, repeats, quick=args.quick)
     path.write_text(json.dumps(result, indent=1))  # saved before the slower startup runs
     if args.startup:
         count, size = cases.get("a", CASES["a"])
         result["startup"] = startup_times(count, size)
         path.write_text(json.dumps(result, indent=1))
-    print(format_table(result))
+    if table:
+        print(format_table(result))
+    if extra:
+        from descentlab.bench.interleaved_speed import format_interleaved
+
+        print(format_interleaved(result["interleaved"]))
     print(f"wrote {path}")
     return 0
 
@@ -546,7 +560,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--optimizers",
         type=a.name_list(lambda: ALL_OPTIMIZERS, "optimizer"),
         help="comma-separated names (default: the torch.optim ones; also "
-        + ", ".join(PACKAGE_REFERENCES) + ")",
+        + ", ".join([*PACKAGE_REFERENCES, *INTERLEAVED]) + ", timed interleaved with torch)",
     )
     parser.add_argument(
         "--repeats", type=a.positive_int, help="timed steps per variant (default 10, quick 5)"
