@@ -19,6 +19,7 @@ from descentlab.diagnostics import (
     lr_range_test,
 )
 from descentlab.init import init_model
+from descentlab.muon_groups import muon_param_groups
 from descentlab.nn import SwitchableNorm, SwitchableNorm1d, SwitchableNorm2d, SwitchableNorm3d
 from descentlab.optim import (
     ADOPT,
@@ -37,6 +38,7 @@ from descentlab.optim import (
     DAdaptAdam,
     DAdaptSGD,
     Lion,
+    Muon,
     NAdam,
     Prodigy,
     RAdam,
@@ -96,6 +98,8 @@ __all__ = [
     "ASGD",
     "Rprop",
     "Adafactor",
+    "Muon",
+    "muon_param_groups",
     "available_optimizers",
     "make_optimizer",
     # Schedule-Free (train()/eval() modes)

@@ -8,6 +8,7 @@ from descentlab.optim.asgd import ASGD
 from descentlab.optim.base import RuleOptimizer
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
+from descentlab.optim.muon import Muon
 from descentlab.optim.registry import (
     OPTIMIZERS,
     available_optimizers,
@@ -42,6 +43,7 @@ __all__ = [
     "ASGD",
     "Rprop",
     "Adafactor",
+    "Muon",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

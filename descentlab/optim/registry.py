@@ -14,6 +14,7 @@ from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.asgd import ASGD
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
+from descentlab.optim.muon import Muon
 from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
 from descentlab.optim.soap import SOAP
@@ -35,6 +36,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "radam": RAdam,
     "adamax": Adamax,
     "sparse_adam": SparseAdam,
+    "muon": Muon,
     "sgd_schedulefree": SGDScheduleFree,
     "adamw_schedulefree": AdamWScheduleFree,
     "radam_schedulefree": RAdamScheduleFree,

@@ -16,6 +16,7 @@ from descentlab.rules.asgd import ASGDRule
 from descentlab.rules.base import ELEMENTWISE, GLOBAL, TENSOR, HParam, Rule, TensorRule
 from descentlab.rules.lion import LionRule
 from descentlab.rules.lr_free import DAdaptAdamRule, DAdaptSGDRule, ProdigyRule
+from descentlab.rules.muon import MuonRule
 from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.rprop import RpropRule
 from descentlab.rules.sgd import SGDRule
@@ -70,5 +71,6 @@ for _rule in (
     ASGDRule(),
     RpropRule(),
     AdafactorRule(),
+    MuonRule(),
 ):
     register_rule(_rule)

@@ -30,7 +30,7 @@ def test_signature_defaults_equal_the_declarations(cls):
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
 def test_defaults_come_from_the_declarations(cls):
-    opt = cls([torch.zeros(3, requires_grad=True)])
+    opt = cls([torch.zeros(3, 2, requires_grad=True)])
     assert opt.defaults == RuleOptimizer.declared_defaults(cls.rule)
     carried = cls.rule.group_state(opt.defaults) if hasattr(cls.rule, "group_state") else {}
     assert set(opt.param_groups[0]) == {"params", *opt.defaults, *carried}
