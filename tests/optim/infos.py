@@ -238,6 +238,19 @@ SPARSE_INFOS = [
 ]
 
 
+#: Optimizers for 2-D parameters only (tested in their own suite, tests/optim/test_muon.py:
+#: the shared problem above has vectors and a scalar, which they refuse).
+MATRIX_INFOS = [
+    OptimizerInfo(
+        "muon",
+        descentlab.Muon,
+        torch.optim.Muon,
+        [{}, {"lr": 0.02, "adjust_lr_fn": "match_rms_adamw"}, {"nesterov": False}],
+        kind=TENSOR,
+    ),
+]
+
+
 def setting_cases(engine: str | None = None) -> list[tuple[OptimizerInfo, dict[str, Any]]]:
     """Every (optimizer, setting) pair (of optimizers supporting ``engine``)."""
     return [

@@ -14,7 +14,7 @@ from descentlab.optim.base import RuleOptimizer
 from descentlab.rules import RULES, register_rule
 from descentlab.rules.base import ELEMENTWISE, TENSOR, HParam, Rule, TensorRule
 from descentlab.validation import check_nonnegative
-from tests.optim.infos import INFOS
+from tests.optim.infos import INFOS, MATRIX_INFOS
 from tests.optim.package_infos import PACKAGE_INFOS
 from tests.optim.test_lr_free import CASES as LR_FREE_CASES
 
@@ -68,11 +68,11 @@ def test_elementwise_rules_are_elementwise(case):
 
 def test_every_registered_rule_is_in_the_conformance_registry_or_has_its_own_suite():
     # sparse_adam: tests/optim/test_sparse.py; muon (2-D parameters only): tests/optim/test_muon.py
-    covered = {info.ours.rule.name for info in INFOS + PACKAGE_INFOS if hasattr(info.ours, "rule")}
+    infos = INFOS + PACKAGE_INFOS + MATRIX_INFOS
+    covered = {info.ours.rule.name for info in infos if hasattr(info.ours, "rule")}
     covered |= {ours.rule.name for ours, *_ in LR_FREE_CASES}  # against their packages
-    covered |= {info.ours.rule.name for info in PACKAGE_INFOS if hasattr(info.ours, "rule")}
     library = {name for name in RULES if not name.startswith("test_")}
-    assert library - covered <= {"sparse_adam", "muon"}
+    assert library - covered <= {"sparse_adam"}
 
 
 class _NormalizedRule(TensorRule):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import descentlab
-from tests.optim.infos import INFOS, SPARSE_INFOS
+from tests.optim.infos import INFOS, MATRIX_INFOS, SPARSE_INFOS
 from tests.optim.package_infos import PACKAGE_INFOS
 from tests.optim.test_lr_free import REGISTERED as LR_FREE
 
@@ -121,10 +121,13 @@ def test_unknown_names_in_the_factory():
 
 def test_factory_builds_every_registered_optimizer():
     names = descentlab.available_optimizers()
-    everything = {i.name: i.ours for i in INFOS + SPARSE_INFOS + PACKAGE_INFOS} | LR_FREE
+    infos = INFOS + SPARSE_INFOS + PACKAGE_INFOS + MATRIX_INFOS
+    everything = {i.name: i.ours for i in infos} | LR_FREE
     assert set(everything) == set(names)
+    matrices = {i.name for i in MATRIX_INFOS}
     for name in names:
-        opt = descentlab.make_optimizer(name.upper(), [p()], lr=0.05)
+        params = [torch.zeros(3, 2, requires_grad=True)] if name in matrices else [p()]
+        opt = descentlab.make_optimizer(name.upper(), params, lr=0.05)
         assert type(opt) is everything[name]
         assert opt.param_groups[0]["lr"] == 0.05
 
