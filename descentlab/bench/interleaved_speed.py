@@ -72,26 +72,47 @@ def _traffic(opt: torch.optim.Optimizer, params: list) -> int:
     return total
 
 
-def _measure(name: str, model: str, spec: list, repeats: int) -> list[dict[str, Any]]:
-    master, grads = _tensors(spec, 0, 1.0), _tensors(spec, 1, 1e-2)
-    runs: dict[str, Any] = {}
-    for variant, make in _variants(name).items():
+def interleave(
+    makers: dict[str, Callable[[list], torch.optim.Optimizer]],
+    master: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    repeats: int,
+    step_of: Callable[[torch.optim.Optimizer], Callable[[], Any]] = lambda opt: opt.step,
+) -> dict[str, tuple[torch.optim.Optimizer, list, Callable[[], Any], float, list[float]]]:
+    """Time the variants against each other in one process, one step of each in turn.
+
+    Each variant steps its own copy of ``master`` with gradients ``grads``;
+    two warm-up steps (the first one timed: state made, kernels compiled),
+    then ``repeats`` rounds of one timed step per variant, the order reversed
+    every other round. Returns ``{variant: (optimizer, params, step, first_s, times_s)}``.
+    """
+    runs = {}
+    for variant, make in makers.items():
         params = [torch.nn.Parameter(t.clone()) for t in master]
         for p, g in zip(params, grads, strict=True):
             p.grad = g.clone()
         opt = make(params)
-        opt.step()
-        opt.step()  # warm: state made, kernels compiled (the compiled engine waits for its compile)
-        runs[variant] = (opt, params, [])
+        step = step_of(opt)
+        start = time.perf_counter()
+        step()
+        first = time.perf_counter() - start
+        step()
+        runs[variant] = (opt, params, step, first, [])
     order = list(runs)
     for i in range(repeats):
         for variant in order if i % 2 == 0 else order[::-1]:
-            opt, _, times = runs[variant]
+            _, _, step, _, times = runs[variant]
             start = time.perf_counter()
-            opt.step()
+            step()
             times.append(time.perf_counter() - start)
+    return runs
+
+
+def _measure(name: str, model: str, spec: list, repeats: int) -> list[dict[str, Any]]:
+    master, grads = _tensors(spec, 0, 1.0), _tensors(spec, 1, 1e-2)
+    runs = interleave(_variants(name), master, grads, repeats)
     rows = []
-    for variant, (opt, params, times) in runs.items():
+    for variant, (opt, params, _, _, times) in runs.items():
         rows.append({"optimizer": name, "model": model, "variant": variant,
                      "ms": 1e3 * statistics.median(times), "ms_min": 1e3 * min(times),
                      "samples": len(times), "bytes": _traffic(opt, params),

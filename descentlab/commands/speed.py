@@ -250,29 +250,20 @@ def _measure_interleaved(
     weight decay into it); the gradients then change from step to step but stay
     of order one (no denormals), so its time is that of a normal step.
     """
+    from descentlab.bench.interleaved_speed import interleave
+
     variants = ["package-foreach", "descentlab", *INTERLEAVED_EXTRAS.get(name, [])]
     if name in MATRIX_SHAPED:
         master, grads = ([t.reshape(-1, 100) for t in ts] for ts in (master, grads))
-    runs = {}
-    for variant in variants:
-        params = [torch.nn.Parameter(t.clone()) for t in master]
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g.clone()
-        opt = _make(name, variant, params)
-        step = opt.step
-        if name in TAKES_HESSIAN:
-            hessian = [g.abs() for g in grads]
-            step = functools.partial(opt.step, hessian=hessian)
-        start = time.perf_counter()
-        step()
-        first = time.perf_counter() - start
-        step()
-        runs[variant] = (opt, params, first, [], step)
-    for i in range(repeats):
-        for variant in variants if i % 2 == 0 else variants[::-1]:
-            runs[variant][3].extend(time_steps(runs[variant][4], 1))
+    step_of = (
+        (lambda opt: functools.partial(opt.step, hessian=[g.abs() for g in grads]))
+        if name in TAKES_HESSIAN
+        else (lambda opt: opt.step)
+    )
+    makers = {v: functools.partial(_make, name, v) for v in variants}
+    runs = interleave(makers, master, grads, repeats, step_of)
     rows = [_row(name, variant, opt, params, step, first, times)
-            for variant, (opt, params, first, times, step) in runs.items()]
+            for variant, (opt, params, step, first, times) in runs.items()]
     del runs
     gc.collect()
     return rows
