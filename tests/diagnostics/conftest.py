@@ -8,14 +8,13 @@ from torch import nn
 from torch.func import functional_call
 
 from tests.browser import driver  # noqa: F401 (headless Chromium for the browser tests)
+from tests.threads import one_thread
 
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 class SmallNet:

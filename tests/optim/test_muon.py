@@ -8,6 +8,7 @@ from torch import nn
 
 import descentlab
 from descentlab.engine import ENGINES
+from tests.threads import one_thread
 
 #: batched stacks (≥ 32 a side: three 48×32, two 32×64) and small ones (one by one, tall and wide)
 SHAPES = [(48, 32), (48, 32), (48, 32), (32, 64), (32, 64), (8, 5), (5, 8)]
@@ -22,10 +23,8 @@ SETTINGS = [
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Small matrix products: on a busy machine waiting for a second thread costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def _values(dtype=torch.float32, seed=0):
