@@ -17,11 +17,10 @@ momentum        ``sgd``                                momentum 0.9             
                                                                                    cosine
 lbfgs           :class:`descentlab.LBFGS`              history 10, strong Wolfe,   none
                 (full batch, ≤ 10,000 parameters)      lr 1 (no range test)
-schedule_free   Schedule-Free AdamW, if registered     its defaults                warm-up
+schedule_free   ``adamw_schedulefree``                 its defaults                warm-up
 muon            ``muon`` + ``muon_param_groups``, if   its defaults                warm-up +
-                registered and the model has hidden                                cosine
-                matrices
-lion            ``lion``, if registered                its defaults                warm-up +
+                the model has hidden matrices                                      cosine
+lion            ``lion``                               its defaults                warm-up +
                                                                                    cosine
 ==============  =====================================  ==========================  ==========
 
@@ -55,7 +54,6 @@ class Candidate:
     Attributes:
         name: the candidate's label (``"adamw"``).
         names: registry names it may be registered under (the first found is used).
-        class_names: or optimizer class names to look for in the registry.
         defaults: hyperparameters besides the learning rate.
         lr_range: ``(low, high)`` of its learning-rate range test; ``None``: no test.
         lr: the learning rate when there is no range test.
@@ -70,7 +68,6 @@ class Candidate:
     lr_range: tuple[float, float] | None
     schedule: str
     description: str
-    class_names: tuple[str, ...] = ()
     lr: float | None = None
     needs: str | None = None
     optimizer: str = field(default="", compare=False)
@@ -78,7 +75,7 @@ class Candidate:
     def resolved(self, optimizer: str) -> Candidate:
         """The candidate with the registry name it was found under."""
         return Candidate(self.name, self.names, self.defaults, self.lr_range, self.schedule,
-                         self.description, self.class_names, self.lr, self.needs, optimizer)
+                         self.description, self.lr, self.needs, optimizer)
 
 
 PORTFOLIO: tuple[Candidate, ...] = (
@@ -93,15 +90,11 @@ PORTFOLIO: tuple[Candidate, ...] = (
     Candidate("nadamw", ("nadam",), {"betas": (0.9327, 0.9955), "weight_decay": 0.0812,
                                      "decoupled_weight_decay": True, "momentum_decay": 1000.0},
               (1e-4, 1.0), "warmup_cosine", "NAdamW at AlgoPerf's self-tuning settings"),
-    Candidate("schedule_free", ("adamw_schedule_free", "adamw_schedulefree",
-                                "schedule_free_adamw", "schedulefree_adamw", "sf_adamw"),
-              {}, (1e-4, 1.0), "warmup", "Schedule-Free AdamW at its defaults",
-              class_names=("AdamWScheduleFree",)),
+    Candidate("schedule_free", ("adamw_schedulefree",), {}, (1e-4, 1.0), "warmup",
+              "Schedule-Free AdamW at its defaults"),
     Candidate("muon", ("muon",), {}, (1e-3, 1.0), "warmup_cosine",
-              "Muon for hidden matrices, AdamW for the rest", class_names=("Muon",),
-              needs="hidden_matrices"),
-    Candidate("lion", ("lion",), {}, (1e-5, 0.1), "warmup_cosine", "Lion at its defaults",
-              class_names=("Lion",)),
+              "Muon for hidden matrices, AdamW for the rest", needs="hidden_matrices"),
+    Candidate("lion", ("lion",), {}, (1e-5, 0.1), "warmup_cosine", "Lion at its defaults"),
 )
 """Every candidate, in priority order."""
 
@@ -112,21 +105,17 @@ def registry_name(candidate: Candidate) -> str | None:
         return "lbfgs"
     from descentlab.optim.registry import OPTIMIZERS
 
-    for name in candidate.names:
-        if name in OPTIMIZERS:
-            return name
-    for name, cls in OPTIMIZERS.items():
-        if cls.__name__ in candidate.class_names:
-            return name
-    return None
+    return next((name for name in candidate.names if name in OPTIMIZERS), None)
 
 
 def hidden_matrices(model: nn.Module | None) -> int:
-    """Number of 2-D weights of ``nn.Linear`` layers other than the last one (the head)."""
+    """Number of parameters :func:`descentlab.muon_param_groups` gives to Muon (the
+    hidden matrices, chosen by the model's structure)."""
     if model is None:
         return 0
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return sum(1 for m in linears[:-1] if m.weight.requires_grad)
+    from descentlab.muon_groups import muon_param_groups
+
+    return sum(1 for *_, rule, _ in muon_param_groups(model).choices if rule == "muon")
 
 
 def build_portfolio(

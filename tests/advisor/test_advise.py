@@ -112,40 +112,54 @@ def test_every_builtin_problem_gets_advice():
 
 
 def test_portfolio_is_built_from_what_is_registered(monkeypatch):
-    schedulefree = pytest.importorskip("schedulefree")
-    lion = pytest.importorskip("lion_pytorch")
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
-    names = [c.name for c in build_portfolio(full_batch=False, num_params=58, model=model)[0]]
-    _, skipped = build_portfolio(full_batch=False, num_params=58, model=model)
-    for absent in ("schedule_free", "lion", "muon"):
-        if absent not in names:
-            assert skipped[absent] == "not in the optimizer registry"
-    monkeypatch.setitem(registry.OPTIMIZERS, "lion", lion.Lion)
-    monkeypatch.setitem(registry.OPTIMIZERS, "adamw_schedule_free",
-                        schedulefree.AdamWScheduleFree)
-    monkeypatch.setitem(registry.OPTIMIZERS, "muon", torch.optim.Muon)
     chosen, skipped = build_portfolio(full_batch=False, num_params=58, model=model)
-    names = [c.name for c in chosen]
-    assert {"adamw", "nadamw", "momentum", "schedule_free", "lion", "muon"} <= set(names)
+    assert [c.name for c in chosen] == ["adamw", "momentum", "nadamw", "schedule_free",
+                                        "muon", "lion"]
+    assert chosen[3].optimizer == "adamw_schedulefree"
     assert "lbfgs" in skipped  # mini-batch
     linear = nn.Linear(4, 2)  # no hidden matrix: no Muon
     chosen, skipped = build_portfolio(full_batch=True, num_params=10, model=linear)
-    assert "muon" in skipped and "lbfgs" in [c.name for c in chosen]
+    assert skipped["muon"] == "the model has no hidden weight matrices"
+    assert "lbfgs" in [c.name for c in chosen]
+    monkeypatch.delitem(registry.OPTIMIZERS, "lion")
+    _, skipped = build_portfolio(full_batch=False, num_params=58, model=model)
+    assert skipped["lion"] == "not in the optimizer registry"
 
 
-def test_registered_newcomers_run(monkeypatch):
-    """Schedule-Free (train/eval swap) and Lion take part when registered."""
-    schedulefree = pytest.importorskip("schedulefree")
-    lion = pytest.importorskip("lion_pytorch")
-    monkeypatch.setitem(registry.OPTIMIZERS, "lion", lion.Lion)
-    monkeypatch.setitem(registry.OPTIMIZERS, "adamw_schedule_free",
-                        schedulefree.AdamWScheduleFree)
+def test_hidden_matrices_follow_muon_param_groups():
+    """Attention projections count as hidden matrices; the head, embeddings and norms not."""
+    from descentlab.advisor.portfolio import hidden_matrices
+
+    model = nn.Sequential(nn.Embedding(10, 8), nn.LayerNorm(8), nn.Linear(8, 8), nn.Linear(8, 3))
+    assert hidden_matrices(model) == 1
+    assert hidden_matrices(nn.MultiheadAttention(8, 2)) == 1  # in_proj (out_proj is the head)
+    assert hidden_matrices(None) == 0
+
+
+def test_newcomers_run_and_muon_code_executes():
+    """Schedule-Free (train/eval swap), Lion and Muon (two groups) take part; the
+    recommended Muon code runs as pasted."""
     pieces = user_task.build()
     rec = advise(pieces["model_fn"], pieces["loss_fn"], pieces["train_data"],
-                 pieces["val_data"], steps=100, budget=0.4, batch_size=32,
-                 candidates=["schedule_free", "lion"])
-    assert sorted(rec.evidence.tried()) == ["lion", "schedule_free"]
+                 pieces["val_data"], steps=100, budget=0.5, batch_size=32,
+                 candidates=["schedule_free", "lion", "muon"])
+    assert sorted(rec.evidence.tried()) == ["lion", "muon", "schedule_free"]
     assert all(math.isfinite(r.final) for r in rec.evidence.rungs[0])
+    muon = advise(pieces["model_fn"], pieces["loss_fn"], pieces["train_data"],
+                  pieces["val_data"], steps=100, budget=0.3, batch_size=32,
+                  candidates=["muon"])
+    assert muon.optimizer == "muon"
+    model = pieces["model_fn"](0)
+    opt = muon.make_optimizer(model)
+    assert isinstance(opt, descentlab.Muon) and [g["rule"] for g in opt.param_groups] == [
+        "muon", "adamw"]
+    model, (x, y) = pieces["model_fn"](0), pieces["train_data"]  # a fresh model
+    first = float(nn.functional.cross_entropy(model(x), y).detach())
+    scope = {"model": model, "loss_fn": nn.functional.cross_entropy,
+             "next_batch": lambda: (x, y)}
+    exec(compile(muon.code(), "<advice>", "exec"), scope)
+    assert float(nn.functional.cross_entropy(model(x), y).detach()) < 0.5 * first
 
 
 def test_halving_plan_fits_the_budget():
