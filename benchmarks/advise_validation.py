@@ -12,7 +12,10 @@ re-run seeds, against
 
 Goal: within 5% of the oracle (relative for losses, 1 point for accuracies)
 on at least 80% of the problems while spending at most 20% of the budget,
-and better than (b) and (c) on most. Prints a table and writes
+and better than (b) and (c) on most. Also reported: whether the advised
+setting and the oracle reach the problem's own target (the loss or accuracy
+the benchmark's score counts as solved) — on the analytic problems, whose
+minimum is 0, "within 5% of the oracle" asks for the oracle's last digits. Prints a table and writes
 ``benchmarks/results/advise_validation.json`` (with the load average).
 
     python benchmarks/advise_validation.py [--trials 10] [--seeds 2] [--budget 0.2]
@@ -71,6 +74,11 @@ def _within(value: float, oracle: float, accuracy: bool) -> bool:
     return value <= oracle + 0.05 * abs(oracle)
 
 
+def _reaches(value: float, target: float, hib: bool) -> bool:
+    """The problem's own target (what the benchmark's score counts as solved) is reached."""
+    return math.isfinite(value) and (value >= target if hib else value <= target)
+
+
 def _better(a: float, b: float, hib: bool) -> bool:
     if not math.isfinite(a):
         return False
@@ -121,6 +129,9 @@ def main() -> None:
             "advised_lr": rec.lr, "advised_value": advised, "oracle_entrant": best,
             "oracle_value": finals[best], "algoperf_value": baseline, "adam_value": adam,
             "within_goal": _within(advised, finals[best], accuracy),
+            "target": problem.target,
+            "advised_reaches_target": _reaches(advised, problem.target, hib),
+            "oracle_reaches_target": _reaches(finals[best], problem.target, hib),
             "beats_algoperf": _better(advised, baseline, hib),
             "beats_adam": _better(advised, adam, hib),
             "spent": rec.evidence.total_spent, "steps": problem.steps,
@@ -132,25 +143,31 @@ def main() -> None:
     summary = {
         "within_goal": sum(r["within_goal"] for r in rows), "problems": n,
         "beats_algoperf": sum(r["beats_algoperf"] for r in rows),
+        "advised_reaches_target": sum(r["advised_reaches_target"] for r in rows),
+        "oracle_reaches_target": sum(r["oracle_reaches_target"] for r in rows),
         "beats_adam": sum(r["beats_adam"] for r in rows),
         "max_spent_fraction": max(r["spent_fraction"] for r in rows),
     }
     summary["goal_met"] = (summary["within_goal"] >= 0.8 * n
                            and summary["max_spent_fraction"] <= 0.2 + 1e-12)
     lines = ["| problem | metric | advised (lr) | advised | oracle (entrant) | AlgoPerf NAdamW "
-             "| Adam 1e-3 | within 5% / 1 pt | spent |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|"]
+             "| Adam 1e-3 | within 5% / 1 pt | target (advised / oracle) | spent |",
+             "|---|---|---|---:|---:|---:|---:|---|---|---:|"]
     for r in rows:
         lines.append(
             f"| {r['problem']} | {r['metric']} | {r['advised']} ({r['advised_lr']:.3g}) | "
             f"{r['advised_value']:.4g} | {r['oracle_value']:.4g} ({r['oracle_entrant']}) | "
             f"{r['algoperf_value']:.4g} | {r['adam_value']:.4g} | "
-            f"{'yes' if r['within_goal'] else 'no'} | {r['spent']}/{r['steps']} "
+            f"{'yes' if r['within_goal'] else 'no'} | {r['target']:g} "
+            f"({'yes' if r['advised_reaches_target'] else 'no'} / "
+            f"{'yes' if r['oracle_reaches_target'] else 'no'}) | {r['spent']}/{r['steps']} "
             f"({r['spent_fraction']:.0%}) |")
     table = "\n".join(lines)
     print(table)
     print(f"\nwithin goal: {summary['within_goal']}/{n}; better than AlgoPerf: "
           f"{summary['beats_algoperf']}/{n}; better than Adam 1e-3: {summary['beats_adam']}/{n}; "
+          f"target reached: advised {summary['advised_reaches_target']}/{n}, oracle "
+          f"{summary['oracle_reaches_target']}/{n}; "
           f"goal met: {summary['goal_met']}")
     RESULTS.mkdir(exist_ok=True)
     out = {"rows": rows, "summary": summary, "table": table,
