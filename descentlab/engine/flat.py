@@ -35,7 +35,10 @@ A tensor rule's group is laid out the same way, but stepped by
 :func:`~descentlab.engine.whole.step_whole_bucket`: each parameter whole, on
 its views of the flat buffers, or same-shape neighbours as one batch.
 
-Per-tensor fallback: parameters that cannot be flattened (DTensor and other
+DTensor parameters of an elementwise rule (FSDP2) are stepped on their local
+shards in flat buffers of their own (:mod:`descentlab.engine.shards`).
+
+Per-tensor fallback: parameters that cannot be flattened (other DTensors and
 tensor subclasses, non-contiguous, meta or storage-sharing parameters) and
 those whose memory another tensor sees (until it no longer does; a warning
 says so once) are stepped by the reference engine. A parameter whose
@@ -127,6 +130,8 @@ class FlatEngine:
             if layout is not None:
                 for bucket in layout.buckets:
                     bucket.adopt_state(optimizer.state, optimizer.rule_for(group))
+                if layout.shards is not None:
+                    layout.shards.adopt(optimizer, optimizer.rule_for(group))
 
     # -- stepping -------------------------------------------------------------------------
 
@@ -137,9 +142,11 @@ class FlatEngine:
             self._warn_waiting(layout.waiting)
         if layout.fallback:
             self._reference.step_group(optimizer, {**group, "params": layout.fallback})
-        if not layout.buckets:
+        if not layout.buckets and layout.shards is None:
             return
         run = describe(optimizer, group)
+        if layout.shards is not None:
+            layout.shards.step(self, optimizer, run)
         for bucket in layout.buckets:
             if run.rule.kind == TENSOR:
                 step_whole_bucket(optimizer, bucket, run, self._gather(optimizer, bucket, run))

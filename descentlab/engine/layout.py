@@ -12,7 +12,10 @@ is moved):
   was built, a ``state_dict()`` held in memory, a second optimizer's buffer, a
   pending autograd graph) *waits*: it is stepped per tensor, and moved into a
   new bucket at the first step at which nothing else sees it any more;
-* the others (DTensor and other subclasses, non-contiguous, meta, shared
+* a DTensor parameter (FSDP2's ``fully_shard``) of an elementwise rule is
+  stepped on its local shard in a flat buffer of its own
+  (:class:`~descentlab.engine.shards.ShardMirror`);
+* the others (other DTensors and subclasses, non-contiguous, meta, shared
   memory, storage shared between parameters) are stepped per tensor for good.
 
 A parameter leaves its bucket when it leaves the group, or when its ``.data``
@@ -31,8 +34,9 @@ import torch
 from torch import Tensor
 
 from descentlab.engine.buffers import Bucket, flattenable, real_dtype
+from descentlab.engine.shards import ShardMirror, is_dtensor, mirrorable
 from descentlab.engine.sharing import data_private
-from descentlab.rules.base import Rule
+from descentlab.rules.base import ELEMENTWISE, Rule
 
 __all__ = ["GroupLayout", "arrange", "storage_ptr"]
 
@@ -53,6 +57,7 @@ class GroupLayout:
         buckets: the flat buffers.
         fallback: parameters stepped per tensor (including ``waiting``).
         waiting: flattenable parameters whose memory another tensor sees.
+        shards: the DTensor parameters stepped on their local shards, if any.
     """
 
     def __init__(self, params: list[Tensor]) -> None:
@@ -61,12 +66,15 @@ class GroupLayout:
         self.buckets: list[Bucket] = []
         self.fallback: list[Tensor] = []
         self.waiting: list[Tensor] = []
+        self.shards: ShardMirror | None = None
 
     def current(self) -> bool:
         """Whether the layout still fits its group (re-attaching replaced ``.data`` on the way)."""
         if self.count != len(self.params):
             return False
         if self.waiting and any(map(data_private, self.waiting)):
+            return False
+        if self.shards is not None and not self.shards.current():
             return False
         return not any([bucket.moved() for bucket in self.buckets])
 
@@ -83,12 +91,14 @@ def arrange(optimizer: Any, layout: GroupLayout, rule: Rule) -> None:
     everything = [p for g in optimizer.param_groups for p in g["params"]]
     owners = Counter(storage_ptr(p) for p in everything)
     together: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-    fallback, waiting = [], []
+    fallback, waiting, sharded = [], [], []
     for p in params:
         if id(p) in placed:
             continue
         ptr = storage_ptr(p)
-        if ptr is None or not flattenable(p) or owners[ptr] > 1:
+        if rule.kind == ELEMENTWISE and is_dtensor(p) and mirrorable(p):
+            sharded.append(p)
+        elif ptr is None or not flattenable(p) or owners[ptr] > 1:
             fallback.append(p)
         elif not data_private(p):
             waiting.append(p)
@@ -98,6 +108,7 @@ def arrange(optimizer: Any, layout: GroupLayout, rule: Rule) -> None:
         bucket = Bucket(members_)
         bucket.adopt_state(optimizer.state, rule)
         layout.buckets.append(bucket)
+    layout.shards = ShardMirror(optimizer, sharded, rule) if sharded else None
     layout.fallback = fallback + waiting
     layout.waiting = waiting
     layout.count = len(params)

@@ -16,9 +16,11 @@ Complex parameters are handled as real tensors of twice the size
 (``torch.view_as_real``), as torch.optim does, so each real and imaginary
 part is one coordinate. A sparse gradient goes to the rule's
 ``sparse_update`` (SGD, Adagrad, SparseAdam); rules without one refuse it
-with a clear error. The step counter lives on the CPU, as torch.optim's
-does outside capturable/fused mode (so reading it never synchronises a
-device, and parameters on the ``meta`` device step as with torch).
+with a clear error. DTensor parameters of a tensor rule (FSDP2) are
+assembled whole on an owning rank (:mod:`descentlab.engine.owners`).
+The step counter lives on the CPU, as torch.optim's does outside
+capturable/fused mode (so reading it never synchronises a device, and
+parameters on the ``meta`` device step as with torch).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from torch import Tensor
 
 from descentlab.engine.base import Run, describe
+from descentlab.engine.shards import is_dtensor
 from descentlab.rules.base import TENSOR, Rule
 from descentlab.rules.reduction import Piece
 
@@ -73,6 +76,19 @@ def step_whole(param: Tensor, grad: Tensor, state: dict[str, Any], run: Run) -> 
     rule.update(param, grad, buffers, run.h, run.step, run.flags)
 
 
+def _position(optimizer: Any, first: Tensor) -> int:
+    """Position of ``first`` among the DTensor parameters of the optimizer's tensor-rule groups."""
+    k = 0
+    for group in optimizer.param_groups:
+        if optimizer.rule_for(group).kind != TENSOR:
+            continue
+        for p in group["params"]:
+            if p is first:
+                return k
+            k += is_dtensor(p)
+    raise ValueError("the parameter is not in this optimizer")
+
+
 class ReferenceEngine:
     """Runs a rule parameter by parameter (see the module docstring)."""
 
@@ -82,8 +98,14 @@ class ReferenceEngine:
         """Apply the group's rule to every parameter of ``group`` that has a gradient."""
         run = describe(optimizer, group)
         rule, flags, h = run.rule, run.flags, run.h
+        if rule.kind == TENSOR:
+            matrices = [p for p in group["params"] if is_dtensor(p)]
+            if matrices:
+                from descentlab.engine.owners import step_sharded_matrices  # imports this module
+
+                step_sharded_matrices(optimizer, matrices, _position(optimizer, matrices[0]), run)
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or (rule.kind == TENSOR and is_dtensor(p)):
                 continue
             sparse = check_grad(p, rule, flags)
             state = optimizer.state[p]

@@ -49,6 +49,8 @@ from typing import Any, ClassVar
 import torch
 
 from descentlab.engine import make_engine
+from descentlab.engine.owners import check_placement
+from descentlab.engine.shards import is_dtensor
 from descentlab.rules import get_rule
 from descentlab.rules.base import TENSOR, Rule
 from descentlab.validation import check_params
@@ -169,7 +171,10 @@ class RuleOptimizer(torch.optim.Optimizer):
         rule.check(merged)
         if rule.kind == TENSOR:
             for p in params:
-                rule.check_param(p[1] if isinstance(p, tuple) else p, merged)
+                p = p[1] if isinstance(p, tuple) else p
+                rule.check_param(p, merged)
+                if is_dtensor(p):
+                    check_placement(p, rule.name)
         given = {**param_group, "params": params}
         if not own:
             given = {**base, **given}

@@ -280,7 +280,8 @@ def test_model_moved_to_another_dtype_after_the_first_step_is_rebuilt():
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_dtensor_parameters_fall_back_to_the_reference_path(tmp_path):
+def test_dtensor_parameters_are_stepped_on_their_local_shards(tmp_path):
+    """A DTensor of an elementwise rule gets a flat buffer of its own (engine/shards.py)."""
     import torch.distributed as dist
     from torch.distributed.tensor import DeviceMesh, Replicate, distribute_tensor
 
@@ -302,7 +303,8 @@ def test_dtensor_parameters_fall_back_to_the_reference_path(tmp_path):
             results[engine] = (w.full_tensor().detach().clone(), b.detach().clone())
             if engine == "flat":
                 layout = opt._engine.layout(opt, opt.param_groups[0])
-                assert layout.fallback == [w] and layout.buckets[0].params == [b]
+                assert layout.fallback == [] and layout.shards.params == [w]
+                assert layout.buckets[0].params == [b]
         for x, y in zip(results["flat"], results["reference"], strict=True):
             assert torch.equal(x, y)
     finally:
