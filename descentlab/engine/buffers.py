@@ -163,8 +163,15 @@ class Bucket:
         )
 
     def fits(self, i: int, value: Tensor) -> bool:
-        """Whether a state tensor has parameter ``i``'s (real) shape, so it can live in a slot."""
-        return isinstance(value, Tensor) and _real(value).shape == _real(self.param_views[i]).shape
+        """Whether a state tensor has parameter ``i``'s (real) shape and dtype (fits a slot).
+
+        (Low-precision state, :mod:`descentlab.rules.low_precision`, has another dtype.)
+        """
+        return (
+            isinstance(value, Tensor)
+            and real_dtype(value) == self.dtype
+            and _real(value).shape == _real(self.param_views[i]).shape
+        )
 
     def flat_entries(self, i: int, entries: dict[str, Any], rule: Rule) -> dict[str, Any]:
         """The state entries of parameter ``i`` kept in flat buffers (see the module docstring)."""

@@ -44,6 +44,9 @@ class Adam(RuleOptimizer):
         amsgrad: use AMSGrad's running maximum of v (default False).
         maximize: maximise instead of minimise.
         decoupled_weight_decay: decay θ directly (AdamW) instead of adding λθ to g.
+        state_precision: how m and v are stored: ``"full"`` (default, the
+            parameter's dtype, as torch.optim), ``"bf16"`` or ``"8bit"``
+            (:mod:`descentlab.rules.low_precision`).
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
@@ -60,6 +63,7 @@ class Adam(RuleOptimizer):
         *,
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
+        state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
@@ -79,6 +83,7 @@ class AdamW(Adam):
         lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ (default 1e-2).
         amsgrad: AMSGrad variant (default False). maximize: maximise instead.
+        state_precision: ``"full"`` (default), ``"bf16"`` or ``"8bit"``, as for :class:`Adam`.
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
@@ -94,6 +99,7 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
@@ -106,6 +112,7 @@ class AdamW(Adam):
             amsgrad=amsgrad,
             maximize=maximize,
             decoupled_weight_decay=True,
+            state_precision=state_precision,
             engine=engine,
             **torch_options,
         )
@@ -131,6 +138,7 @@ class NAdam(RuleOptimizer):
         eps: ε (default 1e-8). weight_decay: λ (default 0).
         momentum_decay: ψ (default 4e-3).
         decoupled_weight_decay: decay θ directly instead of adding λθ to g.
+        state_precision: ``"full"`` (default), ``"bf16"`` or ``"8bit"``, as for :class:`Adam`.
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
@@ -147,6 +155,7 @@ class NAdam(RuleOptimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
@@ -172,6 +181,7 @@ class RAdam(RuleOptimizer):
         lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ (default 0).
         decoupled_weight_decay: decay θ directly instead of adding λθ to g.
+        state_precision: ``"full"`` (default), ``"bf16"`` or ``"8bit"``, as for :class:`Adam`.
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
@@ -187,6 +197,7 @@ class RAdam(RuleOptimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:

@@ -53,6 +53,11 @@ from descentlab.engine.owners import check_placement
 from descentlab.engine.shards import is_dtensor
 from descentlab.rules import get_rule
 from descentlab.rules.base import TENSOR, Rule
+from descentlab.rules.low_precision import (
+    adopt_loaded_state,
+    declares_state_precision,
+    with_state_precision,
+)
 from descentlab.validation import check_params
 
 __all__ = ["RuleOptimizer"]
@@ -141,10 +146,17 @@ class RuleOptimizer(torch.optim.Optimizer):
         """A group's keys and their defaults under ``rule``: its declarations and the shell's."""
         return {**rule.defaults(), **SHELL_DEFAULTS}
 
-    def rule_for(self, group: Mapping[str, Any]) -> Rule:
-        """The rule a group runs: the one it names (``group["rule"]``), else the class's."""
+    def named_rule(self, group: Mapping[str, Any]) -> Rule:
+        """The algorithm a group runs: the rule it names (``group["rule"]``), else the class's."""
         name = group.get("rule")
         return self.rule if name is None or name == self.rule.name else get_rule(name)
+
+    def rule_for(self, group: Mapping[str, Any]) -> Rule:
+        """The rule the engine steps a group with: :meth:`named_rule`, with its state stored
+        in the group's ``state_precision`` (:mod:`descentlab.rules.low_precision`)."""
+        rule = self.named_rule(group)
+        precision = group.get("state_precision", "full")
+        return rule if precision == "full" else with_state_precision(rule, precision)
 
     def check_group(self, group: dict[str, Any]) -> None:
         """Validate one parameter group's hyperparameters with its rule's declared checks."""
@@ -164,11 +176,12 @@ class RuleOptimizer(torch.optim.Optimizer):
                 raise ValueError(
                     f"a parameter of shape {tuple(p.shape)} is already in another parameter group"
                 )
-        rule = self.rule_for(param_group)
-        own = rule is self.rule
-        base = self.defaults if own else self.declared_defaults(rule)
+        named = self.named_rule(param_group)
+        own = named is self.rule
+        base = self.defaults if own else self.declared_defaults(named)
         merged = {**base, **param_group, "params": params}
-        rule.check(merged)
+        named.check(merged)
+        rule = self.rule_for(merged)
         if rule.kind == TENSOR:
             for p in params:
                 p = p[1] if isinstance(p, tuple) else p
@@ -266,15 +279,25 @@ class RuleOptimizer(torch.optim.Optimizer):
         parameter's dtype; bookkeeping scalars (e.g. NAdam's ``mu_product``)
         are restored in float64 instead (the rules keep them in float64, and
         torch.optim's float32 ones widen exactly), so that a resumed run
-        continues bit-identically even for low-precision parameters.
+        continues bit-identically even for low-precision parameters. Each
+        group keeps its own ``state_precision`` (how this optimizer stores its
+        state, as ``param_names`` stay torch's own), and the loaded state is
+        brought into it, whichever precision it was saved in
+        (:func:`~descentlab.rules.low_precision.adopt_loaded_state`).
         """
+        storage = [g.get("state_precision") for g in self.param_groups]
         super().load_state_dict(state_dict)
         saved = state_dict["state"]
+        for group, precision in zip(self.param_groups, storage, strict=True):
+            if precision is not None:  # a storage choice of this optimizer, not the checkpoint's
+                group["state_precision"] = precision
         for group, saved_group in zip(self.param_groups, state_dict["param_groups"], strict=True):
-            scalar_keys = self.rule_for(group).scalar_state
+            named = self.named_rule(group)
             for p, i in zip(group["params"], saved_group["params"], strict=True):
-                for key in scalar_keys:
+                for key in named.scalar_state:
                     if i in saved and key in saved[i]:
                         value = torch.as_tensor(saved[i][key]).detach()
                         self.state[p][key] = value.to(p.device, torch.float64, copy=True)
+                if declares_state_precision(named) and self.state.get(p):
+                    adopt_loaded_state(named, group, p, self.state[p], saved.get(i, {}))
         self._engine.state_loaded(self)

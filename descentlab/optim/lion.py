@@ -47,6 +47,8 @@ class Lion(RuleOptimizer):
         weight_decay: λ (default 0).
         use_triton: ignored. decoupled_weight_decay: λ′ = λ/η₀ (default False).
         maximize: maximise instead. init_lr: η₀ (default: the constructor's lr).
+        state_precision: how m is stored: ``"full"`` (default), ``"bf16"`` or ``"8bit"``
+            (:mod:`descentlab.rules.low_precision`).
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
@@ -64,6 +66,7 @@ class Lion(RuleOptimizer):
         *,
         maximize: bool = False,
         init_lr: float | None = None,
+        state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:
@@ -72,7 +75,7 @@ class Lion(RuleOptimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; a Lion group without ``init_lr`` takes the constructor's ``lr`` (η₀)."""
-        if self.rule_for(param_group) is self.rule and param_group.get(
+        if self.named_rule(param_group) is self.rule and param_group.get(
             "init_lr", self.defaults["init_lr"]
         ) is None:
             param_group = {**param_group, "init_lr": self.defaults["lr"]}

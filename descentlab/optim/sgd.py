@@ -46,6 +46,8 @@ class SGD(RuleOptimizer):
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
         maximize: maximise the objective instead of minimising it.
         momentum_form: ``"heavy_ball"`` (default) or ``"averaged"``.
+        state_precision: how the momentum buffer is stored: ``"full"`` (default),
+            ``"bf16"`` or ``"8bit"`` (:mod:`descentlab.rules.low_precision`).
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
 
@@ -62,6 +64,7 @@ class SGD(RuleOptimizer):
         *,
         maximize: bool = False,
         momentum_form: str = "heavy_ball",
+        state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:

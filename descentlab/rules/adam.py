@@ -24,6 +24,7 @@ from descentlab.rules.base import (
     weight_decay_mode,
     where,
 )
+from descentlab.rules.low_precision import STATE_PRECISION
 from descentlab.validation import check_decay_rates, check_nonnegative
 
 __all__ = [
@@ -60,6 +61,8 @@ def _zeros(param: Tensor) -> Tensor:
 class _MomentsRule(Rule):
     """Shared reading of the Adam family's groups: lr, betas, eps, weight decay (coupled or not)."""
 
+    nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
+
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         decoupled = group.get("decoupled_weight_decay", False)
         return {"weight_decay": weight_decay_mode(group, decoupled)}
@@ -85,7 +88,7 @@ class AdamRule(_MomentsRule):
     hparams = (
         LR, BETAS, EPS, WEIGHT_DECAY,
         HParam("amsgrad", False, STRUCTURAL, doc="AMSGrad's running maximum of v"),
-        DECOUPLED,
+        DECOUPLED, STATE_PRECISION,
     )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
@@ -116,7 +119,7 @@ class NAdamRule(_MomentsRule):
         HParam("lr", 2e-3, check=check_nonnegative, doc="learning rate η"),
         BETAS, EPS, WEIGHT_DECAY,
         HParam("momentum_decay", 4e-3, check=check_nonnegative, doc="ψ of μₜ's schedule"),
-        DECOUPLED,
+        DECOUPLED, STATE_PRECISION,
     )
     scalar_state = ("mu_product",)
 
@@ -143,7 +146,7 @@ class RAdamRule(_MomentsRule):
     """Rectified Adam: Adam with variance rectification rₜ once ρₜ > 5, momentum SGD before."""
 
     name = "radam"
-    hparams = (LR, BETAS, EPS, WEIGHT_DECAY, DECOUPLED)
+    hparams = (LR, BETAS, EPS, WEIGHT_DECAY, DECOUPLED, STATE_PRECISION)
 
     def update(self, param, grad, state, h, step, flags) -> None:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])

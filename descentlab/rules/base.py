@@ -136,7 +136,8 @@ class Rule:
     declared check) are refined where a rule derives flags or checks several
     arguments together. :attr:`scalar_state` names state entries that are
     0-dim bookkeeping values (not elementwise buffers); they keep their own
-    dtype when a state dict is loaded.
+    dtype when a state dict is loaded. :attr:`nonnegative_state` names
+    buffers that are never negative.
     """
 
     kind: ClassVar[str] = ELEMENTWISE
@@ -145,6 +146,9 @@ class Rule:
     #: The declared hyperparameters, in the order of the torch.optim signature.
     hparams: tuple[HParam, ...] = ()
     scalar_state: ClassVar[tuple[str, ...]] = ()
+    #: State buffers that are never negative (second moments): low-precision storage
+    #: (:mod:`descentlab.rules.low_precision`) gives them an unsigned code map.
+    nonnegative_state: ClassVar[tuple[str, ...]] = ()
     #: Whether :meth:`sparse_update` takes sparse (COO) gradients.
     sparse: ClassVar[bool] = False
 

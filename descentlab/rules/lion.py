@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from descentlab.rules.base import STRUCTURAL, Flags, HParam, Rule, Scalar
+from descentlab.rules.low_precision import STATE_PRECISION
 from descentlab.validation import check_betas, check_interval, check_nonnegative, check_positive
 
 __all__ = ["LionRule"]
@@ -42,6 +43,7 @@ class LionRule(Rule):
                doc="decay by λ·η/η₀ (independent of η's size) instead of λ·η"),
         HParam("init_lr", None, check=_check_init_lr,
                doc="η₀ of the decoupled decay (default: the constructor's lr)"),
+        STATE_PRECISION,
     )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from descentlab.rules.base import (
     apply_weight_decay,
     weight_decay_mode,
 )
+from descentlab.rules.low_precision import STATE_PRECISION
 from descentlab.validation import check_nonnegative, one_of
 
 __all__ = ["SGDRule", "MOMENTUM_FORMS"]
@@ -47,6 +48,7 @@ class SGDRule(Rule):
         HParam("nesterov", False, STRUCTURAL, doc="Nesterov momentum"),
         HParam("momentum_form", "heavy_ball", STRUCTURAL, check=one_of(MOMENTUM_FORMS),
                doc="heavy_ball (torch) or averaged"),
+        STATE_PRECISION,
     )
     sparse = True
 

@@ -206,7 +206,8 @@ def test_several_rules_in_one_optimizer_equal_torch_side_by_side(engine):
     opt = descentlab.AdamW([{"params": ours_a, "lr": 0.01},
                             {"params": ours_b, "rule": "sgd", "momentum": 0.9}], engine=engine)
     assert set(opt.param_groups[1]) == {"params", "rule", "lr", "momentum", "dampening",
-                                        "weight_decay", "nesterov", "momentum_form", "maximize"}
+                                        "weight_decay", "nesterov", "momentum_form", "maximize",
+                                        "state_precision"}
     assert opt.param_groups[1]["lr"] == 1e-3  # SGD's declared default, not AdamW's
     ref_adamw = torch.optim.AdamW(a, lr=0.01, foreach=False)
     ref_sgd = torch.optim.SGD(b, lr=1e-3, momentum=0.9, foreach=False)
