@@ -102,6 +102,7 @@ class ShardMirror:
             together.setdefault((q.device, real_dtype(q)), []).append(q)
         self.buckets = [Bucket(qs) for qs in together.values()]
         self._wrapped: list[tuple[int, ...]] = [()] * len(params)
+        self._shown: list[tuple[int, ...]] = [()] * len(params)
         self.adopt(optimizer, rule)
 
     def _version(self, i: int) -> tuple[int, int]:
@@ -133,6 +134,9 @@ class ShardMirror:
 
     def step(self, engine: Any, optimizer: Any, run: Run) -> None:
         """One step of the parameters with a gradient (``engine``: the flat engine stepping)."""
+        shown = [tuple(map(id, optimizer.state.get(p, {}).values())) for p in self.params]
+        if shown != self._shown:  # state assigned to optimizer.state[p] directly: use it
+            self.adopt(optimizer, run.rule)
         changed: list[int] = []
         for i, p in enumerate(self.params):
             loc = local_tensor(p)
@@ -172,6 +176,7 @@ class ShardMirror:
         for i, (p, q) in enumerate(zip(self.params, self.proxies, strict=True)):
             state = self.view.state.get(q)
             if not state:
+                optimizer.state.pop(p, None)
                 continue
             key = tuple(map(id, state.values()))
             if key == self._wrapped[i]:
@@ -186,3 +191,4 @@ class ShardMirror:
                     )
                 shown[name] = value
             self._wrapped[i] = key
+        self._shown = [tuple(map(id, optimizer.state.get(p, {}).values())) for p in self.params]

@@ -154,6 +154,17 @@ def _checkpoints(rows: slice) -> dict[str, Any]:
     opt2.load_state_dict(saved["opt"])
     train(m2, opt2, range(CUT, STEPS), rows)
     out["torch.save"] = flat(m2)
+    # state written into optimizer.state[p] directly (as ZeroRedundancyOptimizer does)
+    m = sharded()
+    opt = makers["torch"](m.parameters())
+    train(m, opt, range(CUT), rows)
+    m2 = sharded()
+    m2.load_state_dict(m.state_dict())
+    opt2 = makers["ours"](m2.parameters())
+    for p, p2 in zip(m.parameters(), m2.parameters(), strict=True):
+        opt2.state[p2] = {k: v.clone() for k, v in opt.state[p].items()}
+    train(m2, opt2, range(CUT, STEPS), rows)
+    out["assigned"] = flat(m2)
     return out
 
 

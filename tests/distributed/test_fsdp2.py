@@ -68,7 +68,8 @@ def test_state_layout_is_torchs_under_fsdp2(results: list[dict[str, Any]], name:
     assert state and all(v == ("DTensor", True) for v in state.values()), state
 
 
-@pytest.mark.parametrize("case", ["ours->torch", "torch->ours", "ours->ours", "torch.save"])
+@pytest.mark.parametrize("case", ["ours->torch", "torch->ours", "ours->ours", "torch.save",
+                                  "assigned"])
 def test_checkpoints_move_between_ours_and_torch(results: list[dict[str, Any]], case: str) -> None:
     expected = single(lambda p: torch.optim.AdamW(p, **ELEMENTWISE["adamw"][2]))
     for rank in results:
