@@ -37,6 +37,7 @@ compiled one.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from typing import Any
 
@@ -51,12 +52,12 @@ __all__ = ["ShardMirror", "is_dtensor", "local_tensor", "mirrorable"]
 
 
 def is_dtensor(t: Any) -> bool:
-    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (also as an ``nn.Parameter``)."""
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.tensor import DTensor
+    """Whether ``t`` is a ``torch.distributed.tensor.DTensor`` (also as an ``nn.Parameter``).
 
-    return isinstance(t, DTensor)
+    Without importing it: no DTensor exists before ``torch.distributed.tensor`` is imported.
+    """
+    module = sys.modules.get("torch.distributed.tensor")
+    return module is not None and isinstance(t, module.DTensor)
 
 
 def local_tensor(t: Tensor) -> Tensor:
