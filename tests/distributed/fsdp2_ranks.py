@@ -168,6 +168,11 @@ def _checkpoints(rows: slice) -> dict[str, Any]:
     return out
 
 
+def matrix_params(name: str, m: nn.Module) -> Any:
+    """What optimizer ``name`` of :data:`MATRIX` is given: Muon its groups, the others all."""
+    return descentlab.muon_param_groups(m) if name == "muon" else m.parameters()
+
+
 def _matrices(rows: slice) -> dict[str, Any]:
     from descentlab.engine import owners
 
@@ -178,22 +183,19 @@ def _matrices(rows: slice) -> dict[str, Any]:
             try:
                 for engine in ("reference", "flat"):
                     m = sharded()
-                    groups = descentlab.muon_param_groups(m) if name == "muon" else m.parameters()
-                    opt = cls(groups, engine=engine, **setting)
+                    opt = cls(matrix_params(name, m), engine=engine, **setting)
                     train(m, opt, range(STEPS), rows)
                     out[f"{name}/{mode}/{engine}"] = flat(m)
             finally:
                 owners.ASSEMBLE = "owner"
         # resume from each rank's own state_dict
         m = sharded()
-        opt = cls(m.parameters() if name == "soap" else descentlab.muon_param_groups(m),
-                  engine="flat", **setting)
+        opt = cls(matrix_params(name, m), engine="flat", **setting)
         train(m, opt, range(CUT), rows)
         saved = opt.state_dict()
         m2 = sharded()
         m2.load_state_dict(m.state_dict())
-        opt2 = cls(m2.parameters() if name == "soap" else descentlab.muon_param_groups(m2),
-                   engine="flat", **setting)
+        opt2 = cls(matrix_params(name, m2), engine="flat", **setting)
         opt2.load_state_dict(saved)
         train(m2, opt2, range(CUT, STEPS), rows)
         out[f"{name}/resumed"] = flat(m2)

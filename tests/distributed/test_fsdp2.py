@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 import torch
 
-import descentlab
 from descentlab.distributed import run_ranks
 from tests.distributed.fsdp2_ranks import (
     ELEMENTWISE,
     MATRIX,
+    STEPS,
     flat,
+    matrix_params,
     model,
     run_fsdp2,
     single,
@@ -79,10 +80,7 @@ def test_checkpoints_move_between_ours_and_torch(results: list[dict[str, Any]], 
 def _single_matrix(name: str) -> torch.Tensor:
     cls, setting = MATRIX[name]
     m = model()
-    groups = descentlab.muon_param_groups(m) if name == "muon" else m.parameters()
-    from tests.distributed.fsdp2_ranks import STEPS
-
-    train(m, cls(groups, engine="reference", **setting), range(STEPS), slice(None))
+    train(m, cls(matrix_params(name, m), engine="reference", **setting), range(STEPS), slice(None))
     return flat(m)
 
 
