@@ -1,16 +1,18 @@
 """Step time and state memory of the per-matrix preconditioners against pytorch_optimizer's.
 
-Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--json PATH]``
+Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--only NAME] [--json PATH]``
 
 For each model (a stack of hidden matrices plus their biases, float32) and
 each optimizer, descentlab's class and pytorch_optimizer's are built over
 copies of the same parameters and gradients and stepped in alternation, one
 timed step of each in turn (order alternating, so load changes hit both
-alike). Steps are timed from step 2 on (the first only builds the bases), so
-the median covers ordinary steps and, every ``precondition_frequency`` steps,
-a basis refresh; the refresh steps are also reported on their own. State
-memory is the bytes of every state tensor over the number of parameter
-elements. Writes a table to stdout and JSON with the load average.
+alike). Steps are timed from step 2 on (SOAP's first only builds the bases), so
+the median covers ordinary steps; the refresh steps (SOAP: every
+``precondition_frequency`` steps a basis refresh; Shampoo: every
+``preconditioning_compute_steps`` steps the inverse roots) are reported on
+their own. State memory is the bytes of every state tensor (also those inside
+the reference's state objects) over the number of parameter elements. Writes
+a table to stdout and JSON with the load average.
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ MODELS = {
     "8 × 512×512": [(512, 512)] * 8 + [(512,)] * 8,
     "4 × 1024×256": [(1024, 256)] * 4 + [(256,)] * 4,
 }
-PAIRS = {"soap": (descentlab.SOAP, pytorch_optimizer.SOAP, {"precondition_frequency": 10})}
+#: name → (ours, reference, setting, whether step t refreshes the bases / roots)
+PAIRS = {
+    "soap": (descentlab.SOAP, pytorch_optimizer.SOAP, {"precondition_frequency": 10},
+             lambda t: (t - 1) % 10 == 0),
+    "shampoo": (descentlab.Shampoo, pytorch_optimizer.ScalableShampoo,
+                {"preconditioning_compute_steps": 10, "start_preconditioning_step": 1},
+                lambda t: t % 10 == 0),
+}
 
 
 def _opt(cls, shapes, setting, gen_seed=0):
@@ -45,25 +54,33 @@ def _opt(cls, shapes, setting, gen_seed=0):
     return opt, params, grads
 
 
+def _tensors(value) -> list[torch.Tensor]:
+    """The tensors of a state entry: a tensor, a list of them, or an object holding them."""
+    if isinstance(value, torch.Tensor):
+        return [value] if value.dim() > 0 else []
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v)]
+    if hasattr(value, "__dict__"):  # pytorch_optimizer's PreConditioner and Graft objects
+        return [t for v in vars(value).values() for t in _tensors(v)]
+    return []
+
+
 def _state_bytes_per_param(opt, params) -> float:
     total = 0
     for p in params:
         for value in opt.state[p].values():
-            items = value if isinstance(value, list) else [value]
-            total += sum(t.numel() * t.element_size() for t in items
-                         if isinstance(t, torch.Tensor) and t.dim() > 0)
+            total += sum(t.numel() * t.element_size() for t in _tensors(value))
     return total / sum(p.numel() for p in params)
 
 
 def measure(name: str, model: str, repeats: int) -> list[dict]:
     """Interleaved step times of ours and the reference on one model."""
-    ours_cls, ref_cls, setting = PAIRS[name]
+    ours_cls, ref_cls, setting, refreshes = PAIRS[name]
     runs = {}
     for label, cls in (("descentlab", ours_cls), ("pytorch_optimizer", ref_cls)):
         opt, params, grads = _opt(cls, MODELS[model], setting)
-        opt.step()  # builds the bases
+        opt.step()  # SOAP: builds the bases
         runs[label] = (opt, params, grads, [], [])
-    freq = setting["precondition_frequency"]
     for i in range(repeats):
         order = list(runs) if i % 2 == 0 else list(runs)[::-1]
         for label in order:
@@ -73,8 +90,7 @@ def measure(name: str, model: str, repeats: int) -> list[dict]:
             start = time.perf_counter()
             opt.step()
             elapsed = time.perf_counter() - start
-            # step i + 2 refreshes when k = i + 1 is a multiple of the frequency
-            (refresh if (i + 1) % freq == 0 else times).append(elapsed)
+            (refresh if refreshes(i + 2) else times).append(elapsed)
     rows = []
     for label, (opt, params, _, times, refresh) in runs.items():
         rows.append({
@@ -93,13 +109,19 @@ def main() -> None:
     """Run every (optimizer, model) pair and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40)
-    parser.add_argument("--json", default="benchmarks/results/preconditioner_speed.json")
+    parser.add_argument("--only", choices=list(PAIRS), help="one optimizer (default: all)")
+    parser.add_argument("--json", default=None,
+                        help="default benchmarks/results/preconditioner_speed[_NAME].json")
     args = parser.parse_args()
     if args.repeats < 2:
         parser.error(f"--repeats must be >= 2, got {args.repeats}")
+    names = [args.only] if args.only else list(PAIRS)
+    if args.json is None:
+        suffix = f"_{args.only}" if args.only else ""
+        args.json = f"benchmarks/results/preconditioner_speed{suffix}.json"
     torch.manual_seed(0)
     before = os.getloadavg()
-    rows = [r for name in PAIRS for model in MODELS for r in measure(name, model, args.repeats)]
+    rows = [r for name in names for model in MODELS for r in measure(name, model, args.repeats)]
     after = os.getloadavg()
     print("| optimizer | model | implementation | ms/step | ms/refresh step | speed vs reference "
           "| state bytes/param |")

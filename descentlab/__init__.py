@@ -44,6 +44,7 @@ from descentlab.optim import (
     RAdam,
     RMSprop,
     Rprop,
+    Shampoo,
     SparseAdam,
     available_optimizers,
     make_optimizer,
@@ -95,6 +96,7 @@ __all__ = [
     "DAdaptSGD",
     # per-matrix preconditioners (tensor rules)
     "SOAP",
+    "Shampoo",
     "ASGD",
     "Rprop",
     "Adafactor",

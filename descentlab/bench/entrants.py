@@ -66,6 +66,7 @@ lion                Lion                  lr ∈ [1e-6, 0.1] log, beta1 ∈ [0.5
 lars                LARS                  lr ∈ [1e-2, 1e3] log, momentum ∈ [0.5, 0.99]
 lamb                LAMB                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 soap                SOAP                  lr ∈ [1e-4, 1e-1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.95)
+shampoo             Shampoo               lr ∈ [1e-4, 1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.999)
 ==================  ====================  =====================================
 
 Schedule-Free SGD's range starts and ends a decade above SGD's: its
@@ -76,7 +77,10 @@ paper's γ) caps every coordinate's step at ``lr·p``; it is tuned with the
 learning rate. SophiaH (Hessian estimate every 10 steps) and AdaHessian
 (every step) take their Hessian-vector products by finite differences
 through the problems' closures: one extra gradient evaluation per estimate,
-which steps-to-target does not count (wall time does). Lion's steps are ±lr
+which steps-to-target does not count (wall time does). Shampoo's entrant
+recomputes its roots every 10 steps (its default, 1000, is longer than most
+benchmark runs) and grafts the step size of momentum SGD (its default), so its
+range is SGD's. Lion's steps are ±lr
 per coordinate, so its range sits a decade below Adam's (β₂ stays 0.99).
 LARS's step is lr·κ‖θ‖/‖g‖ per matrix with κ = 1e-3, hence learning rates of
 order 1–100 (the paper's); on vectors (all of an analytic problem's
@@ -510,6 +514,14 @@ def _entrants() -> dict[str, Entrant]:
             "SOAP: Adam in the eigenbasis of Shampoo's per-matrix factors",
             (Param("lr", 1e-4, 1e-1, log=True),
              Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.95))),
+        ),
+        Entrant(
+            "shampoo",
+            "shampoo",
+            "Shampoo: Kronecker-factored inverse roots, grafted to momentum SGD's step size",
+            (Param("lr", 1e-4, 1.0, log=True),
+             Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.999))),
+            fixed={"preconditioning_compute_steps": 10},
         ),
     ]
     return {e.name: e for e in items}

@@ -17,6 +17,7 @@ from descentlab.optim.registry import (
 )
 from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
+from descentlab.optim.shampoo import Shampoo
 from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
 
@@ -44,6 +45,7 @@ __all__ = [
     "Rprop",
     "Adafactor",
     "Muon",
+    "Shampoo",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

@@ -17,6 +17,7 @@ from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
 from descentlab.optim.muon import Muon
 from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
+from descentlab.optim.shampoo import Shampoo
 from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
 from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
@@ -54,6 +55,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "asgd": ASGD,
     "rprop": Rprop,
     "adafactor": Adafactor,
+    "shampoo": Shampoo,
 }
 
 

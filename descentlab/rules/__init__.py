@@ -20,6 +20,7 @@ from descentlab.rules.muon import MuonRule
 from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.rprop import RpropRule
 from descentlab.rules.sgd import SGDRule
+from descentlab.rules.shampoo import ShampooRule
 from descentlab.rules.soap import SOAPRule
 from descentlab.rules.trust_ratio import LAMBRule, LARSRule
 
@@ -72,5 +73,6 @@ for _rule in (
     RpropRule(),
     AdafactorRule(),
     MuonRule(),
+    ShampooRule(),
 ):
     register_rule(_rule)

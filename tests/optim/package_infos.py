@@ -215,6 +215,40 @@ PACKAGE_INFOS += [
     ),
 ]
 
+# Shampoo: graft and preconditioner codes as the reference's IntEnum values (ours also takes
+# names). Its block, schedule and root options are per optimizer there (per group here), so
+# the first and the richest setting keep to per-group keys (tests/optim/test_shampoo.py
+# covers the rest on more shapes); bitwise equal in our runs
+PACKAGE_INFOS += [
+    PackageInfo(
+        "shampoo",
+        descentlab.Shampoo,
+        pytorch_optimizer.ScalableShampoo,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.1, "nesterov": False,
+             "decoupled_learning_rate": False, "moving_average_for_momentum": True,
+             "decoupled_weight_decay": False},
+            {"lr": 0.01, "shape_interpretation": False, "start_preconditioning_step": 5,
+             "preconditioning_compute_steps": 4, "graft_type": 2, "weight_decay": 0.1,
+             "maximize": True},
+            {"lr": 0.01, "block_size": 2, "start_preconditioning_step": 3,
+             "preconditioning_compute_steps": 2, "graft_type": 3,
+             "decoupled_weight_decay": True, "weight_decay": 0.1},
+            {"lr": 0.01, "shape_interpretation": False, "start_preconditioning_step": 2,
+             "preconditioning_compute_steps": 3, "use_svd": True, "graft_type": 4,
+             "nesterov": False},
+            {"lr": 0.005, "shape_interpretation": False, "start_preconditioning_step": 1,
+             "preconditioning_compute_steps": 2, "statistics_compute_steps": 2,
+             "pre_conditioner_type": 1, "inverse_exponent_override": 2},
+            {"lr": 0.01, "shape_interpretation": False, "graft_type": 0,
+             "pre_conditioner_type": 2, "start_preconditioning_step": 3,
+             "preconditioning_compute_steps": 3},
+        ],
+        tolerance=1e-13,
+    ),
+]
+
 PACKAGE_INFO_BY_NAME = {info.name: info for info in PACKAGE_INFOS}
 
 

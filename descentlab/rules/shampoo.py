@@ -1,0 +1,421 @@
+"""Shampoo with blocks and layer-wise grafting (Gupta et al. 2018; Anil et al. 2020).
+
+For a matrix gradient G (m×n) Shampoo keeps one statistic per dimension,
+
+    L ← β₂ L + (1 − β₂) G Gᵀ,      R ← β₂ R + (1 − β₂) Gᵀ G      (L₀ = R₀ = ε_m I),
+
+and every
+``preconditioning_compute_steps`` steps their inverse roots
+P_L = L^(−1/2r), P_R = R^(−1/2r), r the number of preconditioned dimensions
+(``inverse_exponent_override`` replaces 2r). The preconditioned gradient is
+S = P_Lᵀ-contracted G P_R (for a tensor of any order: one mode product per
+preconditioned dimension, taken in the cyclic order of the dimensions).
+
+**Blocks.** With ``shape_interpretation`` a tensor is first reshaped by merging
+neighbouring dimensions while their product stays ≤ ``block_size`` (as SOAP's
+``merge_dims``; a tensor whose dimensions all merge into one is not
+preconditioned), then every dimension larger than ``block_size`` is cut into
+blocks of ``block_size`` (the last one shorter); each block has its own
+statistics and roots. 1-D tensors, tensors of rank below
+``skip_preconditioning_rank_lt`` and tensors with a dimension larger than
+``no_preconditioning_for_layers_with_dim_gt`` are not preconditioned: they
+follow the graft alone. ``pre_conditioner_type`` ``"input"`` leaves the last
+dimension out, ``"output"`` keeps only the last one.
+
+**Grafting** (Agarwal et al. 2020, as in Anil et al.): a diagonal method's
+direction D — ``"sgd"`` (G), ``"adagrad"`` (G/(√Σg² + ε_d)), ``"rmsprop"``
+(G/(√v + ε_d), v ← β₂ v + (1 − β₂) g²), ``"sqrtn"`` (sign G) or ``"none"``
+(G, and no rescaling) — gives the step's size, Shampoo its direction:
+
+    S ← S · ‖D‖ / (‖S‖ + 10⁻¹⁶)        (both times η first unless decoupled_learning_rate)
+
+then weight decay λ (decoupled: θ ← θ(1 − ηλ); else D, S += λθ), momentum on
+both (m ← β₁m + S, or m ← m + (1 − β₁)(S − m) with moving_average_for_momentum;
+the graft keeps its own m_D ← β₁m_D + w D, w = 1 − β₁ or 1), and
+
+    u = m (once t ≥ start_preconditioning_step, else m_D),
+    u ← β₁u + S (Nesterov; S → D before the start; lerp under moving averages),
+    θ ← θ − η u        (η ← 1 without decoupled_learning_rate: it was applied to D and S).
+
+The roots are the reference's coupled Newton iteration (``use_svd=False``) or
+an SVD (see :mod:`descentlab.rules.matrix_roots`). Everything is computed
+operation for operation as ``pytorch_optimizer.ScalableShampoo`` computes it
+(the stacked ``baddbmm`` when every block statistic has one shape, the same
+random power-iteration starts in the same order), so float64 runs agree with
+it to rounding.
+
+References: V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic
+Tensor Optimization", ICML 2018; R. Anil, V. Gupta, T. Koren, K. Regan,
+Y. Singer, "Scalable Second Order Optimization for Deep Learning",
+arXiv:2002.09018 (2020).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from descentlab.rules.base import STRUCTURAL, Flags, HParam, Scalar, TensorRule
+from descentlab.rules.matrix_roots import inverse_root_schur_newton, inverse_root_svd
+from descentlab.rules.soap import merge_small_dims
+from descentlab.validation import check_decay_rates, check_int, check_nonnegative
+
+__all__ = [
+    "ShampooRule",
+    "ShampooLayout",
+    "shampoo_layout",
+    "GRAFTS",
+    "PRECONDITIONER_TYPES",
+    "check_graft_type",
+    "check_pre_conditioner_type",
+]
+
+#: Graft names, in the order of pytorch_optimizer's LayerWiseGrafting codes 0…4.
+GRAFTS = ("none", "sgd", "adagrad", "rmsprop", "sqrtn")
+#: Preconditioned dimensions, in the order of pytorch_optimizer's PreConditionerType codes 0…2.
+PRECONDITIONER_TYPES = ("all", "input", "output")
+
+
+def _named(choices: tuple[str, ...]) -> Any:
+    """A check accepting a name of ``choices`` or its index (the reference's IntEnum codes)."""
+
+    def check(name: str, value: Any) -> str:
+        """The name ``value`` stands for; a ValueError naming the argument otherwise."""
+        if isinstance(value, str) and value.lower() in choices:
+            return value.lower()
+        if not isinstance(value, bool) and isinstance(value, int) and 0 <= value < len(choices):
+            return choices[int(value)]
+        codes = ", ".join(f"{i}={c!r}" for i, c in enumerate(choices))
+        raise ValueError(f"{name} must be one of {codes} (a name or its code), got {value!r}")
+
+    return check
+
+
+check_graft_type = _named(GRAFTS)
+check_pre_conditioner_type = _named(PRECONDITIONER_TYPES)
+
+
+def _check_count(name: str, value: Any) -> int:
+    return check_int(name, value, minimum=1)
+
+
+def _check_int0(name: str, value: Any) -> int:
+    return check_int(name, value, minimum=0)
+
+
+def _check_block_size(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    return value
+
+
+@dataclass(frozen=True)
+class ShampooLayout:
+    """How one parameter shape is preconditioned (computed once per shape and flags).
+
+    Attributes:
+        work_shape: the shape after ``shape_interpretation`` (merged dimensions).
+        splits: per dimension of ``work_shape``, its block sizes.
+        selected: per dimension, whether it is preconditioned.
+        sizes: the side of each block statistic, in the reference's order
+            (block by block, each block's preconditioned dimensions in order);
+            empty when the parameter is not preconditioned.
+        slots: for each statistic, (its side d, its index in the stack of side d).
+        exponent: p of the inverse p-th roots.
+        stacked: whether the statistics are updated as one ``baddbmm`` (one side,
+            blocks of one shape: the reference's same-shape path).
+    """
+
+    work_shape: tuple[int, ...]
+    splits: tuple[tuple[int, ...], ...]
+    selected: tuple[bool, ...]
+    sizes: tuple[int, ...]
+    slots: tuple[tuple[int, int], ...]
+    exponent: int
+    stacked: bool
+
+    @property
+    def rank(self) -> int:
+        """The number of preconditioned dimensions of each block."""
+        return sum(self.selected)
+
+    def blocks(self, t: Tensor) -> list[Tensor]:
+        """``t`` (in the work shape) cut into its blocks, in the statistics' order."""
+        parts = [t]
+        for dim, sizes in enumerate(self.splits):
+            if len(sizes) > 1:
+                parts = [piece for part in parts for piece in torch.split(part, list(sizes), dim)]
+        return parts
+
+    def merge(self, parts: list[Tensor]) -> Tensor:
+        """Inverse of :meth:`blocks`."""
+        for dim in reversed(range(len(self.splits))):
+            n = len(self.splits[dim])
+            if n > 1:
+                parts = [torch.cat(parts[i:i + n], dim) for i in range(0, len(parts), n)]
+        return parts[0]
+
+
+def _block_sizes(d: int, block_size: int) -> tuple[int, ...]:
+    if block_size <= 0 or block_size >= d:
+        return (d,)
+    count = (d - 1) // block_size
+    return (block_size,) * count + (d - count * block_size,)
+
+
+@functools.lru_cache(maxsize=1024)
+def shampoo_layout(
+    shape: tuple[int, ...],
+    block_size: int,
+    shape_interpretation: bool,
+    pre_conditioner_type: str,
+    skip_preconditioning_rank_lt: int,
+    no_preconditioning_for_layers_with_dim_gt: int,
+    inverse_exponent_override: int,
+) -> ShampooLayout:
+    """The :class:`ShampooLayout` of a parameter shape under these options."""
+    work = tuple(merge_small_dims(shape, block_size)) if shape_interpretation else shape
+    if pre_conditioner_type == "all" or len(work) <= 1:
+        selected = (True,) * len(work)
+    elif pre_conditioner_type == "input":
+        selected = (True,) * (len(work) - 1) + (False,)
+    else:
+        selected = (False,) * (len(work) - 1) + (True,)
+    rank = sum(selected)
+    exponent = inverse_exponent_override if inverse_exponent_override > 0 else 2 * rank
+    splits = tuple(_block_sizes(d, block_size) for d in work)
+    skipped = len(shape) < skip_preconditioning_rank_lt or any(
+        d > no_preconditioning_for_layers_with_dim_gt for d in shape)
+    sizes: tuple[int, ...] = ()
+    block_shapes: list[tuple[int, ...]] = []
+    if len(work) > 1 and not skipped:
+        block_shapes = list(itertools.product(*splits))
+        sizes = tuple(b[i] for b in block_shapes for i in range(len(work)) if selected[i])
+    counts: dict[int, int] = {}
+    slots = []
+    for d in sizes:
+        slots.append((d, counts.get(d, 0)))
+        counts[d] = counts.get(d, 0) + 1
+    # the reference stacks the statistics when they have one shape (and then needs every
+    # unfolded block to have one shape too; where it does not, it fails: we go per matrix)
+    stacked = len(counts) == 1 and len(set(block_shapes)) == 1
+    return ShampooLayout(work, splits, selected, sizes, tuple(slots), exponent, stacked)
+
+
+class ShampooRule(TensorRule):
+    """The grafted, blocked Shampoo update (see the module docstring); state per parameter.
+
+    State: ``momentum`` (m), ``graft_momentum`` (m_D), ``graft_statistics``
+    (Adagrad's Σg² or RMSprop's v, with those grafts), and for each side d of
+    the block statistics ``statistics_{d}`` and ``preconditioners_{d}``, stacks
+    ``[K_d, d, d]`` of the K_d statistics and roots of that side, in the
+    reference's order.
+    """
+
+    name = "shampoo"
+    hparams = (
+        HParam("lr", 1e-3, check=check_nonnegative, doc="learning rate η"),
+        HParam("betas", (0.9, 0.999), check=check_decay_rates,
+               doc="momentum β₁ and statistics decay β₂", split=("beta1", "beta2")),
+        HParam("moving_average_for_momentum", False, STRUCTURAL,
+               doc="momentum as a moving average (weight 1 − β₁)"),
+        HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ"),
+        HParam("decoupled_weight_decay", False, STRUCTURAL, doc="θ ← θ(1 − ηλ) instead of L2"),
+        HParam("decoupled_learning_rate", True, STRUCTURAL,
+               doc="apply η to the momentum, not to the preconditioned gradient"),
+        HParam("inverse_exponent_override", 0, STRUCTURAL, check=_check_int0,
+               doc="p of the inverse roots if > 0 (else 2·rank)"),
+        HParam("start_preconditioning_step", 25, STRUCTURAL, check=_check_count,
+               doc="first step of the Shampoo direction (before: the graft)"),
+        HParam("preconditioning_compute_steps", 1000, STRUCTURAL, check=_check_count,
+               doc="steps between inverse-root computations"),
+        HParam("statistics_compute_steps", 1, STRUCTURAL, check=_check_count,
+               doc="steps between statistics updates"),
+        HParam("block_size", 512, STRUCTURAL, check=_check_block_size,
+               doc="block side for large dimensions (and merge limit)"),
+        HParam("skip_preconditioning_rank_lt", 1, STRUCTURAL, check=_check_int0,
+               doc="tensors of lower rank are not preconditioned"),
+        HParam("no_preconditioning_for_layers_with_dim_gt", 8192, STRUCTURAL,
+               check=_check_int0, doc="tensors with a larger dimension are not preconditioned"),
+        HParam("shape_interpretation", True, STRUCTURAL, doc="merge small dimensions first"),
+        HParam("graft_type", "sgd", STRUCTURAL, check=check_graft_type,
+               doc="graft: none, sgd, adagrad, rmsprop, sqrtn (or codes 0–4)"),
+        HParam("pre_conditioner_type", "all", STRUCTURAL, check=check_pre_conditioner_type,
+               doc="dimensions preconditioned: all, input, output (or codes 0–2)"),
+        HParam("nesterov", True, STRUCTURAL, doc="Nesterov momentum"),
+        HParam("diagonal_eps", 1e-10, check=check_nonnegative,
+               doc="ε_d of the Adagrad/RMSprop grafts"),
+        HParam("matrix_eps", 1e-6, check=check_nonnegative,
+               doc="ε_m: initial statistics ε_m I and the roots' ridge"),
+        HParam("use_svd", False, STRUCTURAL, doc="inverse roots by SVD (else coupled Newton)"),
+    )
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        flags = super().flags(group)
+        flags["graft_type"] = check_graft_type("graft_type", flags["graft_type"])
+        flags["pre_conditioner_type"] = check_pre_conditioner_type("pre_conditioner_type",
+                                                    flags["pre_conditioner_type"])
+        return flags
+
+    def layout(self, shape: Sequence[int], flags: Flags) -> ShampooLayout:
+        """The blocks and statistics of a parameter of this shape."""
+        return shampoo_layout(
+            tuple(shape), flags["block_size"], bool(flags["shape_interpretation"]),
+            flags["pre_conditioner_type"], flags["skip_preconditioning_rank_lt"],
+            flags["no_preconditioning_for_layers_with_dim_gt"],
+            flags["inverse_exponent_override"])
+
+    # -- state ---------------------------------------------------------------------------
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        state = {"momentum": torch.zeros_like(param), "graft_momentum": torch.zeros_like(param)}
+        if flags["graft_type"] in ("adagrad", "rmsprop"):
+            state["graft_statistics"] = torch.zeros_like(param)
+        layout = self.layout(param.shape, flags)
+        for d in dict.fromkeys(layout.sizes):
+            count = layout.sizes.count(d)
+            eye = torch.eye(d, dtype=param.dtype, device=param.device).expand(count, d, d)
+            state[f"statistics_{d}"] = (h["matrix_eps"] * eye).contiguous()
+            state[f"preconditioners_{d}"] = eye.contiguous()
+        return state
+
+    # -- the pieces of a step ------------------------------------------------------------
+
+    @staticmethod
+    def _graft_direction(grad: Tensor, state: dict[str, Tensor], h: Mapping[str, Scalar],
+                         graft: str) -> Tensor:
+        """Accumulate the graft's statistics and return its direction D."""
+        if graft == "adagrad":
+            state["graft_statistics"].addcmul_(grad, grad)
+        elif graft == "rmsprop":
+            beta2 = h["beta2"]
+            state["graft_statistics"].mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+        if graft in ("adagrad", "rmsprop"):
+            return grad.div(state["graft_statistics"].sqrt().add_(h["diagonal_eps"]))
+        if graft == "sqrtn":
+            return grad.sign()
+        return grad
+
+    @staticmethod
+    def _add_statistics(grad: Tensor, state: dict[str, Tensor], layout: ShampooLayout,
+                        beta2: float) -> None:
+        """L_j ← β₂ L_j + w G₍ⱼ₎G₍ⱼ₎ᵀ for every block j and preconditioned dimension."""
+        weight = 1.0 - beta2
+        first = state[f"statistics_{layout.sizes[0]}"]
+        blocks = layout.blocks(grad.to(first.dtype).reshape(layout.work_shape))
+        axes = [i for i, on in enumerate(layout.selected) if on]
+        if layout.stacked:
+            unfolded = torch.stack([b.movedim(a, 0).reshape(b.size(a), -1)
+                                    for b in blocks for a in axes])
+            first.baddbmm_(unfolded, unfolded.mT, beta=beta2, alpha=weight)
+            return
+        slots = iter(layout.slots)
+        for block in blocks:
+            for axis in axes:
+                others = [a for a in range(block.dim()) if a != axis]
+                d, k = next(slots)
+                stat = torch.tensordot(block, block, dims=[others, others])
+                state[f"statistics_{d}"][k].mul_(beta2).add_(stat, alpha=weight)
+
+    @staticmethod
+    def _compute_roots(state: dict[str, Tensor], layout: ShampooLayout, flags: Flags,
+                       h: Mapping[str, Scalar]) -> None:
+        """P_j ← L_j^(−1/p) for every statistic, in the reference's order."""
+        p = layout.exponent
+        if flags["use_svd"] and layout.stacked:
+            d = layout.sizes[0]
+            state[f"preconditioners_{d}"].copy_(inverse_root_svd(state[f"statistics_{d}"], p))
+            return
+        for d, k in layout.slots:
+            stat = state[f"statistics_{d}"][k]
+            wide = stat if stat.dtype in (torch.float32, torch.float64) else stat.float()
+            if flags["use_svd"]:
+                root = inverse_root_svd(wide, p)
+            else:
+                root = inverse_root_schur_newton(wide, p, ridge_epsilon=h["matrix_eps"])
+            state[f"preconditioners_{d}"][k].copy_(root)
+
+    @staticmethod
+    def _precondition(grad: Tensor, state: dict[str, Tensor], layout: ShampooLayout) -> Tensor:
+        """The mode products of each block with its roots, merged back to the gradient's shape."""
+        first = state[f"preconditioners_{layout.sizes[0]}"]
+        blocks = layout.blocks(grad.to(first.dtype).reshape(layout.work_shape))
+        slots = iter(layout.slots)
+        out = []
+        for block in blocks:
+            cycle = (*range(1, block.dim()), 0)
+            for on in layout.selected:
+                if on:
+                    d, k = next(slots)
+                    block = torch.tensordot(block, state[f"preconditioners_{d}"][k],
+                                            dims=[[0], [0]])
+                else:
+                    block = torch.permute(block, cycle)
+            out.append(block)
+        return layout.merge(out).reshape(grad.shape).to(grad.dtype)
+
+    # -- the update ----------------------------------------------------------------------
+
+    def update(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        h: Mapping[str, Scalar],
+        step: Scalar,
+        flags: Flags,
+    ) -> None:
+        """One Shampoo step (see the module docstring)."""
+        t = int(step)
+        lr, beta1, beta2 = h["lr"], h["beta1"], h["beta2"]
+        layout = self.layout(param.shape, flags)
+        graft = flags["graft_type"]
+        precondition_multiplier = 1.0 if flags["decoupled_learning_rate"] else lr
+        momentum_multiplier = lr if flags["decoupled_learning_rate"] else 1.0
+        moving = flags["moving_average_for_momentum"]
+        w = 1.0 - beta1 if moving else 1.0
+        preconditioning = t >= flags["start_preconditioning_step"]
+
+        direction = self._graft_direction(grad, state, h, graft)
+        if layout.sizes and t % flags["statistics_compute_steps"] == 0:
+            self._add_statistics(grad, state, layout, beta2)
+        if layout.sizes and t % flags["preconditioning_compute_steps"] == 0:
+            self._compute_roots(state, layout, flags, h)
+
+        graft_grad = direction.mul(precondition_multiplier)
+        if layout.sizes:
+            shampoo_grad = self._precondition(grad, state, layout).mul(precondition_multiplier)
+        else:
+            shampoo_grad = graft_grad.clone()
+        if graft != "none":
+            shampoo_grad.mul_(torch.linalg.norm(graft_grad)
+                              / (torch.linalg.norm(shampoo_grad) + 1e-16))
+
+        wd = h["weight_decay"]
+        if wd != 0.0:
+            if flags["decoupled_weight_decay"]:
+                param.mul_(1.0 - wd * lr)
+            elif wd > 0.0:
+                graft_grad.add_(param, alpha=wd)
+                shampoo_grad.add_(param, alpha=wd)
+
+        if moving:
+            state["momentum"].lerp_(shampoo_grad, weight=w)
+        else:
+            state["momentum"].mul_(beta1).add_(shampoo_grad)
+        graft_momentum = state["graft_momentum"].mul_(beta1).add_(graft_grad, alpha=w)
+
+        update = state["momentum"] if preconditioning else graft_momentum
+        if flags["nesterov"]:
+            latest = shampoo_grad if preconditioning else graft_grad
+            if moving:
+                update = update.lerp(latest, weight=w)
+            else:
+                update = update.mul(beta1).add_(latest)
+        param.add_(update, alpha=-momentum_multiplier)
