@@ -26,6 +26,7 @@ from descentlab.optim import (
     ASGD,
     LAMB,
     LARS,
+    MARS,
     SGD,
     SOAP,
     Adadelta,
@@ -97,6 +98,7 @@ __all__ = [
     # per-matrix preconditioners (tensor rules)
     "SOAP",
     "Shampoo",
+    "MARS",
     "ASGD",
     "Rprop",
     "Adafactor",

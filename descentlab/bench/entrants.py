@@ -67,6 +67,7 @@ lars                LARS                  lr ∈ [1e-2, 1e3] log, momentum ∈ [
 lamb                LAMB                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.95]
 soap                SOAP                  lr ∈ [1e-4, 1e-1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.95)
 shampoo             Shampoo               lr ∈ [1e-4, 1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.999)
+mars                MARS (AdamW form)     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.99] (β₂ 0.99)
 ==================  ====================  =====================================
 
 Schedule-Free SGD's range starts and ends a decade above SGD's: its
@@ -80,7 +81,9 @@ through the problems' closures: one extra gradient evaluation per estimate,
 which steps-to-target does not count (wall time does). Shampoo's entrant
 recomputes its roots every 10 steps (its default, 1000, is longer than most
 benchmark runs) and grafts the step size of momentum SGD (its default), so its
-range is SGD's. Lion's steps are ±lr
+range is SGD's. MARS runs with ``optimize_1d=True``: otherwise vectors (all of
+an analytic problem's parameters) would take AdamW at its fixed ``lr_1d``,
+untouched by the tuned rate. Lion's steps are ±lr
 per coordinate, so its range sits a decade below Adam's (β₂ stays 0.99).
 LARS's step is lr·κ‖θ‖/‖g‖ per matrix with κ = 1e-3, hence learning rates of
 order 1–100 (the paper's); on vectors (all of an analytic problem's
@@ -522,6 +525,13 @@ def _entrants() -> dict[str, Entrant]:
             (Param("lr", 1e-4, 1.0, log=True),
              Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.999))),
             fixed={"preconditioning_compute_steps": 10},
+        ),
+        Entrant(
+            "mars",
+            "mars",
+            "MARS: AdamW on a variance-reduced gradient (the previous gradient's correction)",
+            (_ADAM_LR, Param("beta1", 0.5, 0.99, pair=("betas", 0, 0.99))),
+            fixed={"optimize_1d": True},
         ),
     ]
     return {e.name: e for e in items}

@@ -8,6 +8,7 @@ from descentlab.optim.asgd import ASGD
 from descentlab.optim.base import RuleOptimizer
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
+from descentlab.optim.mars import MARS
 from descentlab.optim.muon import Muon
 from descentlab.optim.registry import (
     OPTIMIZERS,
@@ -46,6 +47,7 @@ __all__ = [
     "Adafactor",
     "Muon",
     "Shampoo",
+    "MARS",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

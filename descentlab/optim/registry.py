@@ -14,6 +14,7 @@ from descentlab.optim.adaptive import Adadelta, Adagrad, RMSprop
 from descentlab.optim.asgd import ASGD
 from descentlab.optim.lion import Lion
 from descentlab.optim.lr_free import DAdaptAdam, DAdaptSGD, Prodigy
+from descentlab.optim.mars import MARS
 from descentlab.optim.muon import Muon
 from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
@@ -56,6 +57,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "rprop": Rprop,
     "adafactor": Adafactor,
     "shampoo": Shampoo,
+    "mars": MARS,
 }
 
 

@@ -16,6 +16,7 @@ from descentlab.rules.asgd import ASGDRule
 from descentlab.rules.base import ELEMENTWISE, GLOBAL, TENSOR, HParam, Rule, TensorRule
 from descentlab.rules.lion import LionRule
 from descentlab.rules.lr_free import DAdaptAdamRule, DAdaptSGDRule, ProdigyRule
+from descentlab.rules.mars import MARSRule
 from descentlab.rules.muon import MuonRule
 from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.rprop import RpropRule
@@ -74,5 +75,6 @@ for _rule in (
     AdafactorRule(),
     MuonRule(),
     ShampooRule(),
+    MARSRule(),
 ):
     register_rule(_rule)

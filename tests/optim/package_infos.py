@@ -249,6 +249,28 @@ PACKAGE_INFOS += [
     ),
 ]
 
+# MARS: maximize is per optimizer in the reference, so the richest setting leaves it out; the
+# group key lr_1d is ignored by both (the rate is lr · lr_1d_factor, fixed at construction).
+# Bitwise equal in our runs, with foreach on and off (tests/optim/test_mars.py)
+PACKAGE_INFOS += [
+    PackageInfo(
+        "mars",
+        descentlab.MARS,
+        pytorch_optimizer.MARS,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "betas": (0.9, 0.95), "gamma": 0.05, "weight_decay": 0.1,
+             "weight_decay_1d": 0.05, "cautious": True, "ams_bound": True, "lr_1d": 0.02},
+            {"lr": 0.01, "mars_type": "lion", "weight_decay": 0.1, "weight_decouple": False,
+             "maximize": True},
+            {"lr": 0.01, "optimize_1d": True, "fixed_decay": True, "weight_decay": 0.01,
+             "betas_1d": (0.8, 0.9), "eps": 1e-6},
+            {"lr": 0.01, "mars_type": "shampoo", "cautious": True, "optimize_1d": True},
+        ],
+        tolerance=1e-13,
+    ),
+]
+
 PACKAGE_INFO_BY_NAME = {info.name: info for info in PACKAGE_INFOS}
 
 

@@ -23,9 +23,10 @@ def test_signature_defaults_equal_the_declarations(cls):
     for name, default in signature.items():
         assert name in declared, f"{cls.__name__}({name}=...) is not declared by {cls.rule.name}"
         assert default == declared[name], (cls.__name__, name)
-    # every declared hyperparameter is an argument, or fixed by the class (AdamW's decoupling)
+    # every declared hyperparameter is an argument, or fixed by the class (AdamW's decoupling),
+    # or computed from the arguments (MARS's lr_1d_factor)
     fixed = set(declared) - set(signature)
-    assert fixed <= {"decoupled_weight_decay"}, fixed
+    assert fixed <= {"decoupled_weight_decay", *getattr(cls, "derived_hyperparameters", ())}, fixed
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
