@@ -4,7 +4,10 @@
 first step may not become more than a second slower), yet should reach the
 compiled engine's speed on large models. It therefore
 
-* steps eagerly on flat buffers (:class:`~descentlab.engine.flat.FlatEngine`)
+* runs torch's own fused kernel on the flat buffer where torch has one for
+  the rule (Adam/AdamW, SGD, Adagrad: :mod:`descentlab.engine.torch_fused`),
+  at every size and from the first step: nothing to compile, one call per run;
+* otherwise steps eagerly on flat buffers (:class:`~descentlab.engine.flat.FlatEngine`)
   from the first step, which costs no compilation;
 * for a run of at least :data:`COMPILE_THRESHOLD` elements, starts compiling
   its kernel in a background thread (about a second with a warm cache, several
@@ -17,10 +20,13 @@ compiled engine's speed on large models. It therefore
 * stays eager for good if compiling fails (no C++ compiler, an unsupported
   device), warning once.
 
-Set ``DESCENTLAB_AUTO_COMPILE=0`` to never compile (e.g. in short test runs). A process
+Set ``DESCENTLAB_AUTO_COMPILE=0`` to never compile (e.g. in short test runs),
+``DESCENTLAB_TORCH_FUSED=0`` to never use torch's fused kernels. A process
 that ends while a background compile runs exits cleanly without finishing it.
 Switching from the eager to the compiled update changes results only by
-rounding (the compiled kernel may round differently in the last bit).
+rounding (the compiled kernel may round differently in the last bit); torch's
+fused kernels give torch's ``fused=True`` results (to rounding in each
+parameter's last few elements, see :mod:`descentlab.engine.torch_fused`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from torch import Tensor
 from descentlab.engine.base import Run
 from descentlab.engine.compiled import CompiledEngine
 from descentlab.engine.flat import FlatEngine
+from descentlab.engine.torch_fused import fused_update, has_fused
 
 __all__ = ["AutoEngine", "COMPILE_THRESHOLD"]
 
@@ -48,6 +55,7 @@ class AutoEngine(CompiledEngine):
     def __init__(self) -> None:
         super().__init__()
         self.compile_enabled = os.environ.get("DESCENTLAB_AUTO_COMPILE", "1") != "0"
+        self.torch_fused_enabled = os.environ.get("DESCENTLAB_TORCH_FUSED", "1") != "0"
         self._warned = False
 
     def apply(
@@ -58,7 +66,10 @@ class AutoEngine(CompiledEngine):
         state: dict[str, Tensor],
         scalars: dict[str, Tensor],
     ) -> None:
-        """Compiled kernel if ready; otherwise eager, then start a compile for a large run."""
+        """torch's fused kernel if it has one; else compiled if ready; else eager, then compile."""
+        if self.torch_fused_enabled and not scalars and has_fused(run, param):
+            fused_update(run, param, grad, state)
+            return
         if not self.compile_enabled:
             FlatEngine.apply(self, run, param, grad, state, scalars)
             return

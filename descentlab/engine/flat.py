@@ -279,9 +279,12 @@ class FlatEngine:
         """Step parameters ``i … j-1`` of ``b`` (one cohort, all with gradients) together."""
         step = b.advance(i, j)
         start, end = b.span(i, j)
-        state = {k: v[start:end] for k, v in b.state.items()}
         scalars = {k: v[i].clone() for k, v in b.scalar_state.items()}
-        self.apply(run.at(step), b.data[start:end], b.grad[start:end], state, scalars)
+        if start == 0 and end == b.total:  # the whole buffer (the usual case): no slicing
+            self.apply(run.at(step), b.data, b.grad, dict(b.state), scalars)
+        else:
+            state = {k: v[start:end] for k, v in b.state.items()}
+            self.apply(run.at(step), b.data[start:end], b.grad[start:end], state, scalars)
         for key, value in scalars.items():
             b.scalar_state[key][i:j] = value
 

@@ -3,7 +3,8 @@
 import os
 
 #: Every engine that must match torch.optim and the hand-computed steps. "auto" is "flat" on
-#: models this small (it compiles only runs of 2^20 elements or more; tests/engine covers it).
+#: models this small (it compiles only large runs), except where it runs torch's own fused
+#: kernels (Adam/AdamW, SGD, Adagrad); tests/engine covers it (test_compiled, test_torch_fused).
 ENGINES_UNDER_TEST = ["reference", "flat"]
 
 #: DESCENTLAB_TEST_COMPILED=1 runs the whole suite under the compiled engine too: one compile
