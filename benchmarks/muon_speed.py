@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import descentlab
-from descentlab.commands.speed import time_steps
+from descentlab.bench.step_speed import time_steps
 
 
 def _optimizers(count: int, size: int, engine: str):

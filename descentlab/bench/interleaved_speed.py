@@ -26,7 +26,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["ELEMENTWISE_MODELS", "MATRIX_MODELS", "run_interleaved", "format_interleaved"]
+__all__ = [
+    "ELEMENTWISE_MODELS",
+    "MATRIX_MODELS",
+    "interleave",
+    "run_interleaved",
+    "format_interleaved",
+    "traffic_bytes",
+]
 
 #: Model specs: name → list of (count, shape).
 ELEMENTWISE_MODELS = {"20M in 200 tensors": [(200, (100_000,))]}
@@ -63,8 +70,14 @@ def _variants(name: str) -> dict[str, Callable[[list], torch.optim.Optimizer]]:
     return out
 
 
-def _traffic(opt: torch.optim.Optimizer, params: list) -> int:
-    """Bytes one step moves at least: θ and every tensor state entry read and written, g read."""
+def traffic_bytes(opt: torch.optim.Optimizer, params: list) -> int:
+    """Bytes one step moves at least: θ and every tensor state entry read and written, g read.
+
+    Each parameter counts its own bytes and those of its own state tensors
+    (the step counter and 0-dim bookkeeping excluded), so parameters of
+    several dtypes and rules with state of other shapes (Adafactor's row and
+    column statistics) are counted as they are.
+    """
     total = 0
     for p in params:
         state = [v for k, v in opt.state[p].items() if torch.is_tensor(v) and k != "step"]
@@ -115,7 +128,7 @@ def _measure(name: str, model: str, spec: list, repeats: int) -> list[dict[str, 
     for variant, (opt, params, _, _, times) in runs.items():
         rows.append({"optimizer": name, "model": model, "variant": variant,
                      "ms": 1e3 * statistics.median(times), "ms_min": 1e3 * min(times),
-                     "samples": len(times), "bytes": _traffic(opt, params),
+                     "samples": len(times), "bytes": traffic_bytes(opt, params),
                      "params": sum(p.numel() for p in params)})
     del runs
     gc.collect()

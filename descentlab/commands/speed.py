@@ -1,539 +1,51 @@
 """``descentlab speed``: time one optimizer step for torch.optim and every descentlab engine.
 
-Everything is measured in ONE process, so that ratios are against references
-measured under the same conditions (these machines are shared):
-
-* a bandwidth figure: the STREAM triad ``a = b + s·c`` with torch over
-  arrays far larger than the caches (bytes = 3 × 4 per element);
-* for every optimizer: torch.optim's for-loop, foreach and (where torch has
-  one: SGD, Adagrad, Adam, AdamW) fused implementations, and descentlab's
-  ``reference``, ``flat`` and ``compiled`` engines;
-* for the optimizers torch lacks (Schedule-Free SGD/AdamW/RAdam, SophiaH,
-  AdaHessian, Lion, LARS, LAMB): the reference package's foreach class
-  (``schedulefree``, ``pytorch_optimizer``, ``lion_pytorch.foreach``) and
-  descentlab's default engine (Lion also: its compiled engine and torch's fused
-  Adam, for its per-byte goal), timed step by step in alternation
-  (interleaved, so that load changes hit both alike); SophiaH and AdaHessian
-  are given a Hessian-diagonal estimate every step (``step(hessian=...)``), so
-  the update is timed, not the Hessian-vector products; LARS and LAMB step
-  matrices (each tensor viewed as rows of 100), as their trust ratios skip vectors;
-* at (a) 20M float32 parameters in 200 tensors and (b) 2,000 tensors of
-  1,000 parameters (``--quick``: 2M in 20 tensors and 200 × 1,000).
-
-Each variant gets fresh copies of the same parameters and gradients (the
-gradients stay set, as between ``backward`` and ``step``), two warm-up steps
-(the first includes compiling), then the median of ``--repeats`` timed steps.
-Reported per row: ms/step, GB/s (the minimum traffic of the update: the
-parameter and each state buffer read and written, the gradient read), the
-ratio to torch's best time for that optimizer, the fraction of the triad
-bandwidth, and the peak extra memory allocated during one step (from the
-profiler's allocation events). ``--startup`` adds fresh-process timings: the
-time to build the optimizer (the flat engines lay out their buffers then) and
-the first step of each engine, and the compiled engine's cold and warm compile.
-
-The table is printed (markdown) and written as JSON.
+The command parses its options, calls :func:`descentlab.bench.step_speed.measure`
+(which documents what is measured and how) and prints the tables; the JSON
+goes to ``benchmarks/results/step_speed[_quick].json`` unless ``--json`` says
+otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
-import gc
-import inspect
 import json
-import os
-import statistics
-import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from descentlab.bench.step_speed import (
+    ALL_OPTIMIZERS,
+    CASES,
+    INTERLEAVED,
+    PACKAGE_REFERENCES,
+    format_all,
+    measure,
+)
 from descentlab.commands import arguments as a
 
-__all__ = [
-    "register",
-    "run",
-    "triad_bandwidth",
-    "peak_extra_bytes",
-    "time_steps",
-    "format_table",
-    "startup_times",
-]
+__all__ = ["ALL_OPTIMIZERS", "CASE_NAMES", "add_arguments", "main", "register"]
 
-CASES = {"a": (200, 100_000), "b": (2000, 1000)}
-QUICK_CASES = {"a": (20, 100_000), "b": (200, 1000)}
-OPTIMIZERS = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamw", "nadam", "radam", "adamax"]
-SETTINGS: dict[str, dict[str, Any]] = {"sgd": {"lr": 0.01, "momentum": 0.9}}
-TORCH_CLASSES = {
-    "sgd": "SGD",
-    "adagrad": "Adagrad",
-    "rmsprop": "RMSprop",
-    "adadelta": "Adadelta",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "nadam": "NAdam",
-    "radam": "RAdam",
-    "adamax": "Adamax",
-}
-FUSED = {"sgd", "adagrad", "adam", "adamw"}
-#: optimizers whose reference is another package: name → (module, class); timed interleaved
-PACKAGE_REFERENCES = {
-    "sgd_schedulefree": ("schedulefree", "SGDScheduleFree"),
-    "adamw_schedulefree": ("schedulefree", "AdamWScheduleFree"),
-    "radam_schedulefree": ("schedulefree", "RAdamScheduleFree"),
-    "sophiah": ("pytorch_optimizer", "SophiaH"),
-    "adahessian": ("pytorch_optimizer", "AdaHessian"),
-    "lion": ("lion_pytorch.foreach", "Lion"),
-    "lars": ("pytorch_optimizer", "LARS"),
-    "lamb": ("pytorch_optimizer", "Lamb"),
-    "adopt": ("pytorch_optimizer", "ADOPT"),
-    "ademamix": ("pytorch_optimizer", "AdEMAMix"),
-    "prodigy": ("prodigyopt", "Prodigy"),
-    "dadapt_adam": ("dadaptation", "DAdaptAdam"),
-    "dadapt_sgd": ("dadaptation", "DAdaptSGD"),
-}
-#: torch's fused Adam, timed interleaved with an optimizer's own rows (its per-byte goal)
-FUSED_ADAM = "torch-fused-adam"
-#: further variants timed in the interleaved rounds of these optimizers
-INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM]}
-#: optimizers timed on matrices (their trust ratios skip vectors): each tensor as (-1, 100)
-MATRIX_SHAPED = {"lars", "lamb"}
-#: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)
-TAKES_HESSIAN = {"sophiah", "adahessian"}
-#: torch.optim classes timed interleaved with ours on their own models
-#: (:mod:`descentlab.bench.interleaved_speed`)
-INTERLEAVED = ["asgd", "rprop", "adafactor"]
-ALL_OPTIMIZERS = OPTIMIZERS + list(PACKAGE_REFERENCES) + INTERLEAVED
-OUR_ENGINES = ["reference", "flat", "compiled"]
-
-
-def triad_bandwidth(n: int = 20_000_000, repeats: int = 20) -> float:
-    """STREAM triad ``a = b + s·c`` over float32 arrays of ``n`` elements, in GB/s.
-
-    Like STREAM, the best of ``repeats`` runs (a bandwidth limit, not a typical time).
-    """
-    b, c = torch.rand(n), torch.rand(n)
-    a = torch.empty(n)
-    times = []
-    for _ in range(repeats + 2):
-        start = time.perf_counter()
-        torch.add(b, c, alpha=3.0, out=a)
-        times.append(time.perf_counter() - start)
-    return 3 * 4 * n / min(times[2:]) / 1e9
-
-
-def peak_extra_bytes(step: Callable[[], Any]) -> int:
-    """Peak bytes allocated (net of frees) during ``step()``, from the profiler's memory events."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
-    events.sort(key=lambda e: e.start_ns())
-    current = peak = 0
-    for event in events:
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
-def time_steps(step: Callable[[], Any], repeats: int, budget_s: float = 4.0) -> list[float]:
-    """Seconds of up to ``repeats`` calls of ``step`` (at least 3; fewer once over budget)."""
-    times: list[float] = []
-    began = time.perf_counter()
-    while len(times) < repeats and (len(times) < 3 or time.perf_counter() - began < budget_s):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _make(name: str, variant: str, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    import descentlab
-
-    setting = SETTINGS.get(name, {})
-    if name in PACKAGE_REFERENCES:
-        import importlib
-
-        module, cls_name = PACKAGE_REFERENCES[name]
-        if variant == FUSED_ADAM:
-            return torch.optim.Adam(params, fused=True)
-        if variant == "package-foreach":
-            try:
-                reference = getattr(importlib.import_module(module), cls_name)
-            except ImportError:
-                raise SystemExit(
-                    f"descentlab speed: timing {name} needs its reference package {module!r} "
-                    "(pip install 'descentlab[test]')"
-                ) from None
-            takes_foreach = "foreach" in inspect.signature(reference).parameters
-            opt = reference(params, **({"foreach": True} if takes_foreach else {}), **setting)
-        else:
-            engine = {} if variant == "descentlab" else {"engine": variant}
-            opt = descentlab.make_optimizer(name, params, **engine, **setting)
-        if hasattr(opt, "train"):
-            opt.train()
-        return opt
-    if variant.startswith("torch-"):
-        cls = getattr(torch.optim, TORCH_CLASSES[name])
-        kind = variant.removeprefix("torch-")
-        options = {"fused": True} if kind == "fused" else {"foreach": kind == "foreach"}
-        return cls(params, **setting, **options)
-    return descentlab.make_optimizer(name, params, engine=variant, **setting)
-
-
-def _traffic_bytes(opt: torch.optim.Optimizer, numel: int, itemsize: int = 4) -> int:
-    """Minimum bytes one step moves: θ and each state buffer read+written, g read."""
-    first = next(iter(opt.state.values()))
-    buffers = sum(1 for k, v in first.items() if torch.is_tensor(v) and v.dim() > 0)
-    return (1 + 2 * (1 + buffers)) * numel * itemsize
-
-
-def _row(
-    name: str,
-    variant: str,
-    opt: torch.optim.Optimizer,
-    params: list[torch.Tensor],
-    step: Callable[[], Any],
-    first: float,
-    times: list[float],
-) -> dict[str, Any]:
-    """One result row: median and best step time, traffic, peak extra memory of one more step."""
-    return {
-        "optimizer": name,
-        "variant": variant,
-        "ms": 1e3 * statistics.median(times),
-        "ms_min": 1e3 * min(times),
-        "samples": len(times),
-        "first_step_s": first,
-        "bytes": _traffic_bytes(opt, sum(p.numel() for p in params)),
-        "peak_extra_bytes": peak_extra_bytes(step),
-    }
-
-
-def _measure(
-    name: str, variant: str, master: list[torch.Tensor], grads: list[torch.Tensor], repeats: int
-) -> dict[str, Any]:
-    from torch._dynamo.utils import counters
-
-    params = [torch.nn.Parameter(t.clone()) for t in master]
-    for p, g in zip(params, grads, strict=True):
-        p.grad = g.clone()
-    opt = _make(name, variant, params)
-    misses = counters["inductor"]["fxgraph_cache_miss"]
-    start = time.perf_counter()
-    opt.step()
-    first = time.perf_counter() - start
-    opt.step()
-    times = time_steps(opt.step, repeats)
-    row = _row(name, variant, opt, params, opt.step, first, times)
-    if variant == "compiled":
-        row["compile_cache"] = (
-            "cold" if counters["inductor"]["fxgraph_cache_miss"] > misses else "warm"
-        )
-    del opt, params
-    gc.collect()
-    return row
-
-
-def _measure_interleaved(
-    name: str, master: list[torch.Tensor], grads: list[torch.Tensor], repeats: int
-) -> list[dict[str, Any]]:
-    """The reference package's class and ours, one timed step of each in turn (order alternating).
-
-    The reference divides ``p.grad`` in place by its denominator (and adds the
-    weight decay into it); the gradients then change from step to step but stay
-    of order one (no denormals), so its time is that of a normal step.
-    """
-    from descentlab.bench.interleaved_speed import interleave
-
-    variants = ["package-foreach", "descentlab", *INTERLEAVED_EXTRAS.get(name, [])]
-    if name in MATRIX_SHAPED:
-        master, grads = ([t.reshape(-1, 100) for t in ts] for ts in (master, grads))
-    step_of = (
-        (lambda opt: functools.partial(opt.step, hessian=[g.abs() for g in grads]))
-        if name in TAKES_HESSIAN
-        else (lambda opt: opt.step)
-    )
-    makers = {v: functools.partial(_make, name, v) for v in variants}
-    runs = interleave(makers, master, grads, repeats, step_of)
-    rows = [_row(name, variant, opt, params, step, first, times)
-            for variant, (opt, params, step, first, times) in runs.items()]
-    del runs
-    gc.collect()
-    return rows
-
-
-def run(
-    cases: dict[str, tuple[int, int]],
-    optimizers: list[str],
-    repeats: int,
-    engines: list[str],
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Measure every (case, optimizer, variant); return the results as a JSON-ready dict."""
-    from tqdm import tqdm
-
-    bandwidth = triad_bandwidth()
-    rows = []
-    jobs = []
-    for case in cases:
-        for name in optimizers:
-            if name in PACKAGE_REFERENCES:
-                jobs.append((case, name, "interleaved"))
-                continue
-            variants = ["torch-forloop", "torch-foreach"] + (
-                ["torch-fused"] if name in FUSED else []
-            )
-            jobs += [(case, name, v) for v in variants + engines]
-    masters: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-    for case, name, variant in tqdm(jobs, desc="speed", disable=not progress, file=sys.stderr):
-        if case not in masters:
-            masters.clear()
-            count, size = cases[case]
-            gen = torch.Generator().manual_seed(0)
-            masters[case] = (
-                [torch.randn(size, generator=gen) for _ in range(count)],
-                [torch.randn(size, generator=gen) * 1e-2 for _ in range(count)],
-            )
-        if variant == "interleaved":
-            measured = _measure_interleaved(name, *masters[case], repeats=repeats)
-        else:
-            measured = [_measure(name, variant, *masters[case], repeats=repeats)]
-        for row in measured:
-            row["case"] = case
-            rows.append(row)
-    _add_ratios(rows, bandwidth)
-    return {
-        "load_average": os.getloadavg(),
-        "machine": {
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-        },
-        "cases": {k: {"tensors": c, "size": s} for k, (c, s) in cases.items()},
-        "triad_GBps": bandwidth,
-        "repeats": repeats,
-        "rows": rows,
-        "goals": _goals(rows),
-    }
-
-
-def _add_ratios(rows: list[dict[str, Any]], bandwidth: float) -> None:
-    for row in rows:
-        row["GBps"] = row["bytes"] / (row["ms"] * 1e-3) / 1e9
-        row["of_bandwidth"] = row["GBps"] / bandwidth
-        torch_rows = [
-            r
-            for r in rows
-            if r["case"] == row["case"]
-            and r["optimizer"] == row["optimizer"]
-            and _is_reference(r["variant"])
-            and r["variant"] != FUSED_ADAM
-        ]
-        row["vs_torch_best"] = row["ms"] / min(r["ms"] for r in torch_rows)
-
-
-def _is_reference(variant: str) -> bool:
-    """torch.optim's implementations, or the reference package's for optimizers torch lacks."""
-    return variant.startswith(("torch-", "package-"))
-
-
-def _pick(rows: list[dict[str, Any]], case: str, name: str, variant: str) -> dict[str, Any] | None:
-    for row in rows:
-        if (row["case"], row["optimizer"], row["variant"]) == (case, name, variant):
-            return row
-    return None
-
-
-def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The issue's goals, evaluated on the measured rows (None where not measured)."""
-    goals: dict[str, Any] = {"a": {}, "b": {}}
-    for case in ("a", "b"):
-        fused = _pick(rows, case, "adam", "torch-fused")
-        names = sorted({r["optimizer"] for r in rows if r["case"] == case},
-                       key=ALL_OPTIMIZERS.index)
-        for name in names:
-            ours = [
-                r
-                for r in rows
-                if r["case"] == case
-                and r["optimizer"] == name
-                and not _is_reference(r["variant"])
-                and r["variant"] != "reference"
-            ]
-            fused_here = _pick(rows, case, name, FUSED_ADAM) or fused
-            if not ours or fused_here is None:
-                continue
-            best = min(ours, key=lambda r: r["ms"])
-            foreach = _pick(rows, case, name, "torch-foreach")
-            entry = {
-                "best_engine": best["variant"],
-                "ms": best["ms"],
-                "time_per_byte_vs_fused_adam": (best["ms"] / best["bytes"])
-                / (fused_here["ms"] / fused_here["bytes"]),
-                "speedup_vs_torch_foreach": foreach["ms"] / best["ms"] if foreach else None,
-                "speedup_vs_fused_adam": fused_here["ms"] / best["ms"],
-                "peak_extra_vs_fused_adam_bytes": best["peak_extra_bytes"]
-                - fused_here["peak_extra_bytes"],
-            }
-            goals[case][name] = entry
-    return goals
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """The rows as a markdown table, one block per case, plus the goals."""
-    lines = [
-        f"triad bandwidth (torch, best of 20): {result['triad_GBps']:.1f} GB/s; "
-        f"{result['machine']['threads']} threads; steps: median of up to {result['repeats']}; "
-        "load average " + ", ".join(f"{x:.2f}" for x in result.get("load_average", [])),
-        "x ref best: against torch.optim's best implementation, or the reference package's "
-        "(package-*) for optimizers torch lacks",
-        "",
-    ]
-    for case, spec in result["cases"].items():
-        lines += [
-            f"case ({case}): {spec['tensors']} tensors x {spec['size']:,} float32 params",
-            "",
-            "| optimizer | variant | ms/step | GB/s | x ref best | x bandwidth | peak extra MB |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for row in result["rows"]:
-            if row["case"] != case:
-                continue
-            note = f" ({row['compile_cache']} cache)" if "compile_cache" in row else ""
-            lines.append(
-                f"| {row['optimizer']} | {row['variant']}{note} | {row['ms']:.2f} | "
-                f"{row['GBps']:.1f} | {row['vs_torch_best']:.2f} | {row['of_bandwidth']:.2f} | "
-                f"{row['peak_extra_bytes'] / 1e6:.1f} |"
-            )
-        lines.append("")
-    for case, entries in result["goals"].items():
-        if not entries:
-            continue
-        lines += [
-            f"goals, case ({case}):",
-            "",
-            "| optimizer | best engine | ms | time/byte vs fused Adam | x faster than "
-            "foreach | x faster than fused Adam | extra MB vs fused Adam |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for name, g in entries.items():
-            foreach = g["speedup_vs_torch_foreach"]
-            lines.append(
-                f"| {name} | {g['best_engine']} | {g['ms']:.2f} | "
-                f"{g['time_per_byte_vs_fused_adam']:.2f} | "
-                f"{'-' if foreach is None else f'{foreach:.1f}'} | "
-                f"{g['speedup_vs_fused_adam']:.1f} | "
-                f"{g['peak_extra_vs_fused_adam_bytes'] / 1e6:+.1f} |"
-            )
-        lines.append("")
-    if "startup" in result:
-        lines += [
-            "fresh-process first step (20M Adam params in 200 tensors), seconds:",
-            "",
-            "| engine | import | build optimizer | first step | compile |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for row in result["startup"]:
-            if "error" in row:
-                lines.append(f"| {row['label']} | failed: {row['error'][:80]} | | | |")
-                continue
-            compile_s = row.get("compile_s")
-            lines.append(
-                f"| {row['label']} | {row['import_s']:.2f} | {row['construct_s']:.3f} | "
-                f"{row['first_step_s']:.3f} | {'-' if compile_s is None else f'{compile_s:.2f}'} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
-_CHILD = r"""
-import json, sys, time
-t0 = time.perf_counter()
-import torch, descentlab
-from descentlab.engine import kernels
-t1 = time.perf_counter()
-engine, count, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-params = [torch.nn.Parameter(torch.randn(size)) for _ in range(count)]
-for p in params:
-    p.grad = torch.randn_like(p)
-torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # torch's first-use imports
-start = time.perf_counter()
-opt = descentlab.Adam(params, engine=engine)
-built = time.perf_counter() - start
-start = time.perf_counter()
-opt.step()
-first = time.perf_counter() - start
-compile_s = max((k.compile_seconds or 0.0 for k in kernels._KERNELS.values()), default=None)
-print(json.dumps({"import_s": t1 - t0, "construct_s": built, "first_step_s": first,
-                  "compile_s": compile_s or None}))
-"""
-
-
-def startup_times(count: int, size: int) -> list[dict[str, Any]]:
-    """First-step seconds of each engine in fresh processes; compiled with cold then warm cache."""
-    results = []
-    with tempfile.TemporaryDirectory() as empty_cache:
-        runs = [
-            ("reference", "reference", {}),
-            ("flat", "flat", {}),
-            ("auto", "auto", {}),
-            ("compiled, cold cache", "compiled", {"TORCHINDUCTOR_CACHE_DIR": empty_cache}),
-            ("compiled, warm cache", "compiled", {"TORCHINDUCTOR_CACHE_DIR": empty_cache}),
-        ]
-        for label, engine, env in runs:
-            out = subprocess.run(
-                [sys.executable, "-c", _CHILD, engine, str(count), str(size)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, **env},
-            )
-            lines = out.stdout.strip().splitlines()
-            if out.returncode != 0 or not lines:
-                row = {"error": f"exit code {out.returncode}: {out.stderr.strip()[-300:]}"}
-            else:
-                row = json.loads(lines[-1])
-            row["label"] = label
-            row["returncode"] = out.returncode
-            results.append(row)
-    return results
+#: the cases ``--cases`` takes: the two tables and the small models
+CASE_NAMES = [*CASES, "small"]
 
 
 def _main(args: argparse.Namespace) -> int:
+    import torch
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    cases = {k: v for k, v in (QUICK_CASES if args.quick else CASES).items() if k in args.cases}
-    optimizers = args.optimizers or OPTIMIZERS
-    engines = [e for e in OUR_ENGINES if not (args.quick and e == "reference")]
-    repeats = args.repeats or (5 if args.quick else 10)
     path = args.json or Path(
         "benchmarks/results/step_speed" + ("_quick" if args.quick else "") + ".json"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = [n for n in optimizers if n not in INTERLEAVED]
-    result = run(cases, table, repeats, engines) if table else {}
-    extra = [n for n in optimizers if n in INTERLEAVED]
-    if extra:
-        from descentlab.bench.interleaved_speed import run_interleaved
 
-        result["interleaved"] = run_interleaved(extra, repeats, quick=args.quick)
-    path.write_text(json.dumps(result, indent=1))  # saved before the slower startup runs
-    if args.startup:
-        count, size = cases.get("a", CASES["a"])
-        result["startup"] = startup_times(count, size)
+    def save(result: dict[str, Any]) -> None:
         path.write_text(json.dumps(result, indent=1))
-    if table:
-        print(format_table(result))
-    if extra:
-        from descentlab.bench.interleaved_speed import format_interleaved
 
-        print(format_interleaved(result["interleaved"]))
+    result = measure(args.cases, args.optimizers, quick=args.quick, repeats=args.repeats,
+                     startup=args.startup, save=save)
+    save(result)
+    print(format_all(result))
     print(f"wrote {path}")
     return 0
 
@@ -543,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, fewer repeats")
     parser.add_argument(
         "--cases",
-        type=a.name_list(lambda: list(CASES), "case"),
-        default=list(CASES),
-        help="which cases: a (large tensors), b (many small); default both",
+        type=a.name_list(lambda: CASE_NAMES, "case"),
+        default=CASE_NAMES,
+        help="which cases: a (large tensors), b (many small), small (0.1M-5M-parameter "
+        "models, default engine vs torch's fastest); default all",
     )
     parser.add_argument(
         "--optimizers",

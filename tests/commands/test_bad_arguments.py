@@ -170,7 +170,7 @@ CASES: list[tuple[list[str], list[str]]] = [
         ["speed", "--optimizers", "adamm"],
         ["argument --optimizers: unknown optimizer 'adamm'; did you mean 'adam'?"],
     ),
-    (["speed", "--cases", "c"], ["argument --cases: unknown case 'c'", "valid names: a, b"]),
+    (["speed", "--cases", "c"], ["argument --cases: unknown case 'c'", "valid names: a, b, small"]),
     (["speed", "--repeats", "0"], ["argument --repeats: must be an integer >= 1, got '0'"]),
     (["speed", "--threads", "0"], ["argument --threads: must be an integer >= 1, got '0'"]),
     (["speed", "--json", "{file}/x.json"], ["argument --json:", "is a file"]),
