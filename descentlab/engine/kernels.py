@@ -9,14 +9,17 @@ device), compiled for 1-D buffers of any length. It is built in three steps:
 2. **split** the graph in two: the *scalar* part (nodes computed only from
    0-dim inputs: bias corrections such as 1 − β₁ᵗ, NAdam's μ schedule and
    ``mu_product``) and the *elementwise* part, which receives the scalar
-   results as inputs. Without the split, inductor inlines the scalar
-   expressions into the elementwise loop and evaluates ``pow`` once per
-   vector of 16 elements, which halves the speed;
+   results as one 1-D float64 tensor of coefficients. Without the split,
+   inductor inlines the scalar expressions into the elementwise loop and
+   evaluates ``pow`` once per vector of 16 elements, which halves the speed;
 3. **compile** the elementwise part with ``torch.compile(dynamic=True)``:
    one fused loop reading and writing each buffer once, for every buffer
-   length, with hyperparameters as tensors, so neither a schedule changing
+   length, with the coefficients as a tensor, so neither a schedule changing
    ``lr`` nor a growing step count recompiles. The scalar part (a few dozen
-   0-dim operations) runs eagerly.
+   0-dim operations) runs on Python floats at each call
+   (:class:`~descentlab.engine.scalar_program.ScalarProgram`: microseconds,
+   where the same operations on 0-dim tensors cost a few hundred), or as
+   tensor operations for graphs it does not cover.
 
 The inductor cache goes to :func:`cache_dir` (``$DESCENTLAB_CACHE_DIR`` or
 ``~/.cache/descentlab/inductor``) unless ``$TORCHINDUCTOR_CACHE_DIR`` is set,
@@ -37,6 +40,7 @@ import torch
 from torch import Tensor, fx
 
 from descentlab.engine.base import Run
+from descentlab.engine.scalar_program import ScalarProgram
 from descentlab.rules.base import ELEMENTWISE
 
 __all__ = [
@@ -110,6 +114,7 @@ class Kernel:
         self.dtype, self.device = dtype, torch.device(device)
         self.compile_seconds: float | None = None
         self._scalar_part: fx.GraphModule | None = None
+        self._program: ScalarProgram | None = None
         self._elementwise: Any = None
         self._scalar_inputs: list[int] = []
         self._buffer_inputs: list[int] = []
@@ -203,9 +208,18 @@ class Kernel:
         examples = self._examples(COMPILE_SIZE)
         # compile_threads=1: compile in this process, so nothing outlives an interrupted build
         with _inductor_cache(), torch._inductor.config.patch(compile_threads=1), torch.no_grad():
-            scalar_out = self._scalar_part(*[examples[i] for i in self._scalar_inputs])
-            compiled(*[examples[i] for i in self._buffer_inputs], *scalar_out)
+            coefficients = self._coefficients(self._scalar_part(
+                *[examples[i] for i in self._scalar_inputs]
+            ))
+            compiled(*[examples[i] for i in self._buffer_inputs], coefficients)
         self._elementwise = compiled
+
+    @staticmethod
+    def _coefficients(values: Any) -> Tensor:
+        """The scalar part's 0-dim tensor results as the elementwise part's one input."""
+        if not values:
+            return torch.zeros(0, dtype=torch.float64)
+        return torch.stack([v.to(torch.float64) for v in values])
 
     def _split(self, gm: fx.GraphModule) -> None:
         """Separate the 0-dim computations from the elementwise ones (see the module docstring)."""
@@ -254,13 +268,21 @@ class Kernel:
         for node in placeholders:
             if node not in scalar:
                 menv[node] = mgraph.placeholder(node.name)
-        for node in needed:
-            menv[node] = mgraph.placeholder(f"scalar_{node.name}")
+        coefficients = mgraph.placeholder("coefficients")  # float64, one per needed scalar
+        for i, node in enumerate(needed):
+            value = mgraph.call_function(torch.ops.aten.select.int, (coefficients, 0, i))
+            dtype = node.meta["val"].dtype if isinstance(node.meta.get("val"), Tensor) else None
+            if dtype is not None and dtype != torch.float64:
+                value = mgraph.call_function(
+                    torch.ops.aten._to_copy.default, (value,), {"dtype": dtype}
+                )
+            menv[node] = value
         for node in nodes:
             if node not in scalar and node.op not in ("placeholder", "output"):
                 menv[node] = mgraph.node_copy(node, lambda n: menv[n])
         mgraph.output(None)
         self._scalar_part = fx.GraphModule(gm, sgraph)
+        self._program = ScalarProgram.build(sgraph)
         self._elementwise_module = fx.GraphModule(gm, mgraph)
         self._scalar_inputs = [i for i, n in enumerate(placeholders) if n in scalar]
         self._buffer_inputs = [i for i, n in enumerate(placeholders) if n not in scalar]
@@ -281,27 +303,45 @@ class Kernel:
         h: dict[str, float],
         step: int,
     ) -> None:
-        device = param.device
-        args = [
-            param,
-            grad,
-            *[state[k] for k in self.state_keys],
-            *[scalars[k] for k in self.scalar_keys],
-            _scalar(float(step), device),
-            *[_scalar(h[k], device) for k in self.h_keys],
-        ]
-        scalar_out = self._scalar_part(*[args[i] for i in self._scalar_inputs])
+        buffers = [param, grad, *[state[k] for k in self.state_keys]]
+        coefficients = self._run_scalar_part(param.device, scalars, h, step)
         threads = torch.get_num_threads()
         if param.numel() >= PARALLEL_MIN or threads == 1:
-            self._elementwise(*[args[i] for i in self._buffer_inputs], *scalar_out)
+            self._elementwise(*buffers, coefficients)
             return
         # the compiled loop always opens an OpenMP region; for a short run one thread is faster
         # (and on a busy machine, waiting for a second thread can cost milliseconds)
         torch.set_num_threads(1)
         try:
-            self._elementwise(*[args[i] for i in self._buffer_inputs], *scalar_out)
+            self._elementwise(*buffers, coefficients)
         finally:
             torch.set_num_threads(threads)
+
+    def _run_scalar_part(
+        self, device: torch.device, scalars: dict[str, Tensor], h: Mapping[str, float], step: int
+    ) -> Tensor:
+        """The coefficients for this call; the scalar state (``scalars``) updated in place."""
+        first = 2 + len(self.state_keys)  # argument index of the first 0-dim input
+        if self._program is not None:
+            values = [*[float(scalars[k]) for k in self.scalar_keys], float(step),
+                      *[float(h[k]) for k in self.h_keys]]
+            try:
+                outputs, writes = self._program.run(
+                    [values[i - first] for i in self._scalar_inputs]
+                )
+            except ArithmeticError:  # inf or nan where Python refuses: torch's own arithmetic
+                pass
+            else:
+                for index, value in writes:
+                    scalars[self.scalar_keys[self._scalar_inputs[index] - first]].fill_(value)
+                return torch.tensor(outputs, dtype=torch.float64, device=device)
+        inputs = [
+            *[scalars[k] for k in self.scalar_keys],
+            _scalar(float(step), device),
+            *[_scalar(h[k], device) for k in self.h_keys],
+        ]
+        picked = [inputs[i - first] for i in self._scalar_inputs]
+        return self._coefficients(self._scalar_part(*picked))
 
 
 def kernel_key(
