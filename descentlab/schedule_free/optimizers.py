@@ -29,6 +29,9 @@ from descentlab.schedule_free.base import ScheduleFreeOptimizer
 
 __all__ = ["SGDScheduleFree", "AdamWScheduleFree", "RAdamScheduleFree"]
 
+#: mean elements per tensor from which the Adam direction is divided tensor by tensor in place
+_LARGE = 1 << 16
+
 
 class SGDScheduleFree(ScheduleFreeOptimizer):
     r"""Schedule-Free SGD (Defazio et al. 2024): SGD with primal averaging in place of a schedule.
@@ -184,7 +187,13 @@ def _adam_direction(
     denom = torch._foreach_div(exp_avg_sq, 1 - beta2**step)
     torch._foreach_sqrt_(denom)
     torch._foreach_add_(denom, group["eps"])
-    return torch._foreach_div(grads, denom)
+    if sum(g.numel() for g in grads) >= _LARGE * len(grads):
+        # large tensors: g / denom written over denom, one temporary instead of two (one call
+        # per tensor, which costs little next to the arithmetic at this size)
+        for g, d in zip(grads, denom, strict=True):
+            torch.div(g, d, out=d)
+        return list(denom)
+    return list(torch._foreach_div(grads, denom))
 
 
 class RAdamScheduleFree(_AdamFamily):
