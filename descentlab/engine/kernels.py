@@ -210,15 +210,15 @@ class Kernel:
         with _inductor_cache(), torch._inductor.config.patch(compile_threads=1), torch.no_grad():
             coefficients = self._coefficients(self._scalar_part(
                 *[examples[i] for i in self._scalar_inputs]
-            ))
+            ), self.device)
             compiled(*[examples[i] for i in self._buffer_inputs], coefficients)
         self._elementwise = compiled
 
     @staticmethod
-    def _coefficients(values: Any) -> Tensor:
+    def _coefficients(values: Any, device: torch.device) -> Tensor:
         """The scalar part's 0-dim tensor results as the elementwise part's one input."""
         if not values:
-            return torch.zeros(0, dtype=torch.float64)
+            return torch.zeros(0, dtype=torch.float64, device=device)
         return torch.stack([v.to(torch.float64) for v in values])
 
     def _split(self, gm: fx.GraphModule) -> None:
@@ -341,7 +341,7 @@ class Kernel:
             *[_scalar(h[k], device) for k in self.h_keys],
         ]
         picked = [inputs[i - first] for i in self._scalar_inputs]
-        return self._coefficients(self._scalar_part(*picked))
+        return self._coefficients(self._scalar_part(*picked), device)
 
 
 def kernel_key(

@@ -97,12 +97,10 @@ class ScalarProgram:
     def __init__(
         self,
         steps: list[tuple[int, Callable[..., Any], tuple[Any, ...], Callable[[Any], Any]]],
-        n_inputs: int,
         outputs: list[int],
         writes: list[tuple[int, int]],
     ) -> None:
-        self._steps, self._n_inputs = steps, n_inputs
-        self.outputs, self.writes = outputs, writes
+        self._steps, self.outputs, self.writes = steps, outputs, writes
 
     @classmethod
     def build(cls, graph: fx.Graph) -> ScalarProgram | None:
@@ -141,9 +139,9 @@ class ScalarProgram:
                          for a in node.args)
             if any(not is_node and not isinstance(a, (int, float, bool)) for is_node, a in args):
                 return None
-            slot[node] = len(slot)
+            slot[node] = len(placeholders) + len(steps)  # its place in run()'s values
             steps.append((slot[node], fn, args, cast))
-        return cls(steps, len(placeholders), outputs, writes)
+        return cls(steps, outputs, writes)
 
     def run(self, inputs: Sequence[float]) -> tuple[list[Any], list[tuple[int, Any]]]:
         """The outputs' values and the inputs' new values (``(input index, value)`` pairs).
