@@ -17,8 +17,9 @@ def _kernel(rule_key: str):
 
 
 @pytest.mark.parametrize(("name", "key"), [("nadam", "NAdamRule"), ("radam", "RAdamRule")])
-def test_program_gives_the_tensor_graphs_values(name, key):
+def test_program_gives_the_tensor_graphs_values(name, key, monkeypatch):
     """Every output and every written scalar state, against the 0-dim tensor graph."""
+    monkeypatch.setattr(kernels, "_KERNELS", {})  # only this test's kernels
     train(name, "compiled", steps=1)
     kernel = _kernel(key)
     assert kernel._program is not None
@@ -71,6 +72,7 @@ def test_unsupported_graphs_have_no_program():
 
 def test_steps_where_python_refuses_use_torch_arithmetic(monkeypatch):
     """A step whose Python arithmetic raises runs the tensor graph: same results, state written."""
+    monkeypatch.setattr(kernels, "_KERNELS", {})  # only this test's kernels
     train("nadam", "compiled", steps=1)
     kernel = _kernel("NAdamRule")
 
