@@ -5,8 +5,9 @@
   (gradients kept from one backward, steps of the variants interleaved) and
   the median whole training step (``zero_grad``, forward, backward with
   FSDP's all-gathers and reduce-scatter, ``step``; interleaved). Ours run
-  on the local shards in flat buffers (``engine="flat"``, ``"compiled"``;
-  ``"auto"`` is the compiled one once its background compile is ready) and
+  on the local shards in flat buffers (``engine="auto"``, the default, runs
+  torch's own fused Adam kernel on each flat buffer; ``"compiled"``, our
+  compiled kernel; ``"flat"``, eager) and
   on the per-tensor DTensor loop (``"reference"``, what every engine did
   before); torch's fused AdamW/Adam is the baseline (its foreach one for
   scale).
@@ -45,9 +46,10 @@ ADAM: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
     "torch AdamW fused": lambda p: torch.optim.AdamW(p, lr=LR, fused=True),
     "torch AdamW foreach": lambda p: torch.optim.AdamW(p, lr=LR, foreach=True),
     "torch Adam fused": lambda p: torch.optim.Adam(p, lr=LR, fused=True),
+    "descentlab AdamW auto": lambda p: descentlab.AdamW(p, lr=LR),
     "descentlab AdamW compiled": lambda p: descentlab.AdamW(p, lr=LR, engine="compiled"),
     "descentlab AdamW flat": lambda p: descentlab.AdamW(p, lr=LR, engine="flat"),
-    "descentlab Adam compiled": lambda p: descentlab.Adam(p, lr=LR, engine="compiled"),
+    "descentlab Adam auto": lambda p: descentlab.Adam(p, lr=LR),
     "descentlab AdamW reference": lambda p: descentlab.AdamW(p, lr=LR, engine="reference"),
 }
 MUON = ("descentlab Muon, owner", "descentlab Muon, everywhere", "torch.optim.Muon")
