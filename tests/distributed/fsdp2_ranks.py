@@ -98,8 +98,8 @@ def _elementwise(rows: slice) -> dict[str, Any]:
     for name, (ours, theirs, setting) in ELEMENTWISE.items():
         for label, make in (("torch", lambda p, t=theirs, s=setting: t(p, **s)),
                             *((e, lambda p, o=ours, s=setting, e=e: o(p, engine=e, **s))
-                              for e in ("reference", "flat", "compiled"))):
-            if label == "compiled" and name != "adamw":
+                              for e in ("reference", "flat", "compiled", "auto"))):
+            if label in ("compiled", "auto") and name not in ("adamw", "sgd"):
                 continue
             m = sharded()
             opt = make(m.parameters())

@@ -51,7 +51,7 @@ def test_elementwise_on_local_shards_equals_one_process(
     expected_ours = single(lambda p: ours(p, engine="reference", **setting))
     expected_torch = single(lambda p: theirs(p, **setting))
     assert results[0][f"{name}/mirrored"]  # the flat engine stepped every shard in its buffers
-    for label in ("reference", "flat", "compiled"):
+    for label in ("reference", "flat", "compiled", "auto"):
         key = f"{name}/{label}"
         if key not in results[0]:
             continue
