@@ -119,7 +119,8 @@ def _buffer_keys(rule: Rule, state: Mapping[str, Any]) -> list[str]:
     """The rule's own buffer keys found in ``state``, whatever their stored form."""
     keys = []
     for key in state:
-        if key == "step" or key == _SEED or key in rule.scalar_state or key.endswith(_ABSMAX):
+        if (key == "step" or key == _SEED or key in rule.scalar_state or key.endswith(_ABSMAX)
+                or not isinstance(state[key], Tensor)):  # torch's SGD may keep a None buffer
             continue
         keys.append(key[: -len(_CODES)] if key.endswith(_CODES) else key)
     return keys
@@ -245,9 +246,12 @@ def with_state_precision(rule: Rule, precision: str) -> Rule:
     if precision == "full":
         return rule
     if not declares_state_precision(rule):
+        from descentlab.rules import RULES  # the registry imports the rules, which import this
+
+        offered = ", ".join(name for name, r in RULES.items() if declares_state_precision(r))
         raise ValueError(
             f"state_precision={precision!r} is not supported by {rule.name}; it is offered by "
-            "the rules that declare it (adam, adamw, nadam, radam, lion, sgd)"
+            f"{offered}"
         )
     return LowPrecisionState(rule, precision)
 

@@ -22,7 +22,8 @@ tensor is cut into blocks of :data:`BLOCK` = 256 elements (the last block
 may be shorter); each block is divided by its absolute maximum (its
 *absmax*, kept in float32), so it lies in [−1, 1], and each value is
 replaced by the index of the nearest of 256 code values (ties go to the
-lower code), one byte. Decoding multiplies the code value by the block's
+lower code), one byte; the nearest code is looked up by the top bits of the
+value's float32 pattern and one comparison, not searched. Decoding multiplies the code value by the block's
 absmax. The code values are the paper's *dynamic* map (:func:`dynamic_map`),
 dense near zero and coarse near one, so small and large values in a block
 both keep about two significant digits:
@@ -89,6 +90,35 @@ def _thresholds(signed: bool, device: torch.device) -> Tensor:
     return (codes[1:] + codes[:-1]) / 2
 
 
+#: Rounding looks the code up by the top 17 bits of the value's float32 pattern: each of those
+#: intervals (2⁻⁸ relative width) holds at most one decision boundary, since neighbouring
+#: boundaries of the maps lie at least 0.5% apart.
+_PREFIX_SHIFT = 15
+_ONE = 0x3F800000 >> _PREFIX_SHIFT  # the prefix of 1.0
+
+
+@functools.cache
+def _rounding_tables(signed: bool, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Per prefix of an order-preserving integer key of [−1, 1]: the code at the interval's
+    lower end (uint8), and the boundary above it (+inf past the last)."""
+    keys = (torch.arange(-_ONE, _ONE + 1, dtype=torch.int64) << _PREFIX_SHIFT).to(torch.int32)
+    lower = torch.where(keys >= 0, keys, (-keys) | torch.tensor(-(1 << 31), dtype=torch.int32))
+    lower = lower.view(torch.float32)
+    thresholds = _thresholds(signed, torch.device("cpu"))
+    codes = torch.bucketize(lower, thresholds)
+    above = torch.cat([thresholds, torch.tensor([float("inf")])])[codes]
+    return codes.to(torch.uint8).to(device), above.to(device)
+
+
+def _round_to_codes(u: Tensor, signed: bool) -> Tensor:
+    """The index of the nearest code (ties to the lower) of each value of ``u`` ∈ [−1, 1]."""
+    bits = u.view(torch.int32)
+    key = torch.where(bits >= 0, bits, -(bits & 0x7FFFFFFF))
+    index = (key >> _PREFIX_SHIFT).add_(_ONE).clamp_(0, 2 * _ONE).long()
+    lower, above = _rounding_tables(signed, u.device)
+    return lower.take(index).add_(u > above.take(index))
+
+
 @functools.cache
 def _codes_on(signed: bool, device: torch.device, dtype: torch.dtype) -> Tensor:
     return dynamic_map(signed).to(device=device, dtype=dtype)
@@ -122,8 +152,8 @@ def quantise_blockwise(x: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
     absmax = blocks.abs().amax(dim=1)
     scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
     normalised = blocks / scale.unsqueeze(1)
-    codes = torch.bucketize(normalised, _thresholds(signed, flat.device))
-    return codes.reshape(-1)[:n].to(torch.uint8).view(x.shape), absmax
+    codes = _round_to_codes(normalised, signed)
+    return codes.reshape(-1)[:n].view(x.shape), absmax
 
 
 def dequantise_blockwise(
@@ -131,7 +161,7 @@ def dequantise_blockwise(
 ) -> Tensor:
     """The values ``codes`` and ``absmax`` stand for, in ``dtype``, shaped like ``codes``."""
     n = codes.numel()
-    values = _codes_on(signed, codes.device, dtype)[codes.reshape(-1).long()]
+    values = _codes_on(signed, codes.device, dtype).take(codes.reshape(-1).long())
     pad = absmax.numel() * BLOCK - n
     blocks = torch.nn.functional.pad(values, (0, pad)).view(-1, BLOCK)
     blocks.mul_(absmax.to(dtype).unsqueeze(1))

@@ -430,3 +430,18 @@ def test_refusals_name_the_argument():
     emb(torch.tensor([1, 2])).sum().backward()
     with pytest.raises(RuntimeError, match="does not support sparse gradients"):
         opt.step()
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_rounding_by_lookup_equals_a_search_of_the_boundaries(signed):
+    """The table lookup picks what a binary search of the midpoints picks, ties included."""
+    from descentlab.rules.state_codecs import _round_to_codes, _thresholds
+
+    mids = _thresholds(signed, torch.device("cpu"))
+    up = (mids.view(torch.int32) + 1).view(torch.float32)
+    down = (mids.view(torch.int32) - 1).view(torch.float32)
+    torch.manual_seed(3)
+    spread = torch.randn(200_000) * torch.logspace(-8, 0, 200_000)
+    u = torch.cat([mids, up, down, spread.clamp(-1, 1), torch.tensor([1.0, 0.0, -0.0, 1e-30])])
+    u = torch.cat([u, -u]) if signed else u.abs()
+    assert torch.equal(_round_to_codes(u, signed).long(), torch.bucketize(u, mids))
