@@ -18,7 +18,8 @@ Three measurements, written with the load average to
    ``8bit (every tensor)`` quantises every tensor, to measure what 8-bit
    state does to them.
 
-Usage: ``python benchmarks/low_precision_state.py [--seeds 3] [--repeats 15] [--threads 1] [--quick]``
+Usage:
+``python benchmarks/low_precision_state.py [--seeds 3] [--repeats 15] [--threads 1] [--quick]``
 """
 
 from __future__ import annotations

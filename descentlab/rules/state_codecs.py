@@ -23,10 +23,11 @@ may be shorter); each block is divided by its absolute maximum (its
 *absmax*, kept in float32), so it lies in [−1, 1], and each value is
 replaced by the index of the nearest of 256 code values (ties go to the
 lower code), one byte; the nearest code is looked up by the top bits of the
-value's float32 pattern and one comparison, not searched. Decoding multiplies the code value by the block's
-absmax. The code values are the paper's *dynamic* map (:func:`dynamic_map`),
-dense near zero and coarse near one, so small and large values in a block
-both keep about two significant digits:
+value's float32 pattern and one comparison, not searched. Decoding
+multiplies the code value by the block's absmax. The code values are the
+paper's *dynamic* map (:func:`dynamic_map`), dense near zero and coarse
+near one, so small and large values in a block both keep about two
+significant digits:
 
 * signed (first moments, momentum): a sign bit, then e zero bits (0 ≤ e ≤ 6)
   and an indicator bit, then 6 − e fraction bits. The value is
