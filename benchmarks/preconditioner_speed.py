@@ -18,6 +18,7 @@ a table to stdout and JSON with the load average.
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import os
 import statistics
@@ -60,7 +61,8 @@ def _tensors(value) -> list[torch.Tensor]:
         return [value] if value.dim() > 0 else []
     if isinstance(value, (list, tuple)):
         return [t for v in value for t in _tensors(v)]
-    if hasattr(value, "__dict__"):  # pytorch_optimizer's PreConditioner and Graft objects
+    if type(value).__module__.startswith("pytorch_optimizer") and not isinstance(value, enum.Enum):
+        # its PreConditioner, BlockPartitioner and Graft objects
         return [t for v in vars(value).values() for t in _tensors(v)]
     return []
 

@@ -68,6 +68,7 @@ lamb                LAMB                  lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 
 soap                SOAP                  lr ∈ [1e-4, 1e-1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.95)
 shampoo             Shampoo               lr ∈ [1e-4, 1] log, beta1 ∈ [0.5, 0.95] (β₂ 0.999)
 mars                MARS (AdamW form)     lr ∈ [1e-5, 1] log, beta1 ∈ [0.5, 0.99] (β₂ 0.99)
+plain_shampoo       PlainShampoo (2018)   lr ∈ [1e-4, 1] log, momentum ∈ [0, 0.9]
 ==================  ====================  =====================================
 
 Schedule-Free SGD's range starts and ends a decade above SGD's: its
@@ -532,6 +533,12 @@ def _entrants() -> dict[str, Entrant]:
             "MARS: AdamW on a variance-reduced gradient (the previous gradient's correction)",
             (_ADAM_LR, Param("beta1", 0.5, 0.99, pair=("betas", 0, 0.99))),
             fixed={"optimize_1d": True},
+        ),
+        Entrant(
+            "plain_shampoo",
+            "plain_shampoo",
+            "Shampoo's 2018 form: summed Kronecker statistics, no grafting",
+            (Param("lr", 1e-4, 1.0, log=True), Param("momentum", 0.0, 0.9)),
         ),
     ]
     return {e.name: e for e in items}

@@ -18,7 +18,7 @@ from descentlab.optim.registry import (
 )
 from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
-from descentlab.optim.shampoo import Shampoo
+from descentlab.optim.shampoo import PlainShampoo, Shampoo
 from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
 
@@ -48,6 +48,7 @@ __all__ = [
     "Muon",
     "Shampoo",
     "MARS",
+    "PlainShampoo",
     "RuleOptimizer",
     "OPTIMIZERS",
     "available_optimizers",

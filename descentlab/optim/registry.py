@@ -18,7 +18,7 @@ from descentlab.optim.mars import MARS
 from descentlab.optim.muon import Muon
 from descentlab.optim.rprop import Rprop
 from descentlab.optim.sgd import SGD
-from descentlab.optim.shampoo import Shampoo
+from descentlab.optim.shampoo import PlainShampoo, Shampoo
 from descentlab.optim.soap import SOAP
 from descentlab.optim.trust_ratio import LAMB, LARS
 from descentlab.schedule_free import AdamWScheduleFree, RAdamScheduleFree, SGDScheduleFree
@@ -58,6 +58,7 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adafactor": Adafactor,
     "shampoo": Shampoo,
     "mars": MARS,
+    "plain_shampoo": PlainShampoo,
 }
 
 

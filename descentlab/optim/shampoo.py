@@ -1,4 +1,4 @@
-"""Shampoo with blocks and layer-wise grafting (Gupta et al. 2018; Anil et al. 2020)."""
+"""Shampoo with blocks and layer-wise grafting (Anil et al. 2020), and its 2018 form."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from descentlab.optim.base import RuleOptimizer
 from descentlab.rules import get_rule
 from descentlab.rules.shampoo import check_graft_type, check_pre_conditioner_type
 
-__all__ = ["Shampoo"]
+__all__ = ["Shampoo", "PlainShampoo"]
 
 
 class Shampoo(RuleOptimizer):
@@ -100,4 +100,50 @@ class Shampoo(RuleOptimizer):
         graft_type = check_graft_type("graft_type", graft_type)
         pre_conditioner_type = check_pre_conditioner_type("pre_conditioner_type",
                                                           pre_conditioner_type)
+        super().__init__(params, locals(), engine=engine, **torch_options)
+
+
+class PlainShampoo(RuleOptimizer):
+    r"""Shampoo in its 2018 form (Gupta et al.): a full statistic per dimension, no grafting.
+
+    For a tensor G of order k: G ← G + μ(M − G) (M the previous direction),
+    L_i ← L_i + G₍ᵢ₎G₍ᵢ₎ᵀ from ε I, P_i = L_i^(−1/2k) by SVD every
+    ``preconditioning_compute_steps``, D = G ×₁ P_1 … ×ₖ P_k, M ← D,
+    θ ← θ − η D (weight decay: λθ added to G, or decoupled). See
+    :mod:`descentlab.rules.plain_shampoo`; for blocks, grafting and a decaying
+    statistic use :class:`Shampoo`.
+
+    Arguments, defaults and arithmetic are ``pytorch_optimizer.Shampoo``'s
+    (float64 runs agree with it to rounding), including that the roots start
+    at zero (with ``preconditioning_compute_steps`` > 1 the first steps do not
+    move). Differences: the step is counted per parameter, ``param.grad`` is
+    left alone, and under ``maximize`` with momentum the first step uses −g
+    (the reference starts its buffer from g before negating it, so its first
+    step is (2μ − 1)g).
+
+    Args:
+        lr: η (default 1e-3). momentum: μ (default 0). weight_decay: λ (default 0).
+        weight_decouple: θ ← θ(1 − ηλ) (default False). fixed_decay: λ not scaled by η.
+        preconditioning_compute_steps: (default 1). matrix_eps: ε (default 1e-6).
+        maximize: maximise instead. engine, torch_options: see
+        :class:`~descentlab.optim.base.RuleOptimizer`.
+    """
+
+    rule = get_rule("plain_shampoo")
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        weight_decouple: bool = False,
+        fixed_decay: bool = False,
+        preconditioning_compute_steps: int = 1,
+        matrix_eps: float = 1e-6,
+        maximize: bool = False,
+        *,
+        engine: str = "auto",
+        **torch_options: Any,
+    ) -> None:
         super().__init__(params, locals(), engine=engine, **torch_options)

@@ -18,6 +18,7 @@ from descentlab.rules.lion import LionRule
 from descentlab.rules.lr_free import DAdaptAdamRule, DAdaptSGDRule, ProdigyRule
 from descentlab.rules.mars import MARSRule
 from descentlab.rules.muon import MuonRule
+from descentlab.rules.plain_shampoo import PlainShampooRule
 from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.rprop import RpropRule
 from descentlab.rules.sgd import SGDRule
@@ -76,5 +77,6 @@ for _rule in (
     MuonRule(),
     ShampooRule(),
     MARSRule(),
+    PlainShampooRule(),
 ):
     register_rule(_rule)

@@ -271,6 +271,25 @@ PACKAGE_INFOS += [
     ),
 ]
 
+# the 2018 form: preconditioning_compute_steps and maximize are per optimizer in the
+# reference, so the first and the richest setting leave them out; bitwise equal in our runs
+PACKAGE_INFOS += [
+    PackageInfo(
+        "plain_shampoo",
+        descentlab.PlainShampoo,
+        pytorch_optimizer.Shampoo,
+        [
+            {"lr": 0.01},
+            {"lr": 0.01, "momentum": 0.5, "weight_decay": 0.1, "weight_decouple": True,
+             "fixed_decay": True},
+            {"lr": 0.01, "momentum": 0.5, "preconditioning_compute_steps": 3,
+             "weight_decay": 0.1, "matrix_eps": 1e-4},
+            {"lr": 0.01, "weight_decay": 0.1, "maximize": True},
+        ],
+        tolerance=1e-13,
+    ),
+]
+
 PACKAGE_INFO_BY_NAME = {info.name: info for info in PACKAGE_INFOS}
 
 
