@@ -34,6 +34,10 @@ ELEMENTWISE = {
 MATRIX = {
     "muon": (descentlab.Muon, {"lr": 0.02, "ns_dtype": "float64"}),
     "soap": (descentlab.SOAP, {"lr": 0.01, "precondition_frequency": 2, "max_precondition_dim": 3}),
+    "shampoo": (descentlab.Shampoo, {"lr": 0.01, "start_preconditioning_step": 2,
+                                     "preconditioning_compute_steps": 2,
+                                     "shape_interpretation": False}),
+    "mars": (descentlab.MARS, {"lr": 0.01, "weight_decay": 0.1}),
 }
 
 

@@ -3,7 +3,8 @@
 Elementwise rules run on the local shards in flat buffers (the flat and
 compiled engines), keep torch.optim's FSDP2 state layout (DTensor moments),
 and checkpoints move both ways with torch.optim.AdamW through
-``torch.distributed.checkpoint``. Tensor rules (Muon, SOAP) assemble each
+``torch.distributed.checkpoint``. Tensor rules (Muon, SOAP, Shampoo, MARS)
+assemble each
 matrix on its owning rank. Float64; the model has row counts that do not
 divide by the world size. Tolerance: 1e-14 relative (measured ≤ 3e-16: the
 reduce-scatter averages in another order than one process's backward).
