@@ -186,13 +186,16 @@ def _matrices(rows: slice) -> dict[str, Any]:
             owners.ASSEMBLE = mode
             try:
                 for engine in ("reference", "flat"):
+                    torch.manual_seed(1)  # Shampoo's root iterations start from random draws
                     m = sharded()
                     opt = cls(matrix_params(name, m), engine=engine, **setting)
                     train(m, opt, range(STEPS), rows)
                     out[f"{name}/{mode}/{engine}"] = flat(m)
             finally:
                 owners.ASSEMBLE = "owner"
-        # resume from each rank's own state_dict
+        # resume from each rank's own state_dict; the global generator restarts as in the
+        # uninterrupted run and is not rewound by the resume (no process restart here)
+        torch.manual_seed(1)
         m = sharded()
         opt = cls(matrix_params(name, m), engine="flat", **setting)
         train(m, opt, range(CUT), rows)
