@@ -19,7 +19,12 @@ def copy_by(obj: Any, how: str) -> Any:
         return copy.deepcopy(obj)
     if how == "pickle":
         return pickle.loads(pickle.dumps(obj))
+    return saved_and_loaded(obj, weights_only=False)
+
+
+def saved_and_loaded(obj: Any, *, weights_only: bool = True) -> Any:
+    """``obj`` after ``torch.save`` to memory and ``torch.load`` back (a checkpoint's trip)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     buf.seek(0)
-    return torch.load(buf, weights_only=False)
+    return torch.load(buf, weights_only=weights_only)

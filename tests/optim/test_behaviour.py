@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
+from tests.copies import saved_and_loaded
 from tests.optim.engines import ENGINES_UNDER_TEST
 from tests.optim.helpers import loss_fn, make_params, max_rel_diff
 from tests.optim.infos import INFOS
@@ -100,10 +99,7 @@ def test_state_dict_resume_is_bit_identical(info, via_torch_save, engine):
     saved_params = [p.detach().clone() for p in p_a]
     state = opt_a.state_dict()
     if via_torch_save:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        buf.seek(0)
-        state = torch.load(buf, weights_only=True)
+        state = saved_and_loaded(state)
     p_b = [p.requires_grad_() for p in saved_params]
     opt_b = info.ours(p_b, **setting, engine=engine)
     opt_b.load_state_dict(state)

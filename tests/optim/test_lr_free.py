@@ -8,8 +8,6 @@ copies, torch's LR schedulers, frozen groups and bad arguments.
 
 from __future__ import annotations
 
-import io
-
 import dadaptation
 import prodigyopt
 import pytest
@@ -17,7 +15,7 @@ import torch
 
 import descentlab
 from descentlab.rules import lr_free, reduction
-from tests.copies import HOWS, copy_by
+from tests.copies import HOWS, copy_by, saved_and_loaded
 from tests.optim.helpers import float64_default, loss_fn, make_params, max_rel_diff
 
 #: (ours, reference, settings of the whole optimizer, settings of the second group)
@@ -115,10 +113,7 @@ def test_state_dict_resume_is_bit_identical(cls, via_torch_save):
     assert state["param_groups"][0]["d"] == opt.param_groups[0]["d"]
     assert "k" in state["param_groups"][1]
     if via_torch_save:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        buf.seek(0)
-        state = torch.load(buf, weights_only=True)
+        state = saved_and_loaded(state)
     params = [p.detach().clone().requires_grad_() for p in part]
     resumed = cls([{"params": params[:1]}, {"params": params[1:], **second}], **setting)
     resumed.load_state_dict(state)

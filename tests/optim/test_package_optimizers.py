@@ -8,13 +8,11 @@ groups; parameters without gradients; closures; hooks; dtypes.
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import torch
 
 import descentlab
-from tests.copies import HOWS, copy_by
+from tests.copies import HOWS, copy_by, saved_and_loaded
 from tests.optim.helpers import float64_default, loss_fn, make_params, max_rel_diff
 from tests.optim.package_infos import PACKAGE_INFOS, build, richest
 
@@ -83,10 +81,7 @@ def test_state_dict_resume_is_bit_identical(info, via_torch_save):
     part, opt = trained(info, info.ours, setting, steps=25)
     state = opt.state_dict()
     if via_torch_save:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        buf.seek(0)
-        state = torch.load(buf, weights_only=True)
+        state = saved_and_loaded(state)
     params = [p.detach().clone().requires_grad_() for p in part]
     resumed = info.ours(params, **setting)
     resumed.load_state_dict(state)

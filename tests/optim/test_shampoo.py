@@ -8,8 +8,6 @@ the matrix roots themselves and the refusals.
 
 from __future__ import annotations
 
-import io
-
 import pytest
 import pytorch_optimizer
 import torch
@@ -17,6 +15,7 @@ import torch
 import descentlab
 from descentlab.rules.matrix_roots import inverse_root_schur_newton, inverse_root_svd
 from descentlab.rules.shampoo import shampoo_layout
+from tests.copies import saved_and_loaded
 from tests.optim.helpers import float64_default, max_rel_diff
 from tests.threads import one_thread
 
@@ -121,10 +120,7 @@ def test_resume_across_root_computations_is_bit_identical(via_torch_save):
     rng = torch.get_rng_state()
     state = opt.state_dict()
     if via_torch_save:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        buf.seek(0)
-        state = torch.load(buf, weights_only=True)
+        state = saved_and_loaded(state)
     params = [p.detach().clone().requires_grad_() for p in part]
     resumed = descentlab.Shampoo(params, **setting)
     resumed.load_state_dict(state)
