@@ -30,7 +30,8 @@ learning-rate-free ``prodigy`` and ``dadapt_adam`` (lr ∈ [0.1, 10] log, a
 factor of the estimated step size, and beta1) and ``dadapt_sgd`` (lr ∈
 [0.1, 10] log, momentum); ``asgd`` (lr ∈ [1e-4, 1] log), ``rprop`` (full batch,
 lr ∈ [1e-4, 1e-1] log: its initial step size), ``adafactor`` (lr ∈ [1e-4, 1]
-log: the cap of its relative step); and wrapper
+log: the cap of its relative step); ``cadamw`` and ``clion``, AdamW and Lion with the
+cautious mask (``cautious=True``, Liang et al. 2024), with AdamW's and Lion's spaces; and wrapper
 entrants, an optimizer inside a :mod:`descentlab.wrappers` wrapper (the
 wrapper's settings go to it, the rest to the optimizer):
 
@@ -398,6 +399,9 @@ def _entrants() -> dict[str, Entrant]:
             "Adamax: Adam with the infinity norm",
             (Param("lr", 1e-4, 1.0, log=True), _BETA1),
         ),
+        Entrant("cadamw", "adamw", "C-AdamW: AdamW stepping only where it agrees with g",
+                (_ADAM_LR, Param("weight_decay", 1e-5, 1e-1, log=True)),
+                fixed={"cautious": True}),
         Entrant("adopt", "adopt", "ADOPT: Adam normalised by the previous second moment",
                 (_ADAM_LR, Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.9999)))),
         Entrant("ademamix", "ademamix", "AdEMAMix: Adam plus a slow momentum",
@@ -483,6 +487,13 @@ def _entrants() -> dict[str, Entrant]:
             "lion",
             "Lion: the sign of interpolated momentum, one state buffer",
             (Param("lr", 1e-6, 0.1, log=True), Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.99))),
+        ),
+        Entrant(
+            "clion",
+            "lion",
+            "C-Lion: Lion stepping only where sign(c) agrees with g",
+            (Param("lr", 1e-6, 0.1, log=True), Param("beta1", 0.5, 0.95, pair=("betas", 0, 0.99))),
+            fixed={"cautious": True},
         ),
         Entrant(
             "lars",

@@ -44,6 +44,9 @@ class Adam(RuleOptimizer):
         amsgrad: use AMSGrad's running maximum of v (default False).
         maximize: maximise instead of minimise.
         decoupled_weight_decay: decay θ directly (AdamW) instead of adding λθ to g.
+        cautious: apply the step only where it agrees in sign with the gradient,
+            rescaled per tensor (Liang et al. 2024; :mod:`descentlab.rules.cautious`;
+            default False: torch.optim's update, bit for bit).
         state_precision: how m and v are stored: ``"full"`` (default, the
             parameter's dtype, as torch.optim), ``"bf16"`` or ``"8bit"``
             (:mod:`descentlab.rules.low_precision`).
@@ -63,6 +66,7 @@ class Adam(RuleOptimizer):
         *,
         maximize: bool = False,
         decoupled_weight_decay: bool = False,
+        cautious: bool = False,
         state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
@@ -83,6 +87,7 @@ class AdamW(Adam):
         lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ (default 1e-2).
         amsgrad: AMSGrad variant (default False). maximize: maximise instead.
+        cautious: the cautious mask, as for :class:`Adam` (default False).
         state_precision: ``"full"`` (default), ``"bf16"`` or ``"8bit"``, as for :class:`Adam`.
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
     """
@@ -99,6 +104,7 @@ class AdamW(Adam):
         amsgrad: bool = False,
         *,
         maximize: bool = False,
+        cautious: bool = False,
         state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
@@ -112,6 +118,7 @@ class AdamW(Adam):
             amsgrad=amsgrad,
             maximize=maximize,
             decoupled_weight_decay=True,
+            cautious=cautious,
             state_precision=state_precision,
             engine=engine,
             **torch_options,
@@ -138,6 +145,7 @@ class NAdam(RuleOptimizer):
         eps: ε (default 1e-8). weight_decay: λ (default 0).
         momentum_decay: ψ (default 4e-3).
         decoupled_weight_decay: decay θ directly instead of adding λθ to g.
+        cautious: the cautious mask, as for :class:`Adam` (default False).
         state_precision: ``"full"`` (default), ``"bf16"`` or ``"8bit"``, as for :class:`Adam`.
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
@@ -155,6 +163,7 @@ class NAdam(RuleOptimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        cautious: bool = False,
         state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
@@ -181,6 +190,7 @@ class RAdam(RuleOptimizer):
         lr: η (default 1e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ (default 0).
         decoupled_weight_decay: decay θ directly instead of adding λθ to g.
+        cautious: the cautious mask, as for :class:`Adam` (default False).
         state_precision: ``"full"`` (default), ``"bf16"`` or ``"8bit"``, as for :class:`Adam`.
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
@@ -197,6 +207,7 @@ class RAdam(RuleOptimizer):
         decoupled_weight_decay: bool = False,
         *,
         maximize: bool = False,
+        cautious: bool = False,
         state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,
@@ -218,6 +229,7 @@ class Adamax(RuleOptimizer):
     Args:
         lr: η (default 2e-3). betas: (β₁, β₂) (default (0.9, 0.999)).
         eps: ε (default 1e-8). weight_decay: λ, coupled (default 0).
+        cautious: the cautious mask, as for :class:`Adam` (default False).
         maximize: maximise instead. engine, torch_options: see :class:`RuleOptimizer`.
     """
 
@@ -232,6 +244,7 @@ class Adamax(RuleOptimizer):
         weight_decay: float = 0.0,
         *,
         maximize: bool = False,
+        cautious: bool = False,
         engine: str = "auto",
         **torch_options: Any,
     ) -> None:

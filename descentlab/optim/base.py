@@ -53,6 +53,7 @@ from descentlab.engine.owners import check_placement
 from descentlab.engine.shards import is_dtensor
 from descentlab.rules import get_rule
 from descentlab.rules.base import TENSOR, Rule
+from descentlab.rules.cautious import with_cautious
 from descentlab.rules.low_precision import (
     adopt_loaded_state,
     declares_state_precision,
@@ -152,9 +153,12 @@ class RuleOptimizer(torch.optim.Optimizer):
         return self.rule if name is None or name == self.rule.name else get_rule(name)
 
     def rule_for(self, group: Mapping[str, Any]) -> Rule:
-        """The rule the engine steps a group with: :meth:`named_rule`, with its state stored
-        in the group's ``state_precision`` (:mod:`descentlab.rules.low_precision`)."""
+        """The rule the engine steps a group with: :meth:`named_rule`, with the cautious mask
+        if the group asks for it (:mod:`descentlab.rules.cautious`) and its state stored in
+        the group's ``state_precision`` (:mod:`descentlab.rules.low_precision`)."""
         rule = self.named_rule(group)
+        if group.get("cautious"):
+            rule = with_cautious(rule)
         precision = group.get("state_precision", "full")
         return rule if precision == "full" else with_state_precision(rule, precision)
 

@@ -47,6 +47,9 @@ class Lion(RuleOptimizer):
         weight_decay: λ (default 0).
         use_triton: ignored. decoupled_weight_decay: λ′ = λ/η₀ (default False).
         maximize: maximise instead. init_lr: η₀ (default: the constructor's lr).
+        cautious: apply ±η only where sign(c) agrees with g, rescaled per tensor
+            (Liang et al. 2024; ``pytorch_optimizer.Lion(cautious=True)``'s mask;
+            :mod:`descentlab.rules.cautious`; default False).
         state_precision: how m is stored: ``"full"`` (default), ``"bf16"`` or ``"8bit"``
             (:mod:`descentlab.rules.low_precision`).
         engine, torch_options: see :class:`~descentlab.optim.base.RuleOptimizer`.
@@ -66,6 +69,7 @@ class Lion(RuleOptimizer):
         *,
         maximize: bool = False,
         init_lr: float | None = None,
+        cautious: bool = False,
         state_precision: str = "full",
         engine: str = "auto",
         **torch_options: Any,

@@ -17,13 +17,13 @@ from descentlab.rules.base import (
     STRUCTURAL,
     Flags,
     HParam,
-    Rule,
     Scalar,
     apply_weight_decay,
     at_entries,
     weight_decay_mode,
     where,
 )
+from descentlab.rules.cautious import CAUTIOUS, DirectionRule
 from descentlab.rules.low_precision import STATE_PRECISION
 from descentlab.validation import check_decay_rates, check_nonnegative
 
@@ -58,7 +58,7 @@ def _zeros(param: Tensor) -> Tensor:
     return torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
-class _MomentsRule(Rule):
+class _MomentsRule(DirectionRule):
     """Shared reading of the Adam family's groups: lr, betas, eps, weight decay (coupled or not)."""
 
     nonnegative_state = ("exp_avg_sq", "max_exp_avg_sq")
@@ -88,7 +88,7 @@ class AdamRule(_MomentsRule):
     hparams = (
         LR, BETAS, EPS, WEIGHT_DECAY,
         HParam("amsgrad", False, STRUCTURAL, doc="AMSGrad's running maximum of v"),
-        DECOUPLED, STATE_PRECISION,
+        DECOUPLED, CAUTIOUS, STATE_PRECISION,
     )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,7 +100,7 @@ class AdamRule(_MomentsRule):
             state["max_exp_avg_sq"] = _zeros(param)
         return state
 
-    def update(self, param, grad, state, h, step, flags) -> None:
+    def step_direction(self, param, grad, state, h, step, flags) -> tuple[Tensor, Tensor]:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])
         m, v = self._moments(g, state, h)
         if flags["amsgrad"]:
@@ -108,7 +108,7 @@ class AdamRule(_MomentsRule):
         bias1 = 1 - h["beta1"] ** step
         bias2_sqrt = (1 - h["beta2"] ** step) ** 0.5
         denom = v.sqrt() / bias2_sqrt + h["eps"]
-        param.sub_(m / denom * (h["lr"] / bias1))
+        return g, m / denom * (h["lr"] / bias1)
 
 
 class NAdamRule(_MomentsRule):
@@ -119,7 +119,7 @@ class NAdamRule(_MomentsRule):
         HParam("lr", 2e-3, check=check_nonnegative, doc="learning rate η"),
         BETAS, EPS, WEIGHT_DECAY,
         HParam("momentum_decay", 4e-3, check=check_nonnegative, doc="ψ of μₜ's schedule"),
-        DECOUPLED, STATE_PRECISION,
+        DECOUPLED, CAUTIOUS, STATE_PRECISION,
     )
     scalar_state = ("mu_product",)
 
@@ -128,7 +128,7 @@ class NAdamRule(_MomentsRule):
         state["mu_product"] = torch.ones((), dtype=torch.float64, device=param.device)
         return state
 
-    def update(self, param, grad, state, h, step, flags) -> None:
+    def step_direction(self, param, grad, state, h, step, flags) -> tuple[Tensor, Tensor]:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])
         beta1, psi = h["beta1"], h["momentum_decay"]
         mu = beta1 * (1 - 0.5 * 0.96 ** (step * psi))
@@ -139,16 +139,16 @@ class NAdamRule(_MomentsRule):
         denom = (v / (1 - h["beta2"] ** step)).sqrt() + h["eps"]
         grad_coef = h["lr"] * (1 - mu) / (1 - mu_product)
         moment_coef = h["lr"] * mu_next / (1 - mu_product * mu_next)
-        param.sub_(g / denom * grad_coef + m / denom * moment_coef)
+        return g, g / denom * grad_coef + m / denom * moment_coef
 
 
 class RAdamRule(_MomentsRule):
     """Rectified Adam: Adam with variance rectification rₜ once ρₜ > 5, momentum SGD before."""
 
     name = "radam"
-    hparams = (LR, BETAS, EPS, WEIGHT_DECAY, DECOUPLED, STATE_PRECISION)
+    hparams = (LR, BETAS, EPS, WEIGHT_DECAY, DECOUPLED, CAUTIOUS, STATE_PRECISION)
 
-    def update(self, param, grad, state, h, step, flags) -> None:
+    def step_direction(self, param, grad, state, h, step, flags) -> tuple[Tensor, Tensor]:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])
         beta2 = h["beta2"]
         m, v = self._moments(g, state, h)
@@ -159,8 +159,7 @@ class RAdamRule(_MomentsRule):
         rectified = rho_t > 5
         m_hat = m * (h["lr"] / bias1)
         if not isinstance(rectified, Tensor) and not rectified:
-            param.sub_(m_hat)  # variance not yet tractable: momentum SGD
-            return
+            return g, m_hat  # variance not yet tractable: momentum SGD
         # on the branch not taken, 1.0 keeps the square root real (tensor scalars compute both)
         rect = where(
             rectified,
@@ -169,7 +168,7 @@ class RAdamRule(_MomentsRule):
         )
         adaptive = where(rectified, (rect * bias2) ** 0.5, 0.0)
         plain = where(rectified, 0.0, 1.0)
-        param.sub_(m_hat * (adaptive / (v.sqrt() + h["eps"]) + plain))
+        return g, m_hat * (adaptive / (v.sqrt() + h["eps"]) + plain)
 
 
 class AdamaxRule(_MomentsRule):
@@ -177,7 +176,8 @@ class AdamaxRule(_MomentsRule):
 
     name = "adamax"
     hparams = (HParam("lr", 2e-3, check=check_nonnegative, doc="learning rate η"), BETAS, EPS,
-               HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ (coupled)"))
+               HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ (coupled)"),
+               CAUTIOUS)
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"weight_decay": weight_decay_mode(group)}
@@ -185,12 +185,12 @@ class AdamaxRule(_MomentsRule):
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         return {"exp_avg": _zeros(param), "exp_inf": _zeros(param)}
 
-    def update(self, param, grad, state, h, step, flags) -> None:
+    def step_direction(self, param, grad, state, h, step, flags) -> tuple[Tensor, Tensor]:
         g = apply_weight_decay(param, grad, h, flags["weight_decay"])
         m, u = state["exp_avg"], state["exp_inf"]
         m.add_((g - m) * (1 - h["beta1"]))
         torch.maximum(u * h["beta2"], g.abs() + h["eps"], out=u)
-        param.sub_(m / u * (h["lr"] / (1 - h["beta1"] ** step)))
+        return g, m / u * (h["lr"] / (1 - h["beta1"] ** step))
 
 
 class SparseAdamRule(_MomentsRule):

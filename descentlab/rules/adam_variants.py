@@ -19,16 +19,10 @@ import torch
 from torch import Tensor
 
 from descentlab.rules.base import STRUCTURAL, Flags, HParam, Scalar, TensorRule
+from descentlab.rules.cautious import CAUTIOUS, cautious
 from descentlab.validation import check_betas, check_nonnegative
 
 __all__ = ["ADOPTRule", "AdEMAMixRule", "cautious", "fourth_root"]
-
-
-def cautious(update: Tensor, grad: Tensor) -> Tensor:
-    """The update where it agrees in sign with the gradient, rescaled by n/(kept + 1); else 0."""
-    mask = (update * grad > 0).to(grad.dtype)
-    mask.mul_(mask.numel() / (mask.sum() + 1))
-    return update * mask
 
 
 def fourth_root(step: int) -> float:
@@ -53,7 +47,6 @@ def _zeros(p: Tensor) -> Tensor:
 WEIGHT_DECAY = HParam("weight_decay", 0.0, check=check_nonnegative, doc="weight decay λ")
 DECOUPLE = HParam("weight_decouple", False, STRUCTURAL, doc="decay θ directly (AdamW)")
 FIXED = HParam("fixed_decay", False, STRUCTURAL, doc="decoupled decay not scaled by lr")
-CAUTIOUS = HParam("cautious", False, STRUCTURAL, doc="update only where it agrees with g")
 
 
 def _weight_decay(param: Tensor, grad: Tensor, group: Mapping[str, Any], h: Mapping[str, float]

@@ -12,7 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import STRUCTURAL, Flags, HParam, Rule, Scalar
+from descentlab.rules.base import STRUCTURAL, Flags, HParam, Scalar
+from descentlab.rules.cautious import CAUTIOUS, DirectionRule
 from descentlab.rules.low_precision import STATE_PRECISION
 from descentlab.validation import check_betas, check_interval, check_nonnegative, check_positive
 
@@ -30,7 +31,7 @@ def _check_init_lr(name: str, value: Any) -> float | None:
     return None if value is None else check_positive(name, value)
 
 
-class LionRule(Rule):
+class LionRule(DirectionRule):
     """c = β₁m + (1−β₁)g;  θ ← θ(1 − ηλ′) − η·sign(c);  m ← β₂m + (1−β₂)g."""
 
     name = "lion"
@@ -43,7 +44,7 @@ class LionRule(Rule):
                doc="decay by λ·η/η₀ (independent of η's size) instead of λ·η"),
         HParam("init_lr", None, check=_check_init_lr,
                doc="η₀ of the decoupled decay (default: the constructor's lr)"),
-        STATE_PRECISION,
+        CAUTIOUS, STATE_PRECISION,
     )
 
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
@@ -61,10 +62,10 @@ class LionRule(Rule):
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         return {"exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format)}
 
-    def update(self, param, grad, state, h, step, flags) -> None:
+    def step_direction(self, param, grad, state, h, step, flags) -> tuple[Tensor, Tensor]:
         if flags["weight_decay"]:
             param.mul_(h["decay"])
         m = state["exp_avg"]
         direction = (m * h["beta1"] + grad * (1 - h["beta1"])).sign_()
-        param.sub_(direction * h["lr"])
         m.mul_(h["beta2"]).add_(grad * (1 - h["beta2"]))
+        return grad, direction * h["lr"]

@@ -35,8 +35,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from descentlab.rules.adam_variants import cautious
 from descentlab.rules.base import STRUCTURAL, Flags, HParam, Scalar, TensorRule
+from descentlab.rules.cautious import cautious
 from descentlab.validation import check_decay_rates, check_nonnegative, one_of
 
 __all__ = ["MARSRule", "newton_schulz_5"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytorch_optimizer
 import torch
 
 import descentlab
@@ -248,6 +249,44 @@ MATRIX_INFOS = [
         [{}, {"lr": 0.02, "adjust_lr_fn": "match_rms_adamw"}, {"nesterov": False}],
         kind=TENSOR,
     ),
+]
+
+
+#: The Adam family and Lion with the cautious mask (``cautious=True``, a tensor rule per group):
+#: tests/optim/test_cautious.py checks each setting against the class's reference with the mask
+#: applied by the test to the reference's step (torch.optim's; pytorch_optimizer.Lion's own mask),
+#: resume, copies and engines. Weight decay is given in every setting (the test reads it).
+CAUTIOUS_INFOS = [
+    OptimizerInfo(name, cls, torch_cls, settings, kind=TENSOR)
+    for name, cls, torch_cls, settings in [
+        ("adam", descentlab.Adam, torch.optim.Adam, [
+            {"lr": 0.01, "weight_decay": 0.0},
+            {"lr": 0.01, "amsgrad": True, "weight_decay": 0.1, "maximize": True},
+            {"lr": 0.01, "weight_decay": 0.1, "decoupled_weight_decay": True},
+        ]),
+        ("adamw", descentlab.AdamW, torch.optim.AdamW, [
+            {"lr": 0.01, "weight_decay": 1e-2},
+            {"lr": 0.005, "betas": (0.8, 0.99), "weight_decay": 0.1, "amsgrad": True},
+        ]),
+        ("nadam", descentlab.NAdam, torch.optim.NAdam, [
+            {"lr": 0.01, "weight_decay": 0.1, "momentum_decay": 0.01},
+            {"lr": 0.005, "weight_decay": 0.1, "decoupled_weight_decay": True, "maximize": True},
+        ]),
+        ("radam", descentlab.RAdam, torch.optim.RAdam, [
+            {"lr": 0.01, "weight_decay": 0.1},
+            {"lr": 0.005, "betas": (0.8, 0.9), "weight_decay": 0.1,
+             "decoupled_weight_decay": True},
+        ]),
+        ("adamax", descentlab.Adamax, torch.optim.Adamax, [
+            {"lr": 0.01, "weight_decay": 0.1},
+            {"lr": 0.005, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 0.0,
+             "maximize": True},
+        ]),
+        ("lion", descentlab.Lion, pytorch_optimizer.Lion, [
+            {"lr": 0.01, "weight_decay": 0.0},
+            {"lr": 0.01, "betas": (0.8, 0.95), "weight_decay": 0.5, "maximize": True},
+        ]),
+    ]
 ]
 
 
