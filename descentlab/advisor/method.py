@@ -9,14 +9,23 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
    evaluations) give the sharpness λ_max, where the task lets a loss on fixed
    data be formed (:func:`~descentlab.advisor.measure.sharpness`). Noisy
    gradients (ρ > 0) take L-BFGS out of the portfolio.
-3. **Range tests**: each candidate with a learning-rate range gets
-   ``r = min(40, ⌊0.5·B'/n⌋)`` steps (``B'`` what is left); when ``r < 6``, the
-   last candidates of the priority order are dropped until it is not.
+3. **Range tests**: each of the ``n`` candidates with a learning-rate range
+   gets ``r = min(40, ⌊0.5·B'/n⌋)`` steps (``B'`` what is left); while
+   ``r < 30`` and ``n > 1``, the last candidate of the priority order is
+   dropped. A sweep over four decades in fewer steps suggests rates several
+   times too high, because the loss lags behind the rate (on digits_mlp,
+   AdamW's "minimum/10" suggestion is 0.1 after 6 steps, 0.038 after 20 and
+   0.015 after 40). A candidate left alone, without L-BFGS beside it, gets
+   ``r = min(40, B')`` steps: with nothing to compare, the evaluations go
+   where they decide the most, its learning rate.
 4. **Successive halving** (Jamieson & Talwalkar 2016) with the rest: every
    candidate trains from scratch for ``s`` evaluations with its schedule
    compressed to that length, the better half goes on to a rung twice as
    long, until one is left; ``s`` is the largest that fits what is left.
-   Ranking is by the final metric; a diverged run ranks last.
+   Ranking is by the final metric; a diverged run ranks last. A candidate
+   left alone gets one short run for the diagnostics of step 5 when at
+   least 10 evaluations are left, and none otherwise (then its settings are
+   the defaults of step 5, without findings).
 5. **Settings from diagnostics** (each with its reason, in ``reasons``):
    - *learning rate*: the winner's range-test suggestion; halved if its
      longest run shows the ``oscillation`` finding.
@@ -38,7 +47,7 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
 6. **Confidence** ``c = min(1, gap/0.1) · 0.75^w``: ``gap`` is the winner's
    lead over the runner-up in the last rung (relative for losses, in units of
    1 accuracy point ×10 for accuracies), ``w`` the number of warnings found
-   in its run; a portfolio of one gets 0.3 at most.
+   in its run; a portfolio of one gets 0.3 at most, 0.2 without a short run.
 """
 
 from __future__ import annotations
@@ -66,10 +75,23 @@ from descentlab.diagnostics.detectors import (
 from descentlab.diagnostics.findings import Finding, FindingKind, Severity
 from descentlab.diagnostics.records import History
 
-__all__ = ["MIN_EVALUATIONS", "advise_setup", "halving_plan"]
+__all__ = ["MIN_EVALUATIONS", "RANGE_STEPS", "advise_setup", "halving_plan", "range_steps"]
 
 MIN_EVALUATIONS = 12
 """The fewest gradient evaluations (``budget × steps``) the advisor works with."""
+
+RANGE_STEPS = (30, 40)
+"""Fewest and most steps of a range test while several candidates share the budget."""
+
+ALONE_RUN_MIN = 10
+"""A candidate measured alone gets a short run only when this many evaluations are left."""
+
+
+def range_steps(left: int, tested: int, alone: bool) -> int:
+    """Steps of each of ``tested`` range tests with ``left`` evaluations left (see step 3)."""
+    if alone:
+        return min(RANGE_STEPS[1], left)
+    return min(RANGE_STEPS[1], math.floor(0.5 * left / tested))
 
 
 def halving_plan(n: int, available: int) -> tuple[int, list[int]]:
@@ -144,12 +166,11 @@ def advise_setup(
                                 "the same function every step")
     tested = [c for c in portfolio if c.lr_range is not None]
     fixed = [c for c in portfolio if c.lr_range is None]
-    r = 0
-    while tested:
-        r = min(40, math.floor(0.5 * meter.left / len(tested)))
-        if r >= 6 or len(tested) == 1:
-            break
-        skipped[tested.pop().name] = "budget too small for its range test"
+    while len(tested) > 1 and range_steps(meter.left, len(tested), False) < RANGE_STEPS[0]:
+        skipped[tested.pop().name] = (f"budget too small for a range test of at least "
+                                      f"{RANGE_STEPS[0]} steps beside the others")
+    alone = len(tested) == 1 and not fixed
+    r = range_steps(meter.left, len(tested), alone) if tested else 0
     tests = [range_test(setup, c, max(3, r), seed, meter) for c in tested]
     lrs: dict[str, float] = {t.candidate: t.lr for t in tests}
     momentum = next((c for c in portfolio if c.name == "momentum"), None)
@@ -162,6 +183,8 @@ def advise_setup(
     while s < 3 and len(entries) > 1:
         skipped[entries.pop().name] = "budget too small for its short run"
         s, survivors = halving_plan(len(entries), meter.left)
+    if alone and meter.left < ALONE_RUN_MIN:
+        survivors = []  # the range test had the budget; no short run to learn from
     rungs: list[list[RunResult]] = []
     alive = list(entries)
     for i, keep in enumerate(survivors):
@@ -170,11 +193,12 @@ def advise_setup(
         rungs.append(rung)
         order = sorted(range(len(rung)), key=lambda j: _rank_key(rung[j], setup, j))
         alive = [alive[j] for j in order]
-    last = sorted(rungs[-1], key=lambda run: _rank_key(run, setup, 0))
-    winner_run = last[0]
-    winner = next(c for c in entries if c.name == winner_run.candidate)
-    return _recommend(setup, winner, winner_run, last, rungs, tests, noise, curvature, skipped,
-                      meter, len(entries))
+    last = sorted(rungs[-1], key=lambda run: _rank_key(run, setup, 0)) if rungs else []
+    winner_run = last[0] if last else None
+    winner = entries[0] if winner_run is None else next(
+        c for c in entries if c.name == winner_run.candidate)
+    return _recommend(setup, winner, lrs[winner.name], winner_run, last, rungs, tests, noise,
+                      curvature, skipped, meter, len(entries))
 
 
 def _rank_key(run: RunResult, setup: AdviseSetup, index: int) -> tuple[float, int]:
@@ -182,18 +206,23 @@ def _rank_key(run: RunResult, setup: AdviseSetup, index: int) -> tuple[float, in
     return (-value if setup.higher_is_better else value, index)
 
 
-def _recommend(setup: AdviseSetup, winner: Candidate, run: RunResult, last: list[RunResult],
-               rungs: list[list[RunResult]], tests: list[Any], noise: Any, curvature: float | None,
-               skipped: dict[str, str], meter: Budget, tried: int) -> Recommendation:
+def _recommend(setup: AdviseSetup, winner: Candidate, lr: float, run: RunResult | None,
+               last: list[RunResult], rungs: list[list[RunResult]], tests: list[Any], noise: Any,
+               curvature: float | None, skipped: dict[str, str], meter: Budget,
+               tried: int) -> Recommendation:
     reasons: list[str] = []
     metric_is_loss = setup.metric.endswith("loss")
-    findings = _findings(run, metric_is_loss)
+    findings = [] if run is None else _findings(run, metric_is_loss)
     kinds = {f.kind for f in findings}
     lead = (f"; runner-up {last[1].candidate} {last[1].final:.4g}" if len(last) > 1 else "")
-    reasons.append(
-        f"optimizer: {winner.name} had the best {setup.metric} ({run.final:.4g}) after "
-        f"{run.evaluations} evaluations in the last successive-halving rung{lead}")
-    lr = run.lr
+    if run is None:
+        reasons.append(
+            f"optimizer: {winner.name}, the first candidate of the portfolio; "
+            f"{meter.total} evaluations allowed one range test and no short run to compare")
+    else:
+        reasons.append(
+            f"optimizer: {winner.name} had the best {setup.metric} ({run.final:.4g}) after "
+            f"{run.evaluations} evaluations in the last successive-halving rung{lead}")
     test = next((t for t in tests if t.candidate == winner.name), None)
     if test is not None:
         reasons.append(f"learning rate: {lr:.3g} from its range test over {len(test.lrs)} steps "
@@ -226,8 +255,10 @@ def _recommend(setup: AdviseSetup, winner: Candidate, run: RunResult, last: list
     else:
         reasons.append("schedule: none (L-BFGS's line search picks each step)")
     clip = None
-    norms = [g for g in run.grad_norms if math.isfinite(g)]
-    if norms:
+    norms = [] if run is None else [g for g in run.grad_norms if math.isfinite(g)]
+    if run is None:
+        reasons.append("clipping: none (not measured: no short run)")
+    elif norms:
         median = sorted(norms)[len(norms) // 2]
         spike = max(norms) / max(median, 1e-30)
         if spike > 10 or kinds & {FindingKind.EXPLODING_GRADIENTS, FindingKind.DIVERGENCE}:
@@ -246,7 +277,7 @@ def _recommend(setup: AdviseSetup, winner: Candidate, run: RunResult, last: list
     gap = _gap(last[0].final, last[1].final, setup) if len(last) > 1 else 0.3
     confidence = min(1.0, gap / 0.1) * 0.75**warnings
     if tried == 1:
-        confidence = min(confidence, 0.3)
+        confidence = min(confidence, 0.3 if run is not None else 0.2)
     schedule = None
     if winner.schedule != "none":
         schedule = {"kind": winner.schedule, "peak_lr": lr,
@@ -257,5 +288,5 @@ def _recommend(setup: AdviseSetup, winner: Candidate, run: RunResult, last: list
                         rungs, findings, curvature)
     return Recommendation(winner.optimizer, winner.name, hyper, schedule, clip, setup.steps,
                           setup.metric, setup.higher_is_better, reasons, round(confidence, 3),
-                          evidence, run.final, problem=setup.name)
+                          evidence, math.nan if run is None else run.final, problem=setup.name)
 

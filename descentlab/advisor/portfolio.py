@@ -81,7 +81,8 @@ class Candidate:
 PORTFOLIO: tuple[Candidate, ...] = (
     Candidate("adamw", ("adamw",), {"weight_decay": 0.01}, (1e-4, 1.0), "warmup_cosine",
               "AdamW at torch's defaults"),
-    Candidate("lbfgs", ("lbfgs",), {"history_size": 10, "max_iter": 1,
+    Candidate("lbfgs", ("lbfgs",), {"history_size": 10, "max_iter": 1, "max_eval": 25,
+                                    "tolerance_grad": 0.0, "tolerance_change": 0.0,
                                     "line_search_fn": "strong_wolfe"},
               None, "none", "L-BFGS with a strong Wolfe line search (full batch)", lr=1.0,
               needs="full_batch"),

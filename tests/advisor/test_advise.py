@@ -8,7 +8,10 @@ from torch import nn
 
 import descentlab
 from descentlab.advisor import advise, advise_problem, build_portfolio
-from descentlab.advisor.method import halving_plan
+from descentlab.advisor.measure import Budget, short_run
+from descentlab.advisor.method import RANGE_STEPS, halving_plan, range_steps
+from descentlab.advisor.portfolio import PORTFOLIO
+from descentlab.advisor.setup import from_problem
 from descentlab.optim import registry
 from descentlab.problems import get_problem
 
@@ -142,7 +145,7 @@ def test_newcomers_run_and_muon_code_executes():
     recommended Muon code runs as pasted."""
     pieces = user_task.build()
     rec = advise(pieces["model_fn"], pieces["loss_fn"], pieces["train_data"],
-                 pieces["val_data"], steps=100, budget=0.5, batch_size=32,
+                 pieces["val_data"], steps=500, budget=0.5, batch_size=32,
                  candidates=["schedule_free", "lion", "muon"])
     assert sorted(rec.evidence.tried()) == ["lion", "muon", "schedule_free"]
     assert all(math.isfinite(r.final) for r in rec.evidence.rungs[0])
@@ -168,3 +171,47 @@ def test_halving_plan_fits_the_budget():
             s, survivors = halving_plan(n, available)
             assert sum(k * s * 2**i for i, k in enumerate(survivors)) <= available
             assert survivors[0] == n and (n == 1 or survivors[-1] >= 2)
+
+
+def test_range_tests_are_long_enough_or_candidates_are_dropped():
+    """Several candidates share the budget only while each range test gets >= 30 steps;
+    one candidate left alone (no L-BFGS beside it) gets up to 40 steps of the budget."""
+    assert RANGE_STEPS == (30, 40)
+    assert range_steps(180, 3, alone=False) == 30
+    assert range_steps(180, 4, alone=False) == 22  # < 30: the last candidate is dropped
+    assert range_steps(500, 2, alone=False) == 40
+    assert range_steps(37, 1, alone=True) == 37 and range_steps(500, 1, alone=True) == 40
+    pieces = user_task.build()
+    rec = advise(pieces["model_fn"], pieces["loss_fn"], pieces["train_data"],
+                 pieces["val_data"], steps=200, budget=0.2, batch_size=32)
+    ev = rec.evidence
+    assert [t.candidate for t in ev.range_tests] == ["adamw"] == [rec.candidate]
+    assert all("at least 30 steps" in ev.skipped[name] for name in ("momentum", "nadamw"))
+    test = ev.range_tests[0]
+    assert ev.spent["range tests"] == len(test.lrs)
+    assert len(test.lrs) == 40 or test.diverged_at is not None
+    if not ev.rungs:  # the range test took the budget: no findings, low confidence
+        assert ev.total_spent > 40 - 10 and rec.confidence <= 0.2
+        assert "no short run" in rec.reasons[0] and math.isnan(rec.expected)
+    assert rec.lr == test.lr and rec.schedule["peak_lr"] == test.lr
+    model, (x, y) = pieces["model_fn"](0), pieces["train_data"]
+    first = float(nn.functional.cross_entropy(model(x), y).detach())
+    scope = {"model": model, "loss_fn": nn.functional.cross_entropy,
+             "next_batch": lambda: (x, y)}
+    exec(compile(rec.code(), "<advice>", "exec"), scope)
+    assert float(nn.functional.cross_entropy(model(x), y).detach()) < 0.5 * first
+
+
+def test_lbfgs_candidate_line_searches_and_uses_the_whole_budget():
+    """With max_iter=1, torch's default max_eval (max_iter·5//4 = 1) leaves the strong Wolfe
+    search no trial point, and tolerance_grad=1e-7 stops short of float32's last digits;
+    the candidate allows 24 trials per step and stops only when the budget is spent.
+    On Rosenbrock (minimum 0 at (1, 1)) that reaches the minimum within the problem's
+    1,000 evaluations, and the advice chooses it over the first-order candidates."""
+    problem = get_problem("rosenbrock")
+    cand = next(c for c in PORTFOLIO if c.name == "lbfgs").resolved("lbfgs")
+    assert cand.defaults["max_eval"] > cand.defaults["max_iter"]
+    run = short_run(from_problem(problem), cand, 1.0, problem.steps, 1, Budget(problem.steps))
+    assert run.evaluations <= problem.steps and run.final < 1e-10
+    rec = advise_problem(problem, budget=0.2)
+    assert rec.candidate == "lbfgs" and len(rec.evidence.tried()) >= 3
