@@ -201,7 +201,9 @@ def main() -> None:
                          out=args.oracle_out, workers=1, progress=False, report=False)
     oracle_time = time.time() - start
     seeds = [1 + i for i in range(args.seeds)]  # the seeds compare re-runs on
-    rows = []
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / ("advise_validation" + (f"_{args.tag}" if args.tag else "") + ".json")
+    rows: list[dict] = []
     for name in names:
         row = _row(name, args.budget, seeds)
         if oracle is not None:
@@ -213,6 +215,8 @@ def main() -> None:
                        within_goal_floor=_within_floor(row["advised_value"], value, accuracy),
                        oracle_reaches_target=_reaches(value, problem.target, hib))
         rows.append(row)
+        partial = {"partial": True, "rows": rows, "load_average_before": load_before}
+        path.write_text(json.dumps(partial, indent=2, default=str) + "\n")  # kept if killed
         print(f"{name}: {row['advised']} {row['advised_value']:.4g} "
               f"({row['advise_seconds']:.1f} s to advise)", flush=True)
     n = len(rows)
@@ -237,19 +241,17 @@ def main() -> None:
             f"{summary['advised_reaches_target']}/{n}")
     if oracle is not None:
         line = (f"\nwithin goal (strict): {summary['within_goal']}/{n}; with ties below "
-                f"{FLOOR:g}: {summary['within_goal_floor']}/{n};" + line[1:]
+                f"{FLOOR:g}: {summary['within_goal_floor']}/{n}; " + line[1:]
                 + f", oracle {summary['oracle_reaches_target']}/{n}; "
                 f"goal met (strict): {summary['goal_met']}")
     print(line)
-    RESULTS.mkdir(exist_ok=True)
     out = {"rows": rows, "summary": summary, "table": table,
            "settings": {"trials": args.trials, "seeds": args.seeds, "budget": args.budget,
                         "oracle_entrants": None if oracle is None else entrants,
                         "floor": FLOOR},
            "oracle_seconds": oracle_time, "total_seconds": time.time() - start,
            "load_average_before": load_before, "load_average_after": os.getloadavg()}
-    stem = "advise_validation" + (f"_{args.tag}" if args.tag else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ nadamw          ``nadam``, decoupled decay,            AlgoPerf's self-tuning   
                 no momentum schedule                   β 0.9327/0.9955, wd 0.0812  cosine
 momentum        ``sgd``                                momentum 0.9                warm-up +
                                                                                    cosine
-lbfgs           :class:`descentlab.LBFGS`              history 10, strong Wolfe,   none
-                (full batch, ≤ 10,000 parameters)      lr 1 (no range test)
+lbfgs           :class:`descentlab.LBFGS`              history 10, strong Wolfe    none
+                (full batch, ≤ 10,000 parameters)      (≤ 24 trials a step), no
+                                                       early stop, lr 1 (no range
+                                                       test)
 schedule_free   ``adamw_schedulefree``                 its defaults                warm-up
 muon            ``muon`` + ``muon_param_groups``, if   its defaults                warm-up +
                 the model has hidden matrices                                      cosine
@@ -28,6 +30,13 @@ Candidates whose optimizer is not in :data:`descentlab.optim.registry.OPTIMIZERS
 when the advice runs are skipped, with the reason in the evidence. On a budget
 too small for all, the first ones of the priority order are tried: adamw,
 lbfgs, momentum, nadamw, schedule_free, muon, lion.
+
+L-BFGS takes one iteration per ``step`` (``max_iter=1``) with up to 24
+line-search trials (``max_eval=25``; torch's default ``max_iter·5//4`` would
+be 1, which leaves its strong Wolfe search no trial point), and
+``tolerance_grad = tolerance_change = 0``: it stops only when the budget is
+spent, not when the gradient falls below 1e-7 (which leaves a quadratic at
+~1e-13 instead of float32's 0).
 """
 
 from __future__ import annotations
