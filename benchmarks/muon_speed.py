@@ -8,7 +8,7 @@ batched ones our flat engine uses (``bmm``, two ``baddbmm``) for one
 Newton–Schulz iteration over all matrices. Writes JSON (with the load
 average) to ``benchmarks/results/muon_speed.json`` and prints a table.
 
-Usage: ``python benchmarks/muon_speed.py [--count 24] [--size 384] [--repeats 10]``
+Usage: ``python benchmarks/muon_speed.py [--count 24] [--size 384] [--repeats 10] [--threads N]``
 """
 
 from __future__ import annotations
@@ -76,8 +76,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=384)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--engine", default="auto")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, the number of cores)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/muon_speed.json"))
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     made = _optimizers(args.count, args.size, args.engine)
     for opt, _ in made.values():

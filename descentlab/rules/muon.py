@@ -48,7 +48,9 @@ def newton_schulz(
     the singular values of X approach an interval around 1 (not exactly 1:
     the coefficients trade convergence for speed, see Jordan et al. 2024).
     A stack of B > 1 matrices of at least :data:`BATCH_MIN` a side is iterated
-    with ``torch.bmm``/``torch.baddbmm``, others one matrix at a time.
+    with ``torch.bmm``/``torch.baddbmm`` into buffers allocated once per call
+    (A, B and two for the iterates, used in turn), others one matrix at a time.
+    ``g`` is never modified (it may be the caller's momentum).
     """
     a, b, c = coefficients
     x = g.to(dtype)
@@ -58,12 +60,18 @@ def newton_schulz(
     if x.size(0) == 1 or min(x.shape[-2:]) < BATCH_MIN:
         x = torch.stack([_orthogonalise(m, coefficients, steps, eps) for m in x])
     else:
-        norms = torch.stack([m.norm() for m in x])
-        x = x / norms.clamp(min=eps).view(-1, 1, 1)
-        for _ in range(steps):
-            gram = torch.bmm(x, x.mT)
-            poly = torch.baddbmm(gram, gram, gram, beta=b, alpha=c)
-            x = torch.baddbmm(x, poly, x, beta=a)
+        norms = torch.stack([m.norm() for m in x]).clamp_(min=eps).view(-1, 1, 1)
+        x = torch.div(x, norms)  # (for m > n, transposed in memory, as torch.optim's X₀)
+        rows = x.size(-2)
+        gram = x.new_empty(x.size(0), rows, rows)
+        poly = torch.empty_like(gram)
+        # two contiguous buffers for the iterates (addmm's results are contiguous: the layout
+        # of X decides the bits of the next X Xᵀ), used in turn
+        iterates = (x.new_empty(x.shape), x.new_empty(x.shape))
+        for k in range(steps):
+            torch.bmm(x, x.mT, out=gram)
+            torch.baddbmm(gram, gram, gram, beta=b, alpha=c, out=poly)
+            x = torch.baddbmm(x, poly, x, beta=a, out=iterates[k % 2])
     return x.mT if tall else x
 
 
@@ -151,10 +159,13 @@ class MuonRule(TensorRule):
         momentum = h["momentum"]
         buf = state["momentum_buffer"]
         buf.lerp_(grad, 1 - momentum)
-        direction = grad.lerp(buf, momentum) if flags["nesterov"] else buf
+        dtype = NS_DTYPES[flags["ns_dtype"]]
+        if flags["nesterov"]:  # g + μ(B − g), rounded once into the iteration's precision
+            direction = torch.lerp(grad, buf, momentum, out=grad.new_empty(grad.shape, dtype=dtype))
+        else:
+            direction = buf
         ortho = newton_schulz(
-            direction, flags["ns_coefficients"], flags["ns_steps"], h["eps"],
-            NS_DTYPES[flags["ns_dtype"]],
+            direction, flags["ns_coefficients"], flags["ns_steps"], h["eps"], dtype
         )
         lr = h["lr"]
         param.mul_(1 - lr * h["weight_decay"])
