@@ -6,9 +6,20 @@ rule: the row and column statistics are means over a matrix's last two
 dimensions, and the step is scaled by the parameter's RMS and clipped by the
 update's RMS, both norms over the whole tensor. It is batched: a stack
 ``[B, *shape]`` of same-shape parameters is updated with one call per
-operation (the norms per stacked tensor, the outer products as one batched
-matmul), which is where its speed over a per-tensor loop comes from; each
-stacked tensor's result is that of the tensor alone.
+operation (the norms per stacked tensor), in sub-stacks of about
+:attr:`AdafactorRule.chunk` elements.
+
+Where the speed comes from (torch's loop makes about 17 passes over each
+matrix, and its column norms, a ``vector_norm`` over dim −2, are a strided
+reduction several times slower than a pass): the row and column sums come
+from one G² (a column sum and one matrix product ``G² [1, 1/C]``, which also
+gives ‖U‖²), and when no entry of V̂ is clamped by ε₁² (checked exactly on the
+smallest R and C, since the rounded products are monotone) 1/√V̂ᵢⱼ factors
+as aᵢbⱼ, so U = diag(a) G diag(b) is never formed: θ takes one ``addcmul``
+of G diag(b) with the row factors. About 10 passes in all; the result agrees
+with torch's to rounding (float64 ≤ 1e-13 over 60 steps). When an entry is
+clamped (a row or column with no gradient yet), the step is torch's entry
+by entry.
 
 As torch.optim does, a tensor of two or more dimensions is factored over its
 last two (leading dimensions are independent matrices: ``row_var`` has shape
@@ -93,17 +104,22 @@ class AdafactorRule(TensorRule):
         rows[-1], cols[-2] = 1, 1
         return {"row_var": param.new_zeros(rows), "col_var": param.new_zeros(cols)}
 
-    #: Elements per sub-stack: a stack is stepped in slices this large, so that each eager
-    #: pass over the slice stays in cache (a per-tensor loop's advantage), with few calls.
-    chunk = 1 << 16
+    #: Elements per sub-stack: a stack is stepped in slices of about this many elements
+    #: (whole tensors, at least one), few calls on small matrices, cache-sized passes on large.
+    chunk = 1 << 20
 
     def update(self, param, grad, state, h, step, flags) -> None:
         per = max(1, self.chunk // max(1, param[0].numel()))
+        # one scratch stack of G's shape for the whole call (G² then G diag(b)): a fresh
+        # large tensor per pass would be fresh pages, faulted in on every step
+        factored = param.dim() > 2  # a stack of matrices (or of higher tensors)
+        scratch = grad.new_empty((min(per, len(grad)), *grad.shape[1:])) if factored else None
         for a in range(0, param.shape[0], per):
             part = {k: v[a:a + per] for k, v in state.items()}
-            self._update_stack(param[a:a + per], grad[a:a + per], part, h, step, flags)
+            work = None if scratch is None else scratch[: len(grad[a:a + per])]
+            self._update_stack(param[a:a + per], grad[a:a + per], part, h, step, flags, work)
 
-    def _update_stack(self, param, grad, state, h, step, flags) -> None:
+    def _update_stack(self, param, grad, state, h, step, flags, scratch) -> None:
         if param[0].numel() == 0:
             return
         eps1, eps2 = flags["eps"]
@@ -119,17 +135,42 @@ class AdafactorRule(TensorRule):
         if "variance" in state:
             variance = state["variance"]
             variance.lerp_(grad * grad, weight)
-            estimate = variance.clone()
-        else:
-            row_var, col_var = state["row_var"], state["col_var"]
-            n, m = grad.shape[-1], grad.shape[-2]
-            row_var.lerp_(torch.linalg.vector_norm(grad, dim=-1, keepdim=True).square_().div_(n),
-                          weight)
-            col_var.lerp_(torch.linalg.vector_norm(grad, dim=-2, keepdim=True).square_().div_(m),
-                          weight)
-            estimate = row_var @ col_var
-            estimate.div_(row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1))
-        u = estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
-        norms, root = _norms(u)
-        clip = _at_least(1.0, norms.div_(root * h["d"]))
-        param.addcmul_(u, _per_tensor((alpha / clip).to(u.dtype), u), value=-1)
+            u = variance.clone().clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
+            _step_along(param, u, alpha, h["d"])
+            return
+        row_var, col_var = state["row_var"], state["col_var"]
+        n, m = grad.shape[-1], grad.shape[-2]
+        # the column and row sums of one G² (torch's vector_norm over dim -2 is a strided
+        # reduction, several times slower than a pass over memory); the row sums come from
+        # the same matrix product as Σⱼ G²ᵢⱼ/Cⱼ below
+        squares = torch.mul(grad, grad, out=scratch)
+        col_var.lerp_(squares.sum(dim=-2, keepdim=True).div_(m), weight)
+        ones_and_inverse = torch.cat([torch.ones_like(col_var), col_var.reciprocal()], dim=-2)
+        sums = torch.matmul(squares, ones_and_inverse.mT)  # [..., m, 2]
+        row_var.lerp_(sums[..., :1].div(n), weight)
+        row_mean = row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)
+        smallest = row_var.amin(dim=-2, keepdim=True) * col_var.amin(dim=-1, keepdim=True)
+        if not bool((smallest.div_(row_mean) >= eps1 * eps1).all()):
+            # some V̂ᵢⱼ is clamped: the estimate entry by entry, as torch.optim computes it
+            estimate = (row_var @ col_var).div_(row_mean)
+            _step_along(param, estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, h["d"])
+            return
+        # no entry is clamped: 1/√V̂ᵢⱼ = aᵢ bⱼ with a = (R/mean(R))^-½, b = C^-½, so
+        # U = diag(a) G diag(b) is never formed: ‖U‖² = Σᵢ aᵢ² (G² b²)ᵢ, one matrix-vector
+        # product, and θ ← θ − diag(s·a) (G diag(b)) one addcmul (s: α/clip of each tensor)
+        rows_sq = row_mean / row_var  # a²: [..., m, 1]
+        u_sq = (sums[..., 1:] * rows_sq).flatten(1).sum(dim=1)
+        scale = alpha / _clip(u_sq.double().sqrt_(), squares, h["d"])
+        rows = rows_sq.sqrt_().mul_(_per_tensor(scale.to(rows_sq.dtype), rows_sq))
+        param.addcmul_(torch.mul(grad, col_var.rsqrt(), out=squares), rows, value=-1)
+
+
+def _clip(norms: Tensor, u: Tensor, d: float) -> Tensor:
+    """max(1, RMS(U)/d) of each tensor of the stack, given ‖U‖ of each."""
+    return _at_least(1.0, norms.div_(u[0].numel() ** 0.5 * d))
+
+
+def _step_along(param: Tensor, u: Tensor, alpha: Tensor, d: float) -> None:
+    """θ ← θ − α · U / max(1, RMS(U)/d), per tensor of the stack."""
+    norms, _ = _norms(u)
+    param.addcmul_(u, _per_tensor((alpha / _clip(norms, u, d)).to(u.dtype), u), value=-1)

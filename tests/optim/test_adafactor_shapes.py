@@ -45,6 +45,37 @@ def test_every_shape_matches_torch_over_60_steps(engine, setting):
     assert max_rel_diff(ours32, ref32) <= 5e-6
 
 
+@pytest.mark.parametrize("engine", ["reference", "flat"])
+def test_a_clamped_estimate_matches_torch(engine, monkeypatch):
+    """A zero row and column of G make V̂ᵢⱼ = 0 < ε₁²: torch's entry-by-entry path is taken."""
+    from descentlab.rules import adafactor
+
+    clamped = []
+    original = adafactor._step_along
+    monkeypatch.setattr(adafactor, "_step_along",
+                        lambda p, u, *a: clamped.append(p.dim() > 2) or original(p, u, *a))
+
+    def run(cls, **extra):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(6, 4, generator=gen, dtype=torch.float64).requires_grad_()
+                  for _ in range(3)]
+        opt = cls(params, lr=0.05, **extra)
+        for t in range(20):
+            step_gen = torch.Generator().manual_seed(100 + t)
+            for k, p in enumerate(params):
+                p.grad = torch.randn(p.shape, generator=step_gen, dtype=torch.float64)
+                if k == 1:  # a row and a column never see a gradient
+                    p.grad[2] = 0
+                    p.grad[:, 3] = 0
+            opt.step()
+        return params
+
+    with float64_default():
+        ours, ref = run(descentlab.Adafactor, engine=engine), run(torch.optim.Adafactor)
+    assert any(clamped)
+    assert max_rel_diff(ours, ref) <= 1e-13
+
+
 def test_complex_parameters_are_refused_at_construction_naming_the_shape():
     z = torch.zeros(2, 3, dtype=torch.complex64, requires_grad=True)
     with pytest.raises(ValueError, match=r"adafactor does not support complex .*\(2, 3\)"):
