@@ -1,6 +1,7 @@
 """Step time and state memory of the per-matrix preconditioners against pytorch_optimizer's.
 
-Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--only NAME] [--json PATH]``
+Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--only NAME] [--threads N]
+[--json PATH]``
 
 For each model (a stack of hidden matrices plus their biases, float32) and
 each optimizer, descentlab's class and pytorch_optimizer's are built over
@@ -112,11 +113,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--only", choices=list(PAIRS), help="one optimizer (default: all)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's, the number of cores)")
     parser.add_argument("--json", default=None,
                         help="default benchmarks/results/preconditioner_speed[_NAME].json")
     args = parser.parse_args()
     if args.repeats < 2:
         parser.error(f"--repeats must be >= 2, got {args.repeats}")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     names = [args.only] if args.only else list(PAIRS)
     if args.json is None:
         suffix = f"_{args.only}" if args.only else ""

@@ -177,7 +177,7 @@ class Bucket:
         """The state entries of parameter ``i`` kept in flat buffers (see the module docstring)."""
         if rule.kind != TENSOR:
             return entries
-        return {k: v for k, v in entries.items() if self.fits(i, v)}
+        return {k: v for k, v in entries.items() if self.fits(i, v) and not rule.keeps_layout(k)}
 
     def advance(self, start: int, stop: int) -> int:
         """Count one step for slots ``start … stop-1`` (which share a step); return the new step."""

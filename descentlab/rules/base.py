@@ -253,12 +253,19 @@ class TensorRule(Rule):
     Python floats, so the rule may branch on them on the host. State entries
     may have any shape; entries shaped like the parameter are kept in the
     flat engines' buffers (so a batch of neighbouring parameters is one strided
-    view, without copies), others per parameter.
+    view, without copies), others per parameter — and so are the entries
+    :meth:`keeps_layout` names, whatever their shape.
     """
 
     kind: ClassVar[str] = TENSOR
     #: Whether :meth:`update` takes a stack of same-shape parameters (leading batch dimension).
     batched: ClassVar[bool] = False
+
+    def keeps_layout(self, key: str) -> bool:
+        """Whether state entry ``key`` stays per parameter in the memory layout ``init_state``
+        gave it (e.g. a column-major basis, as LAPACK returns it), never in a flat buffer's
+        row-major slot, even when it is shaped like the parameter. Default: no entry."""
+        return False
 
     def check_param(self, param: Tensor, group: Mapping[str, Any]) -> None:
         """Refuse, at construction, a parameter this rule cannot handle (ValueError naming it).

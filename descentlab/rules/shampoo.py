@@ -388,22 +388,28 @@ class ShampooRule(TensorRule):
         if layout.sizes and t % flags["preconditioning_compute_steps"] == 0:
             self._compute_roots(state, layout, flags, h)
 
-        graft_grad = direction.mul(precondition_multiplier)
+        wd = h["weight_decay"]
+        coupled = wd > 0.0 and not flags["decoupled_weight_decay"]  # adds λθ to both in place
+        # (x·1 is x bit for bit: the reference's copies by a multiplier of 1 are skipped)
+        if precondition_multiplier != 1.0 or (coupled and direction is grad):
+            graft_grad = direction.mul(precondition_multiplier)
+        else:
+            graft_grad = direction
         if layout.sizes:
-            shampoo_grad = self._precondition(grad, state, layout).mul(precondition_multiplier)
+            shampoo_grad = self._precondition(grad, state, layout)
+            if precondition_multiplier != 1.0:
+                shampoo_grad.mul_(precondition_multiplier)
         else:
             shampoo_grad = graft_grad.clone()
         if graft != "none":
             shampoo_grad.mul_(torch.linalg.norm(graft_grad)
                               / (torch.linalg.norm(shampoo_grad) + 1e-16))
 
-        wd = h["weight_decay"]
-        if wd != 0.0:
-            if flags["decoupled_weight_decay"]:
-                param.mul_(1.0 - wd * lr)
-            elif wd > 0.0:
-                graft_grad.add_(param, alpha=wd)
-                shampoo_grad.add_(param, alpha=wd)
+        if wd != 0.0 and flags["decoupled_weight_decay"]:
+            param.mul_(1.0 - wd * lr)
+        elif coupled:
+            graft_grad.add_(param, alpha=wd)
+            shampoo_grad.add_(param, alpha=wd)
 
         if moving:
             state["momentum"].lerp_(shampoo_grad, weight=w)

@@ -189,8 +189,13 @@ class SOAPRule(TensorRule):
             if rotated:
                 d = work[i]
                 state[f"GG_{i}"] = param.new_zeros(d, d)
-                state[f"Q_{i}"] = param.new_zeros(d, d)
+                state[f"Q_{i}"] = param.new_zeros(d, d).t()  # column-major (see _bases)
         return state
+
+    def keeps_layout(self, key: str) -> bool:
+        """The bases stay column-major, per parameter (a square parameter's basis would
+        otherwise take a row-major flat slot, and every step a transposing copy)."""
+        return key.startswith("Q_")
 
     @staticmethod
     def _bases(state: Mapping[str, Tensor], count: int) -> list[Tensor | None]:
@@ -198,6 +203,8 @@ class SOAPRule(TensorRule):
 
         The layout decides which matrix-multiply kernel runs, and so the rounding:
         reading the bases as the reference holds them keeps the two bitwise equal.
+        The state keeps them column-major (:meth:`init_state`, :meth:`keeps_layout`),
+        so this is a view; a basis loaded in another layout is copied.
         """
         return [None if q is None else _column_major(q)
                 for q in (state.get(f"Q_{i}") for i in range(count))]

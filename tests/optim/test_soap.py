@@ -73,6 +73,22 @@ def test_float64_parity_with_pytorch_optimizer_over_60_steps(case, engine):
     torch.testing.assert_close(q.T @ q, torch.eye(q.shape[0], dtype=q.dtype), atol=1e-5, rtol=0)
 
 
+def test_square_parameters_keep_their_bases_column_major_under_the_flat_engine():
+    """A square matrix's bases are shaped like it: they stay out of the flat slots (no
+    transposing copy per step) and the run stays bitwise equal to the reference."""
+    shapes = [(6, 6), (6, 6), (3, 3, 3)]
+    setting = {"precondition_frequency": 3}
+    with float64_default():
+        ours, opt = _trained(descentlab.SOAP, shapes, setting, steps=12, engine="flat")
+        ref, _ = _trained(pytorch_optimizer.SOAP, shapes, setting, steps=12)
+    assert max_rel_diff(ours, ref) == 0.0
+    for p in ours:
+        for key, value in opt.state[p].items():
+            if key.startswith("Q_"):
+                assert value.t().is_contiguous(), key  # column-major, as LAPACK returns it
+                assert value.untyped_storage().nbytes() == value.nbytes  # its own storage
+
+
 def test_float32_parity_with_pytorch_optimizer():
     ours, _ = _trained(descentlab.SOAP, SHAPES, SETTINGS[1], dtype=torch.float32)
     ref, _ = _trained(pytorch_optimizer.SOAP, SHAPES, SETTINGS[1], dtype=torch.float32)
