@@ -11,9 +11,13 @@ alike). Steps are timed from step 2 on (SOAP's first only builds the bases), so
 the median covers ordinary steps; the refresh steps (SOAP: every
 ``precondition_frequency`` steps a basis refresh; Shampoo: every
 ``preconditioning_compute_steps`` steps the inverse roots) are reported on
-their own. State memory is the bytes of every state tensor (also those inside
-the reference's state objects) over the number of parameter elements. Writes
-a table to stdout and JSON with the load average.
+their own. The process CPU time of each step is recorded too: with
+``--threads 1`` on a loaded machine it scatters far less than wall time (it
+leaves out the time other processes hold the core; with more threads it
+counts the OpenMP workers' spinning). State memory is the bytes of every
+state tensor (also those inside the reference's state objects) over the
+number of parameter elements. Writes a table to stdout and JSON with the
+load average.
 """
 
 from __future__ import annotations
@@ -83,28 +87,32 @@ def measure(name: str, model: str, repeats: int) -> list[dict]:
     for label, cls in (("descentlab", ours_cls), ("pytorch_optimizer", ref_cls)):
         opt, params, grads = _opt(cls, MODELS[model], setting)
         opt.step()  # SOAP: builds the bases
-        runs[label] = (opt, params, grads, [], [])
+        runs[label] = (opt, params, grads, [], [], [])
     for i in range(repeats):
         order = list(runs) if i % 2 == 0 else list(runs)[::-1]
         for label in order:
-            opt, params, grads, times, refresh = runs[label]
+            opt, params, grads, times, refresh, cpu = runs[label]
             for p, g in zip(params, grads, strict=True):  # the reference negates/edits nothing here
                 p.grad = g.clone()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             opt.step()
             elapsed = time.perf_counter() - start
             (refresh if refreshes(i + 2) else times).append(elapsed)
+            if not refreshes(i + 2):
+                cpu.append(time.process_time() - start_cpu)
     rows = []
-    for label, (opt, params, _, times, refresh) in runs.items():
+    for label, (opt, params, _, times, refresh, cpu) in runs.items():
         rows.append({
             "optimizer": name, "model": model, "implementation": label,
             "ms_per_step": 1e3 * statistics.median(times),
+            "cpu_ms_per_step": 1e3 * statistics.median(cpu),
             "ms_refresh_step": 1e3 * statistics.median(refresh) if refresh else None,
             "state_bytes_per_param": _state_bytes_per_param(opt, params),
         })
-    ref = rows[1]["ms_per_step"]
+    ref, ref_cpu = rows[1]["ms_per_step"], rows[1]["cpu_ms_per_step"]
     for row in rows:
         row["ratio_to_reference"] = ref / row["ms_per_step"]
+        row["cpu_ratio_to_reference"] = ref_cpu / row["cpu_ms_per_step"]
     return rows
 
 
@@ -133,12 +141,13 @@ def main() -> None:
     rows = [r for name in names for model in MODELS for r in measure(name, model, args.repeats)]
     after = os.getloadavg()
     print("| optimizer | model | implementation | ms/step | ms/refresh step | speed vs reference "
-          "| state bytes/param |")
-    print("|---|---|---|---|---|---|---|")
+          "| CPU ms/step | CPU time vs reference | state bytes/param |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         refresh = f"{r['ms_refresh_step']:.1f}" if r["ms_refresh_step"] is not None else "–"
         print(f"| {r['optimizer']} | {r['model']} | {r['implementation']} | "
               f"{r['ms_per_step']:.2f} | {refresh} | {r['ratio_to_reference']:.2f}× | "
+              f"{r['cpu_ms_per_step']:.2f} | {r['cpu_ratio_to_reference']:.2f}× | "
               f"{r['state_bytes_per_param']:.1f} |")
     print(f"load average before {before}, after {after}; torch threads {torch.get_num_threads()}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
