@@ -9,10 +9,9 @@ and gradients, one timed step of each in turn, the order alternating
 (the first timed on its own), then the rounds. ``auto`` compiles only runs of
 at least :data:`~descentlab.engine.auto.COMPILE_THRESHOLD` elements, in the
 background; for those models (2M and 5M parameters, rules without a torch
-kernel) the kernel is compiled before the rounds, because a compile holds
-torch's process-wide ``is_compiling()`` flag and torch's foreach optimizers
-stepping meanwhile take compile-time paths (foreach Adamax then fails), so
-their rows are the compiled step. For the other models no compile happens:
+kernel) the kernel is compiled before the rounds, so that their rows are the
+compiled step (the steps during a build are the eager flat engine's).
+For the other models no compile happens:
 the rows are what a fresh model gets from its first steps.
 
 Reported per row: the median step time, the first step, and ``speedup``:

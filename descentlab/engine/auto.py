@@ -18,11 +18,13 @@ compiled engine's speed on large models. It therefore
   kernels' scalar part on Python floats, a compiled step costs about 0.1 ms
   more than the bare loop; measured on one thread under load, NAdam's and
   RMSprop's compiled step is 1.3-2x faster than the eager one at 10^5
-  elements, 2-4x at 5·10^5 in 20 tensors, and slower at 10^3). The
-  threshold stays high because a compile holds torch's process-wide
-  ``torch.compiler.is_compiling()`` flag: torch.optim optimizers stepping in
-  other threads meanwhile take their compile-time code paths (torch's
-  foreach Adamax then fails);
+  elements, 2-4x at 5·10^5 in 20 tensors, and slower at 10^3);
+* leaves code in other threads alone while it compiles: the kernel goes
+  straight to inductor without dynamo
+  (:func:`~descentlab.engine.kernels.compile_elementwise`), so
+  ``torch.compiler.is_compiling()`` stays False (torch.optim optimizers
+  stepping meanwhile keep their eager code paths) and the global random
+  generator is neither drawn from nor rewound;
 * stays eager for good if compiling fails (no C++ compiler, an unsupported
   device), warning once.
 

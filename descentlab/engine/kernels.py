@@ -12,9 +12,11 @@ device), compiled for 1-D buffers of any length. It is built in three steps:
    results as one 1-D float64 tensor of coefficients. Without the split,
    inductor inlines the scalar expressions into the elementwise loop and
    evaluates ``pow`` once per vector of 16 elements, which halves the speed;
-3. **compile** the elementwise part with ``torch.compile(dynamic=True)``:
-   one fused loop reading and writing each buffer once, for every buffer
-   length, with the coefficients as a tensor, so neither a schedule changing
+3. **compile** the elementwise part with inductor (:func:`compile_elementwise`:
+   straight from the traced graph, without dynamo, so a background compile
+   leaves torch's process-wide ``is_compiling()`` flag alone), the buffer
+   length a symbol: one fused loop reading and writing each buffer once, for
+   every buffer length, with the coefficients as a tensor, so neither a schedule changing
    ``lr`` nor a growing step count recompiles. The scalar part (a few dozen
    0-dim operations) runs on Python floats at each call
    (:class:`~descentlab.engine.scalar_program.ScalarProgram`: microseconds,
@@ -47,6 +49,7 @@ __all__ = [
     "Kernel",
     "KernelKey",
     "cache_dir",
+    "compile_elementwise",
     "get_kernel",
     "kernel_key",
     "COMPILE_SIZE",
@@ -192,7 +195,6 @@ class Kernel:
         return self.ready
 
     def _trace_and_compile(self) -> None:
-        import torch._inductor.config
         from torch.fx.experimental.proxy_tensor import make_fx
 
         traced = make_fx(
@@ -200,19 +202,14 @@ class Kernel:
             tracing_mode="fake",
         )(*self._examples(64))
         self._split(traced)
-        # compile the generated forward (a code object of its own), not the module: dynamo
-        # keys its cache on code objects, and nn.Module's call path is shared by all kernels
-        # (no fullgraph=True: the graph has no breaks, and that check keeps a process-wide
-        # counter that a compile in a background thread can confuse)
-        compiled = torch.compile(self._elementwise_module.forward, dynamic=True)
         examples = self._examples(COMPILE_SIZE)
-        # compile_threads=1: compile in this process, so nothing outlives an interrupted build
-        with _inductor_cache(), torch._inductor.config.patch(compile_threads=1), torch.no_grad():
+        with torch.no_grad():
             coefficients = self._coefficients(self._scalar_part(
                 *[examples[i] for i in self._scalar_inputs]
             ), self.device)
-            compiled(*[examples[i] for i in self._buffer_inputs], coefficients)
-        self._elementwise = compiled
+        self._elementwise = compile_elementwise(
+            self._elementwise_module, [examples[i] for i in self._buffer_inputs], coefficients
+        )
 
     @staticmethod
     def _coefficients(values: Any, device: torch.device) -> Tensor:
@@ -342,6 +339,95 @@ class Kernel:
         ]
         picked = [inputs[i - first] for i in self._scalar_inputs]
         return self._coefficients(self._scalar_part(*picked), device)
+
+
+def compile_elementwise(module: fx.GraphModule, buffers: list[Tensor], coefficients: Tensor) -> Any:
+    """Compile an elementwise graph with inductor for 1-D buffers of any (one, shared) length.
+
+    The graph goes straight to inductor (:func:`torch._inductor.compile_fx.compile_fx`),
+    not through ``torch.compile``: dynamo is never entered, so a compile in a
+    background thread leaves torch's process-wide ``torch.compiler.is_compiling()``
+    flag alone (torch.optim and user code in other threads keep their eager paths),
+    and inductor's save and restore of the global random generator around the
+    build is skipped in the building thread (:func:`_keep_other_threads_random_state`).
+    (What remains process-wide during a build: inductor's own config, patched
+    to ``compile_threads=1``, ``$TORCHINDUCTOR_CACHE_DIR`` (:func:`cache_dir`),
+    and, while graphs are traced, torch.fx's private ``is_fx_tracing()`` flag,
+    read in torch only by ``torch.nested`` and ``torch.export.unflatten``.)
+    The buffers are handed to inductor as fake tensors whose length is one
+    symbol (hint: their real length, so a large hint gives a parallel loop),
+    hence one compiled loop for every length.
+    """
+    import copy
+
+    import torch._inductor.config
+    from torch._inductor.compile_fx import compile_fx
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import (
+        DimDynamic,
+        ShapeEnv,
+        StatelessSymbolicContext,
+    )
+
+    _keep_other_threads_random_state()
+    mode = FakeTensorMode(shape_env=ShapeEnv())
+    dynamic = StatelessSymbolicContext(dynamic_sizes=[DimDynamic.DYNAMIC], constraint_sizes=[None])
+    fakes = [mode.from_tensor(b, symbolic_context=dynamic) for b in buffers]
+    fakes.append(mode.from_tensor(coefficients))
+    # inductor may rewrite the module it is given: a copy (the split graph stays inspectable)
+    owned = fx.GraphModule(module, copy.deepcopy(module.graph))
+    # compile_threads=1: compile in this process, so nothing outlives an interrupted build
+    with (
+        _inductor_cache(),
+        torch._inductor.config.patch(compile_threads=1),
+        torch.no_grad(),
+        _building(),
+    ):
+        return compile_fx(owned, fakes)
+
+
+#: which threads are building a kernel (see :func:`_keep_other_threads_random_state`)
+_BUILDING = threading.local()
+
+
+@contextlib.contextmanager
+def _building() -> Iterator[None]:
+    _BUILDING.active = True
+    try:
+        yield
+    finally:
+        _BUILDING.active = False
+
+
+def _keep_other_threads_random_state() -> None:
+    """Stop inductor from rewinding the global random generator after our builds.
+
+    Inductor and AOTAutograd wrap a compile in ``preserve_rng_state()``: the
+    global CPU generator is saved when the compile starts and restored when it
+    ends. In a background thread that rewinds every number the training
+    thread drew meanwhile (dropout masks, data shuffles would repeat). Our
+    kernels draw no random numbers, so in a thread building one of them the
+    guard is made a no-op; everywhere else it is torch's. (Installed once,
+    on both names inductor calls it by.)
+    """
+    import torch._dynamo.utils as dynamo_utils
+    import torch._functorch.aot_autograd as aot_autograd
+
+    original = dynamo_utils.preserve_rng_state
+    if getattr(original, "descentlab_thread_aware", False):
+        return
+
+    @contextlib.contextmanager
+    def preserve_rng_state() -> Iterator[None]:
+        if getattr(_BUILDING, "active", False):
+            yield
+        else:
+            with original():
+                yield
+
+    preserve_rng_state.descentlab_thread_aware = True  # type: ignore[attr-defined]
+    dynamo_utils.preserve_rng_state = preserve_rng_state
+    aot_autograd.preserve_rng_state = preserve_rng_state
 
 
 def kernel_key(
