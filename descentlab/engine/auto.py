@@ -9,16 +9,16 @@ compiled engine's speed on large models. It therefore
   at every size and from the first step: nothing to compile, one call per run;
 * otherwise steps eagerly on flat buffers (:class:`~descentlab.engine.flat.FlatEngine`)
   from the first step, which costs no compilation;
-* for a run of at least :data:`COMPILE_THRESHOLD` (2^20) elements, starts compiling
+* for a run of at least :data:`COMPILE_THRESHOLD` (2^16) elements, starts compiling
   its kernel in a background thread (about a second with a warm cache, several
   to tens of seconds with a cold one) and switches to the compiled kernel at
   the first step after it is ready;
-* never compiles for smaller runs, where the compiled kernel saves
-  microseconds per step but compiling costs seconds of CPU (with the
-  kernels' scalar part on Python floats, a compiled step costs about 0.1 ms
-  more than the bare loop; measured on one thread under load, NAdam's and
-  RMSprop's compiled step is 1.3-2x faster than the eager one at 10^5
-  elements, 2-4x at 5·10^5 in 20 tensors, and slower at 10^3);
+* never compiles for smaller runs: a compiled call costs about 30-40 µs
+  more than its loop (the scalar part as one generated Python function, the
+  coefficients written into a host array, inductor's call wrapper), which a
+  run of 2^16 elements repays with the eager flat step's separate passes
+  (several tenths of a millisecond for NAdam at 10^5 elements), and compiling
+  costs seconds of CPU;
 * leaves code in other threads alone while it compiles: the kernel goes
   straight to inductor without dynamo
   (:func:`~descentlab.engine.kernels.compile_elementwise`), so
@@ -52,7 +52,7 @@ from descentlab.engine.torch_fused import fused_update, has_fused
 __all__ = ["AutoEngine", "COMPILE_THRESHOLD"]
 
 #: Smallest run (in elements) worth compiling a kernel for.
-COMPILE_THRESHOLD = 1 << 20
+COMPILE_THRESHOLD = 1 << 16
 
 
 class AutoEngine(CompiledEngine):

@@ -30,6 +30,7 @@ so later processes load compiled kernels instead of compiling them again.
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
 import threading
@@ -70,9 +71,15 @@ _LOCK = threading.Lock()
 
 
 def cache_dir() -> Path:
-    """Where inductor's compile cache lives for descentlab kernels (see the module docstring)."""
+    """Where inductor's compile cache lives for descentlab kernels (see the module docstring).
+
+    (Importing inductor sets ``$TORCHINDUCTOR_CACHE_DIR`` to torch's default
+    directory when it is unset; that value counts as unset here.)
+    """
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     explicit = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if explicit:
+    if explicit and os.path.abspath(explicit) != os.path.abspath(default_cache_dir()):
         return Path(explicit)
     root = os.environ.get("DESCENTLAB_CACHE_DIR") or Path.home() / ".cache" / "descentlab"
     return Path(root) / "inductor"
@@ -121,6 +128,7 @@ class Kernel:
         self._elementwise: Any = None
         self._scalar_inputs: list[int] = []
         self._buffer_inputs: list[int] = []
+        self._coefficient_buffers = threading.local()
         self._ready = threading.Event()
         self._build_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -331,7 +339,9 @@ class Kernel:
             else:
                 for index, value in writes:
                     scalars[self.scalar_keys[self._scalar_inputs[index] - first]].fill_(value)
-                return torch.tensor(outputs, dtype=torch.float64, device=device)
+                if device.type != "cpu" or not outputs:
+                    return torch.tensor(outputs, dtype=torch.float64, device=device)
+                return self._host_coefficients(outputs)
         inputs = [
             *[scalars[k] for k in self.scalar_keys],
             _scalar(float(step), device),
@@ -339,6 +349,24 @@ class Kernel:
         ]
         picked = [inputs[i - first] for i in self._scalar_inputs]
         return self._coefficients(self._scalar_part(*picked), device)
+
+
+    def _host_coefficients(self, outputs: list[Any]) -> Tensor:
+        """``outputs`` in this thread's coefficient tensor, a view of a host array.
+
+        Writing a few floats into an array is about a microsecond, where
+        ``torch.tensor(outputs)`` costs several; the compiled loop has read
+        the coefficients by the time its call returns, so the next call may
+        overwrite them (one array per thread: kernels are shared).
+        """
+        held = getattr(self._coefficient_buffers, "held", None)
+        if held is None:
+            values = array.array("d", outputs)
+            tensor = torch.frombuffer(values, dtype=torch.float64)
+            held = self._coefficient_buffers.held = (values, tensor)
+        else:
+            held[0][:] = array.array("d", outputs)
+        return held[1]
 
 
 def compile_elementwise(module: fx.GraphModule, buffers: list[Tensor], coefficients: Tensor) -> Any:

@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 import torch
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from descentlab.engine import make_engine
 from descentlab.engine.owners import check_placement
@@ -257,9 +258,37 @@ class RuleOptimizer(torch.optim.Optimizer):
         """Name of the engine that runs this optimizer's steps."""
         return self._engine.name
 
-    @torch.no_grad()
+    @staticmethod
+    def profile_hook_step(func: Callable[..., Any]) -> Callable[..., Any]:
+        """torch.optim's wrapper of ``step`` (its hooks, the profiler's ``Optimizer.step#…``
+        range), entering the profiler range only while a profiler runs.
+
+        torch's wrapper enters ``record_function`` at every step, about 14 µs
+        even with no profiler running: a tenth of a step of a 0.1M-parameter
+        model. With no hooks registered and no profiler running, this calls
+        the step directly; otherwise it is torch's wrapper.
+        """
+        hooked = torch.optim.Optimizer.profile_hook_step(func)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self = args[0]
+            if (
+                torch.autograd._profiler_enabled()
+                or self._optimizer_step_pre_hooks
+                or self._optimizer_step_post_hooks
+                or _global_optimizer_pre_hooks
+                or _global_optimizer_post_hooks
+            ):
+                return hooked(*args, **kwargs)
+            out = func(*args, **kwargs)
+            self._optimizer_step_code()
+            return out
+
+        return wrapper
+
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        """Perform one optimisation step.
+        """Perform one optimisation step (without autograd recording, as torch.optim's).
 
         Args:
             closure: optional; re-evaluates the model and returns the loss.
@@ -272,8 +301,13 @@ class RuleOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._engine.step_group(self, group)
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)  # (torch.no_grad() costs microseconds more per step)
+        try:
+            for group in self.param_groups:
+                self._engine.step_group(self, group)
+        finally:
+            torch._C._set_grad_enabled(enabled)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

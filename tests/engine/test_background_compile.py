@@ -51,12 +51,18 @@ def _torch_steps() -> dict[str, list[torch.Tensor]]:
 
 def test_torch_optim_in_the_main_thread_is_unaffected_by_a_background_compile(monkeypatch):
     expected = _torch_steps()  # no compile running
-    # no graph caches: the kernel is traced, lowered and generated again (the C++ build of the
-    # generated source may come from the disk cache)
-    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
-    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
     monkeypatch.setattr(auto_module, "COMPILE_THRESHOLD", 16)
     monkeypatch.setattr(kernels, "_KERNELS", {})
+    # no graph caches: the kernel is traced, lowered and generated again (the C++ build of the
+    # generated source may come from the disk cache)
+    with (
+        torch._inductor.config.patch(fx_graph_cache=False),
+        torch._functorch.config.patch(enable_autograd_cache=False),
+    ):
+        _step_torch_while_building(expected)
+
+
+def _step_torch_while_building(expected: dict[str, list[torch.Tensor]]) -> None:
     params = [torch.ones(40, requires_grad=True) for _ in range(2)]
     for p in params:
         p.grad = torch.full_like(p, 0.5)
@@ -79,3 +85,14 @@ def test_torch_optim_in_the_main_thread_is_unaffected_by_a_background_compile(mo
     torch.set_rng_state(rng)
     replay = [torch.rand(3) for _ in range(draws)]
     assert torch.equal(replay[-1], drawn)
+
+
+def test_profiler_still_sees_each_step_under_torchs_name():
+    params = [torch.zeros(4, requires_grad=True)]
+    opt = descentlab.Adam(params)
+    params[0].grad = torch.ones(4)
+    opt.step()  # outside a profiler: no record_function range (see RuleOptimizer.profile_hook_step)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        opt.step()
+    names = [e.name for e in prof.events()]
+    assert names.count("Optimizer.step#Adam.step") == 1
