@@ -140,10 +140,15 @@ def _encode(
 ) -> None:
     """Store ``value`` as buffer ``key`` of ``state`` in ``form``, in place where it can be."""
     if form == "8bit":
-        codes, absmax = quantise_blockwise(value, signed=key not in rule.nonnegative_state)
-        if key + _CODES in state:
-            state[key + _CODES].copy_(codes)
-            state[key + _ABSMAX].copy_(absmax)
+        signed = key not in rule.nonnegative_state
+        stored = (state[key + _CODES], state[key + _ABSMAX]) if key + _CODES in state else None
+        if stored is not None and all(t.is_contiguous() for t in stored):
+            quantise_blockwise(value, signed, out=stored)  # in place: no copy of the codes
+            return
+        codes, absmax = quantise_blockwise(value, signed)
+        if stored is not None:
+            stored[0].copy_(codes)
+            stored[1].copy_(absmax)
         else:
             state.pop(key, None)
             state[key + _CODES], state[key + _ABSMAX] = codes, absmax

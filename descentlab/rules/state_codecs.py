@@ -22,8 +22,9 @@ tensor is cut into blocks of :data:`BLOCK` = 256 elements (the last block
 may be shorter); each block is divided by its absolute maximum (its
 *absmax*, kept in float32), so it lies in [−1, 1], and each value is
 replaced by the index of the nearest of 256 code values (ties go to the
-lower code), one byte; the nearest code is looked up by the top bits of the
-value's float32 pattern and one comparison, not searched. Decoding
+lower code), one byte; the nearest code is looked up by the top 17 bits of
+the value's float32 pattern and one comparison, not searched, so encoding
+and decoding are a few vectorised passes each. Decoding
 multiplies the code value by the block's absmax. The code values are the
 paper's *dynamic* map (:func:`dynamic_map`), dense near zero and coarse
 near one, so small and large values in a block both keep about two
@@ -91,33 +92,44 @@ def _thresholds(signed: bool, device: torch.device) -> Tensor:
     return (codes[1:] + codes[:-1]) / 2
 
 
-#: Rounding looks the code up by the top 17 bits of the value's float32 pattern: each of those
-#: intervals (2⁻⁸ relative width) holds at most one decision boundary, since neighbouring
-#: boundaries of the maps lie at least 0.5% apart.
+#: Rounding looks the code up by the top 17 bits of the value's float32 pattern (sign, exponent,
+#: 8 mantissa bits): each of those intervals (2⁻⁸ relative width) holds at most one decision
+#: boundary, since neighbouring boundaries of the maps lie at least 0.5% apart.
 _PREFIX_SHIFT = 15
+_PREFIXES = 1 << (32 - _PREFIX_SHIFT)
+_NEGATIVE = _PREFIXES >> 1  # the sign bit's place in a prefix
 _ONE = 0x3F800000 >> _PREFIX_SHIFT  # the prefix of 1.0
 
 
 @functools.cache
 def _rounding_tables(signed: bool, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Per prefix of an order-preserving integer key of [−1, 1]: the code at the interval's
-    lower end (uint8), and the boundary above it (+inf past the last)."""
-    keys = (torch.arange(-_ONE, _ONE + 1, dtype=torch.int64) << _PREFIX_SHIFT).to(torch.int32)
-    lower = torch.where(keys >= 0, keys, (-keys) | torch.tensor(-(1 << 31), dtype=torch.int32))
-    lower = lower.view(torch.float32)
+    """Per 17-bit prefix: the code of the smallest float32 with that prefix (uint8), and the
+    first boundary at or above it (+inf past the last, and for magnitudes beyond 1 and NaN)."""
+    prefix = torch.arange(_PREFIXES, dtype=torch.int64)
+    magnitude = prefix % _NEGATIVE
+    negative = prefix >= _NEGATIVE
+    # the smallest value of a prefix: the lowest magnitude when positive, the highest when not
+    low_bits = (magnitude << _PREFIX_SHIFT) | torch.where(negative, (1 << _PREFIX_SHIFT) - 1, 0)
+    smallest = low_bits.clamp_(max=0x3F800000).to(torch.int32).view(torch.float32)
+    smallest = torch.where(negative, -smallest, smallest)
     thresholds = _thresholds(signed, torch.device("cpu"))
-    codes = torch.bucketize(lower, thresholds)
+    codes = torch.bucketize(smallest, thresholds)
     above = torch.cat([thresholds, torch.tensor([float("inf")])])[codes]
+    beyond = magnitude > _ONE  # |u| > 1, ±inf, NaN: the code of ±1 (normalised values never are)
+    codes = torch.where(beyond, torch.where(negative, 0, 255), codes)
+    above = torch.where(beyond, float("inf"), above)
     return codes.to(torch.uint8).to(device), above.to(device)
 
 
-def _round_to_codes(u: Tensor, signed: bool) -> Tensor:
-    """The index of the nearest code (ties to the lower) of each value of ``u`` ∈ [−1, 1]."""
-    bits = u.view(torch.int32)
-    key = torch.where(bits >= 0, bits, -(bits & 0x7FFFFFFF))
-    index = (key >> _PREFIX_SHIFT).add_(_ONE).clamp_(0, 2 * _ONE).long()
+def _round_to_codes(u: Tensor, signed: bool, out: Tensor | None = None) -> Tensor:
+    """The index of the nearest code (ties to the lower) of each value of the 1-D ``u`` ∈ [−1, 1].
+
+    Five passes: the prefix (a shift and a mask of the bit pattern), two table
+    lookups, one comparison, one addition (into ``out``, uint8, when given).
+    """
+    index = (u.view(torch.int32) >> _PREFIX_SHIFT).bitwise_and_(_PREFIXES - 1)
     lower, above = _rounding_tables(signed, u.device)
-    return lower.take(index).add_(u > above.take(index))
+    return torch.add(lower.index_select(0, index), u > above.index_select(0, index), out=out)
 
 
 @functools.cache
@@ -139,34 +151,57 @@ def block_count(numel: int) -> int:
     return -(-numel // BLOCK)
 
 
-def quantise_blockwise(x: Tensor, signed: bool) -> tuple[Tensor, Tensor]:
+def _blocks(flat: Tensor) -> tuple[Tensor, Tensor]:
+    """The full blocks of the 1-D ``flat`` as a ``[k, BLOCK]`` view, and the partial tail."""
+    full = flat.numel() // BLOCK * BLOCK
+    return flat[:full].view(-1, BLOCK), flat[full:]
+
+
+def quantise_blockwise(
+    x: Tensor, signed: bool, out: tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
     """Codes (uint8, ``x``'s shape) and per-block absmax (float32) of ``x`` (module docstring).
 
     Blocks run over ``x`` flattened; the last holds ``x.numel() % BLOCK``
     values when that is not zero, and its absmax is taken over those alone.
-    A block of zeros has absmax 0 and decodes to zeros.
+    A block of zeros has absmax 0 and decodes to zeros. With ``out`` (codes,
+    absmax: contiguous, of those shapes and dtypes) the result is written there.
+    The passes over the values: |x|, the block maxima, the division by
+    them, and the rounding's five.
     """
     flat = x.detach().reshape(-1).to(torch.float32)
     n = flat.numel()
-    pad = block_count(n) * BLOCK - n
-    blocks = torch.nn.functional.pad(flat, (0, pad)).view(-1, BLOCK)
-    absmax = blocks.abs().amax(dim=1)
+    codes, absmax = out if out is not None else (
+        torch.empty(x.shape, dtype=torch.uint8, device=x.device),
+        torch.empty(block_count(n), dtype=torch.float32, device=x.device))
+    main, tail = _blocks(flat)
+    normalised = flat.abs()  # |x| first, then x divided by its block's absmax, in one buffer
+    norm_main, norm_tail = _blocks(normalised)
+    torch.amax(norm_main, dim=1, out=absmax[: main.shape[0]])
+    if tail.numel():
+        torch.amax(norm_tail, dim=0, out=absmax[main.shape[0]])
     scale = torch.where(absmax > 0, absmax, torch.ones_like(absmax))
-    normalised = blocks / scale.unsqueeze(1)
-    codes = _round_to_codes(normalised, signed)
-    return codes.reshape(-1)[:n].view(x.shape), absmax
+    torch.div(main, scale[: main.shape[0]].unsqueeze(1), out=norm_main)
+    if tail.numel():
+        torch.div(tail, scale[-1], out=norm_tail)
+    _round_to_codes(normalised, signed, out=codes.view(-1))
+    return codes, absmax
 
 
 def dequantise_blockwise(
     codes: Tensor, absmax: Tensor, signed: bool, dtype: torch.dtype = torch.float32
 ) -> Tensor:
-    """The values ``codes`` and ``absmax`` stand for, in ``dtype``, shaped like ``codes``."""
-    n = codes.numel()
-    values = _codes_on(signed, codes.device, dtype).take(codes.reshape(-1).long())
-    pad = absmax.numel() * BLOCK - n
-    blocks = torch.nn.functional.pad(values, (0, pad)).view(-1, BLOCK)
-    blocks.mul_(absmax.to(dtype).unsqueeze(1))
-    return blocks.reshape(-1)[:n].view(codes.shape)
+    """The values ``codes`` and ``absmax`` stand for, in ``dtype``, shaped like ``codes``.
+
+    Three passes: the codes widened to indices, one table lookup, one product.
+    """
+    values = _codes_on(signed, codes.device, dtype).index_select(0, codes.reshape(-1).int())
+    main, tail = _blocks(values)
+    scale = absmax.to(dtype)
+    main.mul_(scale[: main.shape[0]].unsqueeze(1))
+    if tail.numel():
+        tail.mul_(scale[-1])
+    return values.view(codes.shape)
 
 
 def step_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
@@ -193,4 +228,7 @@ def stochastic_round_bf16(x: Tensor, generator: torch.Generator) -> Tensor:
     )
     rounded = noise.add_(x32.view(torch.int32)).bitwise_and_(_MASK).view(torch.float32)
     out = rounded.to(torch.bfloat16)  # exact: the low 16 bits are zero
-    return torch.where(x32.isnan(), x32.to(torch.bfloat16), out)
+    nan = x32.isnan()
+    if nan.any():  # the noise may carry a NaN's payload into its sign: keep NaN a NaN
+        out = torch.where(nan, x32.to(torch.bfloat16), out)
+    return out

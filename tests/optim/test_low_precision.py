@@ -445,3 +445,25 @@ def test_rounding_by_lookup_equals_a_search_of_the_boundaries(signed):
     u = torch.cat([mids, up, down, spread.clamp(-1, 1), torch.tensor([1.0, 0.0, -0.0, 1e-30])])
     u = torch.cat([u, -u]) if signed else u.abs()
     assert torch.equal(_round_to_codes(u, signed).long(), torch.bucketize(u, mids))
+    # every 17-bit prefix the lookup reads, at both ends of its interval and inside it
+    prefix = torch.arange(1 << 17, dtype=torch.int64) << 15
+    low = [torch.zeros_like(prefix), torch.full_like(prefix, 0x7FFF),
+           torch.randint(0, 1 << 15, prefix.shape)]
+    bits = torch.cat([prefix | part for part in low])
+    every = torch.where(bits >= 1 << 31, bits - (1 << 32), bits).to(torch.int32).view(torch.float32)
+    every = every[(every.abs() <= 1) & ((every >= 0) | signed)]
+    assert torch.equal(_round_to_codes(every, signed).long(), torch.bucketize(every, mids))
+    # beyond [-1, 1] and NaN: the code of the nearer end (normalised values never are)
+    odd = torch.tensor([2.0, float("inf"), float("nan"), -2.0, -float("inf"), -float("nan")])
+    assert _round_to_codes(odd, signed).tolist() == [255, 255, 255, 0, 0, 0]
+
+
+@pytest.mark.parametrize("shape", [(512, 512), (3, 7, 13), (256,), (255,), (5000,)])
+def test_quantising_into_given_tensors_gives_the_same_codes(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape)
+    codes, absmax = quantise_blockwise(x, True)
+    out = (torch.empty_like(codes), torch.empty_like(absmax))
+    assert all(a is b for a, b in zip(quantise_blockwise(x, True, out=out), out, strict=True))
+    assert torch.equal(out[0], codes) and torch.equal(out[1], absmax)
+    assert dequantise_blockwise(codes, absmax, True).shape == x.shape
