@@ -19,7 +19,9 @@ Three measurements, written with the load average to
    state does to them.
 
 Usage:
-``python benchmarks/low_precision_state.py [--seeds 3] [--repeats 15] [--threads 1] [--quick]``
+``python benchmarks/low_precision_state.py [--seeds 3] [--repeats 15] [--threads 1] [--quick]
+[--no-quality] [--out PATH]`` (``--no-quality``: bytes and step times only, the quick check
+after a change that keeps the arithmetic)
 """
 
 from __future__ import annotations
@@ -166,6 +168,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="one seed, five repeats")
+    parser.add_argument("--no-quality", action="store_true",
+                        help="skip the training runs (bytes and step times only)")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "low_precision_state.json")
     args = parser.parse_args()
@@ -185,8 +189,10 @@ def main() -> None:
     times = step_times(args.repeats)
     for name, ms in times.items():
         print(f"   {name:24s} {ms:8.2f} ms   {ms / times['full']:.2f}× full")
-    print(f"quality: AdamW, final val_loss over {args.seeds} seed(s)", flush=True)
-    rows = quality(args.seeds)
+    rows = []
+    if not args.no_quality:
+        print(f"quality: AdamW, final val_loss over {args.seeds} seed(s)", flush=True)
+        rows = quality(args.seeds)
     for r in rows:
         print(f"   {r['problem']:24s} {r['state']:20s} {r['mean']:.4f}  {100 * r['vs_full']:+.2f}%")
     result = {
@@ -198,7 +204,7 @@ def main() -> None:
         "step_ms": {k: round(v, 3) for k, v in times.items()},
         "step_vs_full": {k: round(v / times["full"], 3) for k, v in times.items()},
         "quality": rows,
-        "seeds": args.seeds,
+        "seeds": 0 if args.no_quality else args.seeds,
         "repeats": args.repeats,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

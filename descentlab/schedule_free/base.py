@@ -95,6 +95,44 @@ def _real(t: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+#: Elements stepped at a time: every pass of a step runs over one piece (whole tensors up to
+#: this size, or contiguous slices of larger ones) before the next piece, so the piece's
+#: parameters, gradients, state and temporaries (about 5 x 4 bytes per element in float32,
+#: 2.5 MB: a core's L2 here) stay in cache between the passes instead of streaming through
+#: memory each time (measured best of 2^14 ... 2^20 at 20M parameters).
+PIECE = 1 << 17
+
+
+def _pieces(
+    ys: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
+) -> list[tuple[list[torch.Tensor], list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
+    """The tensors in pieces of about :data:`PIECE` elements (neighbours grouped, contiguous
+    large tensors sliced into flat views; every update is elementwise, so this changes no bit)."""
+    pieces: list[tuple[list, list, list]] = []
+    current: tuple[list, list, list] = ([], [], [])
+    size = 0
+    for y, g, state in zip(ys, grads, states, strict=True):
+        n = y.numel()
+        whole = [y, g, *state.values()]
+        if n > PIECE and all(t.is_contiguous() for t in whole):
+            flat = [t.view(-1) for t in whole]
+            keys = list(state)
+            for a in range(0, n, PIECE):
+                part = [t[a:a + PIECE] for t in flat]
+                pieces.append(([part[0]], [part[1]], [dict(zip(keys, part[2:], strict=True))]))
+            continue
+        if size + n > PIECE and current[0]:
+            pieces.append(current)
+            current, size = ([], [], []), 0
+        current[0].append(y)
+        current[1].append(g)
+        current[2].append(state)
+        size += n
+    if current[0]:
+        pieces.append(current)
+    return pieces
+
+
 class ScheduleFreeOptimizer(torch.optim.Optimizer):
     """Base class of the Schedule-Free optimizers (the method is in the module docstring).
 
@@ -227,17 +265,24 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
                 for key in self.state_keys:
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
         for batch in by_device_and_dtype(active):
-            ys = [_real(p) for p in batch]
-            grads = [_real(p.grad) for p in batch]
-            states = [{k: _real(v) for k, v in self.state[p].items()} for p in batch]
-            zs = [s["z"] for s in states]
-            d = self.direction(group, step, ys, grads, states)
-            if group["weight_decay"] != 0:
-                if d is grads:
-                    d = torch._foreach_add(grads, ys, alpha=group["weight_decay"])
-                else:
-                    torch._foreach_add_(d, ys, alpha=group["weight_decay"])
-            torch._foreach_lerp_(ys, zs, ckp1)
-            torch._foreach_add_(ys, d, alpha=lr * (beta * (1 - ckp1) - 1))
-            torch._foreach_sub_(zs, d, alpha=lr)
+            for ys, grads, states in _pieces(
+                [_real(p) for p in batch], [_real(p.grad) for p in batch],
+                [{k: _real(v) for k, v in self.state[p].items()} for p in batch],
+            ):
+                self._step_piece(group, step, lr, ckp1, beta, ys, grads, states)
         group["k"] = step
+
+    def _step_piece(self, group: dict[str, Any], step: int, lr: float, ckp1: float, beta: float,
+                    ys: list[torch.Tensor], grads: list[torch.Tensor],
+                    states: list[dict[str, torch.Tensor]]) -> None:
+        """The update of one piece: the direction, then y and z (see the module docstring)."""
+        zs = [s["z"] for s in states]
+        d = self.direction(group, step, ys, grads, states)
+        if group["weight_decay"] != 0:
+            if d is grads:
+                d = torch._foreach_add(grads, ys, alpha=group["weight_decay"])
+            else:
+                torch._foreach_add_(d, ys, alpha=group["weight_decay"])
+        torch._foreach_lerp_(ys, zs, ckp1)
+        torch._foreach_add_(ys, d, alpha=lr * (beta * (1 - ckp1) - 1))
+        torch._foreach_sub_(zs, d, alpha=lr)
