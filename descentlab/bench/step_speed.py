@@ -107,7 +107,8 @@ PACKAGE_REFERENCES = {
 #: torch's fused Adam, timed interleaved with an optimizer's own rows (its per-byte goal)
 FUSED_ADAM = "torch-fused-adam"
 #: further variants timed in the interleaved rounds of these optimizers
-INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM]}
+INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM],
+                      **{f"{n}_schedulefree": [FUSED_ADAM] for n in ("sgd", "adamw", "radam")}}
 #: optimizers timed on matrices (their trust ratios skip vectors): each tensor as (-1, 100)
 MATRIX_SHAPED = {"lars", "lamb"}
 #: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)
