@@ -114,7 +114,8 @@ def _pieces(
     for y, g, state in zip(ys, grads, states, strict=True):
         n = y.numel()
         whole = [y, g, *state.values()]
-        if n > PIECE and all(t.is_contiguous() for t in whole):
+        if n > PIECE and all(isinstance(t, torch.Tensor) and t.numel() == n
+                             and t.is_contiguous() for t in whole):
             flat = [t.view(-1) for t in whole]
             keys = list(state)
             for a in range(0, n, PIECE):
