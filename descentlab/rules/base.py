@@ -67,6 +67,7 @@ __all__ = [
     "HParam",
     "Rule",
     "TensorRule",
+    "WrappedRule",
     "Scalar",
     "Flags",
     "weight_decay_mode",
@@ -278,6 +279,40 @@ class TensorRule(Rule):
                 f"{tuple(param.shape)}, {param.dtype}); optimize its real view "
                 "(torch.view_as_real) or put it in a group with an elementwise rule"
             )
+
+
+class WrappedRule(TensorRule):
+    """A tensor rule that steps another rule per parameter and changes only *how* it steps.
+
+    Declarations, checks, flags, scalars and scalar-state names are the
+    wrapped rule's (:attr:`inner`); subclasses implement :meth:`update` (and
+    :meth:`init_state` where the stored form differs), e.g. the cautious mask
+    (:mod:`descentlab.rules.cautious`) and low-precision state
+    (:mod:`descentlab.rules.low_precision`).
+    """
+
+    def __init__(self, inner: Rule) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.hparams = inner.hparams
+        self.scalar_state = inner.scalar_state
+        self.nonnegative_state = inner.nonnegative_state
+
+    def check(self, group: Mapping[str, Any]) -> None:
+        """The wrapped rule's checks."""
+        self.inner.check(group)
+
+    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
+        """The wrapped rule's flags."""
+        return self.inner.flags(group)
+
+    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
+        """The wrapped rule's scalars."""
+        return self.inner.scalars(group)
+
+    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
+        """The wrapped rule's fresh state."""
+        return self.inner.init_state(param, flags, h)
 
 
 def weight_decay_mode(group: Mapping[str, Any], decoupled: bool = False) -> str | None:

@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from typing import Any
 
 from torch import Tensor
 
-from descentlab.rules.base import ELEMENTWISE, STRUCTURAL, Flags, HParam, Rule, Scalar, TensorRule
+from descentlab.rules.base import ELEMENTWISE, STRUCTURAL, Flags, HParam, Rule, Scalar, WrappedRule
 
 __all__ = ["CAUTIOUS", "cautious", "DirectionRule", "CautiousRule", "with_cautious",
            "declares_cautious"]
@@ -77,33 +76,12 @@ class DirectionRule(Rule):
         param.sub_(self.step_direction(param, grad, state, h, step, flags)[1])
 
 
-class CautiousRule(TensorRule):
+class CautiousRule(WrappedRule):
     """An elementwise :class:`DirectionRule` with the cautious mask on its step, per parameter.
 
     Declarations, checks, flags, scalars and state are the wrapped rule's;
     only the step changes: θ ← θ − cautious(u, g).
     """
-
-    batched = False
-
-    def __init__(self, inner: DirectionRule) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.hparams = inner.hparams
-        self.scalar_state = inner.scalar_state
-        self.nonnegative_state = inner.nonnegative_state
-
-    def check(self, group: Mapping[str, Any]) -> None:
-        """The wrapped rule's checks."""
-        self.inner.check(group)
-
-    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        """The wrapped rule's flags."""
-        return self.inner.flags(group)
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        """The wrapped rule's scalars."""
-        return self.inner.scalars(group)
 
     def check_sparse(self, flags: Flags) -> None:
         """Sparse gradients are refused (the mask's count is over a dense tensor)."""
@@ -111,10 +89,6 @@ class CautiousRule(TensorRule):
             f"{self.name} with cautious=True does not support sparse gradients; use "
             "cautious=False for the sparse parameters' group"
         )
-
-    def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
-        """The wrapped rule's fresh state."""
-        return self.inner.init_state(param, flags, h)
 
     def update(self, param, grad, state, h, step, flags) -> None:
         """θ ← θ − cautious(u, g), with (g, u) from the wrapped rule's ``step_direction``."""

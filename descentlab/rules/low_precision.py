@@ -66,7 +66,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import STRUCTURAL, Flags, HParam, Rule, Scalar, TensorRule
+from descentlab.rules.base import STRUCTURAL, Flags, HParam, Rule, Scalar, WrappedRule
 from descentlab.rules.state_codecs import (
     dequantise_blockwise,
     quantise_blockwise,
@@ -171,35 +171,18 @@ def _new_seed(device: torch.device) -> Tensor:
     return torch.randint(0, 1 << 62, (), dtype=torch.int64).to(device)
 
 
-class LowPrecisionState(TensorRule):
+class LowPrecisionState(WrappedRule):
     """An elementwise rule with its buffers stored in ``precision`` (see the module docstring).
 
     Its declarations, checks, flags and scalars are the wrapped rule's; it
     adds nothing to the algorithm.
     """
 
-    batched = False
-
     def __init__(self, inner: Rule, precision: str) -> None:
         if precision not in PRECISIONS[1:]:
             raise ValueError(f"state_precision must be one of {PRECISIONS[1:]}, got {precision!r}")
-        self.inner, self.precision = inner, precision
-        self.name = inner.name
-        self.hparams = inner.hparams
-        self.scalar_state = inner.scalar_state
-        self.nonnegative_state = inner.nonnegative_state
-
-    def check(self, group: Mapping[str, Any]) -> None:
-        """The wrapped rule's checks."""
-        self.inner.check(group)
-
-    def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
-        """The wrapped rule's flags."""
-        return self.inner.flags(group)
-
-    def scalars(self, group: Mapping[str, Any]) -> dict[str, float]:
-        """The wrapped rule's scalars."""
-        return self.inner.scalars(group)
+        super().__init__(inner)
+        self.precision = precision
 
     def check_param(self, param: Tensor, group: Mapping[str, Any]) -> None:
         """Refuse complex parameters (the codecs have no complex form)."""
