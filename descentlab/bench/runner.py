@@ -40,7 +40,7 @@ from descentlab.bench.entrants import Entrant
 from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 from descentlab.wrappers import OptimizerWrapper
 
-__all__ = ["RunRecord", "StopRun", "run", "meets_target", "task_problem"]
+__all__ = ["RunRecord", "StopRun", "run", "meets_target", "quiet_stderr", "task_problem"]
 
 MAX_TRAJECTORY_POINTS = 201
 
@@ -117,8 +117,9 @@ def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence C++ warnings the profiler prints on file descriptor 2."""
+def quiet_stderr() -> Iterator[None]:
+    """Silence what the profiler's C++ side prints on file descriptor 2 (warnings, kineto's
+    ``profiler_start``/``profiler_stop`` lines) while the block runs."""
     try:
         saved = os.dup(2)
     except OSError:
@@ -136,7 +137,7 @@ def _quiet_stderr() -> Iterator[None]:
 def _profile_peak(step: Callable[[], float], repeats: int = 3) -> int:
     from torch.profiler import ProfilerActivity, profile
 
-    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for _ in range(repeats):
             step()
     events = [e for e in prof.events() if e.self_cpu_memory_usage != 0]

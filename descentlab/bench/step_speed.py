@@ -139,7 +139,9 @@ def peak_extra_bytes(step: Callable[[], Any]) -> int:
     """Peak bytes allocated (net of frees) during ``step()``, from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    from descentlab.bench.runner import quiet_stderr
+
+    with quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
     events.sort(key=lambda e: e.start_ns())
