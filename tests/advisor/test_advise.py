@@ -30,6 +30,15 @@ class CountingLoss:
         return nn.functional.cross_entropy(out, y)
 
 
+
+def assert_pasted_code_halves_the_loss(rec, model, x, y):
+    """Run ``rec.code()`` as a user would paste it, on one full batch; the loss must halve."""
+    first = float(nn.functional.cross_entropy(model(x), y).detach())
+    scope = {"model": model, "loss_fn": nn.functional.cross_entropy,
+             "next_batch": lambda: (x, y)}
+    exec(compile(rec.code(), "<advice>", "exec"), scope)
+    assert float(nn.functional.cross_entropy(model(x), y).detach()) < 0.5 * first
+
 def _train(rec, model, x, y, steps):
     opt = rec.make_optimizer(model.parameters())
     sched = rec.attach_schedule(opt)
@@ -82,11 +91,7 @@ def test_user_task_code_snippet_runs(user_advice):
     rec, _ = user_advice
     x, y = user_task.data(256, 0)
     model = user_task.model_fn(0)
-    first = float(nn.functional.cross_entropy(model(x), y).detach())
-    namespace = {"model": model, "loss_fn": nn.functional.cross_entropy,
-                 "next_batch": lambda: (x, y)}
-    exec(compile(rec.code(), "<advice>", "exec"), namespace)
-    assert float(nn.functional.cross_entropy(model(x), y).detach()) < 0.5 * first
+    assert_pasted_code_halves_the_loss(rec, model, x, y)
 
 
 def test_builtin_problem_advice_reaches_the_target():
@@ -195,11 +200,7 @@ def test_range_tests_are_long_enough_or_candidates_are_dropped():
         assert "no short run" in rec.reasons[0] and math.isnan(rec.expected)
     assert rec.lr == test.lr and rec.schedule["peak_lr"] == test.lr
     model, (x, y) = pieces["model_fn"](0), pieces["train_data"]
-    first = float(nn.functional.cross_entropy(model(x), y).detach())
-    scope = {"model": model, "loss_fn": nn.functional.cross_entropy,
-             "next_batch": lambda: (x, y)}
-    exec(compile(rec.code(), "<advice>", "exec"), scope)
-    assert float(nn.functional.cross_entropy(model(x), y).detach()) < 0.5 * first
+    assert_pasted_code_halves_the_loss(rec, model, x, y)
 
 
 def test_lbfgs_candidate_line_searches_and_uses_the_whole_budget():
