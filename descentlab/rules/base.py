@@ -68,6 +68,7 @@ __all__ = [
     "Rule",
     "TensorRule",
     "WrappedRule",
+    "unsupported_option",
     "Scalar",
     "Flags",
     "weight_decay_mode",
@@ -313,6 +314,17 @@ class WrappedRule(TensorRule):
     def init_state(self, param: Tensor, flags: Flags, h: Mapping[str, Scalar]) -> dict[str, Tensor]:
         """The wrapped rule's fresh state."""
         return self.inner.init_state(param, flags, h)
+
+
+def unsupported_option(rule: Rule, setting: str, option: HParam) -> ValueError:
+    """The error for a group asking ``rule`` for an ``option`` it does not declare
+    (``setting`` as the user wrote it), naming the registered rules that declare it."""
+    from descentlab.rules import RULES  # the registry imports the rules, which import this
+
+    offered = ", ".join(
+        name for name, r in RULES.items() if any(hp.name == option.name for hp in r.hparams)
+    )
+    return ValueError(f"{setting} is not supported by {rule.name}; it is offered by {offered}")
 
 
 def weight_decay_mode(group: Mapping[str, Any], decoupled: bool = False) -> str | None:

@@ -35,7 +35,16 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from descentlab.rules.base import ELEMENTWISE, STRUCTURAL, Flags, HParam, Rule, Scalar, WrappedRule
+from descentlab.rules.base import (
+    ELEMENTWISE,
+    STRUCTURAL,
+    Flags,
+    HParam,
+    Rule,
+    Scalar,
+    WrappedRule,
+    unsupported_option,
+)
 
 __all__ = ["CAUTIOUS", "cautious", "DirectionRule", "CautiousRule", "with_cautious",
            "declares_cautious"]
@@ -107,9 +116,5 @@ def with_cautious(rule: Rule) -> Rule:
     if rule.kind != ELEMENTWISE and declares_cautious(rule):
         return rule
     if not (isinstance(rule, DirectionRule) and declares_cautious(rule)):
-        from descentlab.rules import RULES  # the registry imports the rules, which import this
-
-        offered = ", ".join(name for name, r in RULES.items() if declares_cautious(r))
-        raise ValueError(f"cautious=True is not supported by {rule.name}; it is offered by "
-                         f"{offered}")
+        raise unsupported_option(rule, "cautious=True", CAUTIOUS)
     return CautiousRule(rule)

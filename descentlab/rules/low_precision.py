@@ -66,7 +66,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from descentlab.rules.base import STRUCTURAL, Flags, HParam, Rule, Scalar, WrappedRule
+from descentlab.rules.base import (
+    STRUCTURAL,
+    Flags,
+    HParam,
+    Rule,
+    Scalar,
+    WrappedRule,
+    unsupported_option,
+)
 from descentlab.rules.state_codecs import (
     dequantise_blockwise,
     quantise_blockwise,
@@ -234,13 +242,7 @@ def with_state_precision(rule: Rule, precision: str) -> Rule:
     if precision == "full":
         return rule
     if not declares_state_precision(rule):
-        from descentlab.rules import RULES  # the registry imports the rules, which import this
-
-        offered = ", ".join(name for name, r in RULES.items() if declares_state_precision(r))
-        raise ValueError(
-            f"state_precision={precision!r} is not supported by {rule.name}; it is offered by "
-            f"{offered}"
-        )
+        raise unsupported_option(rule, f"state_precision={precision!r}", STATE_PRECISION)
     return LowPrecisionState(rule, precision)
 
 
