@@ -108,7 +108,8 @@ PACKAGE_REFERENCES = {
 FUSED_ADAM = "torch-fused-adam"
 #: further variants timed in the interleaved rounds of these optimizers
 INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM],
-                      **{f"{n}_schedulefree": [FUSED_ADAM] for n in ("sgd", "adamw", "radam")}}
+                      **{f"{n}_schedulefree": ["compiled", FUSED_ADAM]
+                         for n in ("sgd", "adamw", "radam")}}
 #: optimizers timed on matrices (their trust ratios skip vectors): each tensor as (-1, 100)
 MATRIX_SHAPED = {"lars", "lamb"}
 #: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)

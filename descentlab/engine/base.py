@@ -15,6 +15,11 @@ shell (:class:`~descentlab.optim.base.RuleOptimizer`) calls three methods:
     A parameter without a gradient is not touched and its counter stays.
 ``state_loaded(optimizer)``
     after ``load_state_dict``: adopt what ``optimizer.state`` now holds.
+``state_runs(optimizer, group)``
+    outside a step: the parameters of ``group`` that have state, with their
+    state entries shaped like them, as 1-D runs over the same coordinates
+    (whole flat buffers where the layout allows, else per tensor), for an
+    elementwise pass such as Schedule-Free's ``train()``/``eval()``.
 ``pieces(optimizer, group)``
     for a *global* rule (:mod:`descentlab.rules.reduction`), instead of
     ``step_group``: gather the gradients, create state lazily and advance
@@ -94,6 +99,9 @@ class Engine(Protocol):
 
     def state_loaded(self, optimizer: Any) -> None:
         """Adopt the state ``load_state_dict`` put into ``optimizer.state``."""
+
+    def state_runs(self, optimizer: Any, group: dict[str, Any]) -> list[tuple[Any, dict]]:
+        """``(param, {key: state})`` runs of ``group``'s parameters that have state."""
 
     def pieces(self, optimizer: Any, group: dict[str, Any]) -> list[Any]:
         """Count one step of ``group``'s parameters with a gradient; their pieces (global rules)."""

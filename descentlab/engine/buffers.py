@@ -189,6 +189,20 @@ class Bucket:
             self.step[start:stop].add_(1)
         return step
 
+    def stateful_runs(self) -> list[tuple[int, int]]:
+        """Maximal runs ``(start, stop)`` of neighbouring slots whose parameters have state
+        (a slot without state, or one a parameter left, ends a run)."""
+        runs, start = [], None
+        for i, p in enumerate(self.params):
+            if self.has_state[i] and p is not _GONE:
+                start = i if start is None else start
+            elif start is not None:
+                runs.append((start, i))
+                start = None
+        if start is not None:
+            runs.append((start, len(self.params)))
+        return runs
+
     def span(self, start: int, stop: int) -> tuple[int, int]:
         """Element range covering slots ``start … stop-1`` (with their padding)."""
         return self.offsets[start], self.offsets[stop - 1] + _padded(self.sizes[stop - 1])

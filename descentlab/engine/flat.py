@@ -186,6 +186,26 @@ class FlatEngine:
                 i = j
         return out
 
+    def state_runs(self, optimizer: Any, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
+        """The parameters of ``group`` that have state, as few 1-D runs as the layout allows.
+
+        Each run is ``(param, {key: state})`` over the same coordinates: in a
+        flat buffer, a maximal run of neighbouring slots that have state (the
+        whole buffer, padding included, when every slot has), so an
+        elementwise pass over the parameters and their state (Schedule-Free's
+        ``train()``/``eval()``) is one call per buffer; parameters stepped per
+        tensor (and DTensor shards) are pairs of their own, as
+        :meth:`ReferenceEngine.state_runs` gives them.
+        """
+        layout = self.layout(optimizer, group)
+        apart = layout.fallback + (layout.shards.params if layout.shards is not None else [])
+        out = self._reference.state_runs(optimizer, {"params": apart}) if apart else []
+        for b in layout.buckets:
+            for i, j in b.stateful_runs():
+                start, end = b.span(i, j)
+                out.append((b.data[start:end], {k: v[start:end] for k, v in b.state.items()}))
+        return out
+
     def _warn_waiting(self, waiting: list[Tensor]) -> None:
         if self._warned_waiting:
             return

@@ -143,6 +143,20 @@ class ReferenceEngine:
             out.append(Piece(_real(p), _real(grad), buffers))
         return out
 
+    def state_runs(self, optimizer: Any, group: dict[str, Any]) -> list[tuple[Tensor, dict]]:
+        """Each parameter of ``group`` that has state, with its state entries of its shape.
+
+        Real views, one pair per tensor (see :meth:`FlatEngine.state_runs`).
+        """
+        out = []
+        for p in group["params"]:
+            state = optimizer.state.get(p)
+            if state:
+                entries = {k: _real(v) for k, v in state.items()
+                           if k != "step" and isinstance(v, Tensor) and v.shape == p.shape}
+                out.append((_real(p), entries))
+        return out
+
     def prepare(self, optimizer: Any) -> None:
         """Nothing to lay out: parameters, gradients and state stay where they are."""
 

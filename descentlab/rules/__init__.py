@@ -21,6 +21,11 @@ from descentlab.rules.muon import MuonRule
 from descentlab.rules.plain_shampoo import PlainShampooRule
 from descentlab.rules.reduction import GlobalRule
 from descentlab.rules.rprop import RpropRule
+from descentlab.rules.schedule_free import (
+    AdamWScheduleFreeRule,
+    RAdamScheduleFreeRule,
+    SGDScheduleFreeRule,
+)
 from descentlab.rules.sgd import SGDRule
 from descentlab.rules.shampoo import ShampooRule
 from descentlab.rules.soap import SOAPRule
@@ -78,5 +83,8 @@ for _rule in (
     ShampooRule(),
     MARSRule(),
     PlainShampooRule(),
+    SGDScheduleFreeRule(),
+    AdamWScheduleFreeRule(),
+    RAdamScheduleFreeRule(),
 ):
     register_rule(_rule)

@@ -41,12 +41,24 @@ model weights in train mode gives :math:`y`, not the average :math:`x`
 :func:`~descentlab.schedule_free.evaluation.evaluation_mode` does the pair
 for a block of code and puts the training point back bit for bit.
 
+**How a step runs.** The update is an elementwise rule
+(:mod:`descentlab.rules.schedule_free`), so the engines run it as they run
+Adam: ``engine="flat"`` in chunks of the flat buffers, ``"compiled"`` as one
+fused loop per buffer reading ``y, z, g`` (and ``v``) once, ``"auto"`` (the
+default) flat at first, compiled once a background compile is ready (large
+buffers). Before each group's step the shell advances the group's
+bookkeeping on the host (the scheduled learning rate, ``lr_max``, the
+weight sum, so the averaging weight :math:`c`); :meth:`train`/:meth:`eval`
+are one ``lerp`` per flat buffer (:meth:`Engine.state_runs`).
+
 **Checkpoints.** The per-group bookkeeping is kept in the parameter groups
 under the reference's keys (``k``, ``train_mode``, ``weight_sum``,
 ``lr_max``, ``scheduled_lr``), the per-parameter state as ``z`` (and
-``exp_avg_sq``), so state dicts move both ways between these classes and the
-``schedulefree`` package. ``state_dict()`` works in either mode and records
-it (``train_mode`` of each group); ``load_state_dict`` restores it. Saved
+``exp_avg_sq``) with the engines' ``step`` counter (which the package
+ignores; a package checkpoint without it loads), so state dicts move both
+ways between these classes and the ``schedulefree`` package.
+``state_dict()`` works in either mode and records it (``train_mode`` of
+each group); ``load_state_dict`` restores it. Saved
 together with the model's weights, a checkpoint is therefore consistent
 whichever mode it was taken in: the weights are :math:`y` if
 ``train_mode`` is saved True, :math:`x` if False, and after loading both,
@@ -60,30 +72,15 @@ the optimizer while in train mode are :math:`y`; call ``eval()`` first.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 
-from descentlab._foreach import by_device_and_dtype
-from descentlab.optim.validation import (
-    check_int,
-    check_interval,
-    check_learning_rate,
-    check_nonnegative,
-    check_params,
-)
+from descentlab.optim.base import RuleOptimizer
+from descentlab.rules.schedule_free import BOOKKEEPING, ScheduleFreeRule
 
-__all__ = ["ScheduleFreeOptimizer", "BOOKKEEPING_KEYS"]
-
-#: the per-group bookkeeping the reference keeps in its parameter groups, with start values
-BOOKKEEPING_KEYS: dict[str, Any] = {
-    "k": 0,
-    "train_mode": False,
-    "weight_sum": 0.0,
-    "lr_max": -1.0,
-    "scheduled_lr": 0.0,
-}
+__all__ = ["ScheduleFreeOptimizer", "BOOKKEEPING"]
 
 _NOT_TRAINING = (
     "{name}.step() was called in eval mode: call optimizer.train() before training steps "
@@ -91,110 +88,35 @@ _NOT_TRAINING = (
 )
 
 
-def _real(t: torch.Tensor) -> torch.Tensor:
-    return torch.view_as_real(t) if t.is_complex() else t
-
-
-#: Elements stepped at a time: every pass of a step runs over one piece (whole tensors up to
-#: this size, or contiguous slices of larger ones) before the next piece, so the piece's
-#: parameters, gradients, state and temporaries (about 5 x 4 bytes per element in float32,
-#: 2.5 MB: a core's L2 here) stay in cache between the passes instead of streaming through
-#: memory each time (measured best of 2^14 ... 2^20 at 20M parameters).
-PIECE = 1 << 17
-
-
-def _pieces(
-    ys: list[torch.Tensor], grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]],
-) -> list[tuple[list[torch.Tensor], list[torch.Tensor], list[dict[str, torch.Tensor]]]]:
-    """The tensors in pieces of about :data:`PIECE` elements (neighbours grouped, contiguous
-    large tensors sliced into flat views; every update is elementwise, so this changes no bit)."""
-    pieces: list[tuple[list, list, list]] = []
-    current: tuple[list, list, list] = ([], [], [])
-    size = 0
-    for y, g, state in zip(ys, grads, states, strict=True):
-        n = y.numel()
-        whole = [y, g, *state.values()]
-        if n > PIECE and all(isinstance(t, torch.Tensor) and t.numel() == n
-                             and t.is_contiguous() for t in whole):
-            flat = [t.view(-1) for t in whole]
-            keys = list(state)
-            for a in range(0, n, PIECE):
-                part = [t[a:a + PIECE] for t in flat]
-                pieces.append(([part[0]], [part[1]], [dict(zip(keys, part[2:], strict=True))]))
-            continue
-        if size + n > PIECE and current[0]:
-            pieces.append(current)
-            current, size = ([], [], []), 0
-        current[0].append(y)
-        current[1].append(g)
-        current[2].append(state)
-        size += n
-    if current[0]:
-        pieces.append(current)
-    return pieces
-
-
-class ScheduleFreeOptimizer(torch.optim.Optimizer):
+class ScheduleFreeOptimizer(RuleOptimizer):
     """Base class of the Schedule-Free optimizers (the method is in the module docstring).
 
-    A subclass sets :attr:`state_keys` (its per-parameter state besides ``z``),
-    defines ``__init__`` with the ``schedulefree`` package's arguments,
-    :meth:`momentum_of` (the averaging β of a group), :meth:`scheduled_lr`
-    (the learning rate of the coming step) and :meth:`direction` (the base
-    direction :math:`d_t` from the gradients).
+    A subclass sets :attr:`rule` (a :class:`~descentlab.rules.schedule_free.ScheduleFreeRule`)
+    and defines ``__init__`` with the ``schedulefree`` package's arguments and
+    ``engine``. A group may name another Schedule-Free rule
+    (``{"params": ..., "rule": "sgd_schedulefree"}``); other rules are refused
+    (they have no ``y``/``z`` to swap).
     """
 
-    #: per-parameter state created (as zeros) next to ``z`` at a parameter's first step
-    state_keys: tuple[str, ...] = ()
+    rule: ClassVar[ScheduleFreeRule]
 
-    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
-        defaults = {**defaults, **BOOKKEEPING_KEYS}
-        self.check_group(defaults)
-        super().__init__(check_params(params), defaults)
-
-    # -- what the algorithms define -------------------------------------------------------
-    def check_group(self, group: dict[str, Any]) -> None:
-        """Validate one group's hyperparameters (subclasses extend this)."""
-        check_learning_rate(group["lr"])
-        check_nonnegative("weight_decay", group["weight_decay"])
-        check_nonnegative("r", group["r"])
-        check_nonnegative("weight_lr_power", group["weight_lr_power"])
-        if "warmup_steps" in group:
-            check_int("warmup_steps", group["warmup_steps"])
-
-    def momentum_of(self, group: dict[str, Any]) -> float:
-        """The interpolation β of ``y = β x + (1 − β) z`` for this group."""
-        raise NotImplementedError
-
-    def scheduled_lr(self, group: dict[str, Any], step: int) -> float:
-        """The learning rate of step ``step`` (1-based): linear warm-up to ``lr`` by default."""
-        warmup = group.get("warmup_steps", 0)
-        return group["lr"] * (step / warmup if step <= warmup else 1.0)
-
-    def direction(
-        self,
-        group: dict[str, Any],
-        step: int,
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        states: list[dict[str, torch.Tensor]],
-    ) -> list[torch.Tensor]:
-        """The base direction :math:`d_t` without weight decay; must not write into ``grads``."""
-        raise NotImplementedError
-
-    @staticmethod
-    def _check_beta(name: str, value: Any) -> float:
-        return check_interval(name, value, 0.0, 1.0, low_closed=False, high_closed=False)
-
-    # -- torch.optim API -------------------------------------------------------------------
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group (as torch.optim does) after checking its parameters and hyperparameters."""
-        if getattr(self, "param_groups", None):
-            params = check_params([param_group])[0]["params"]
-            self.check_group({**self.defaults, **param_group})
-            param_group = {**param_group, "params": params}
+        """Add a group as torch.optim does (checked), with the bookkeeping of a fresh group."""
+        rule = self.named_rule(param_group)
+        if not isinstance(rule, ScheduleFreeRule):
+            raise ValueError(
+                f"{type(self).__name__} keeps y and z for every group; a group cannot run "
+                f"rule {rule.name!r} (use a separate optimizer for those parameters)"
+            )
         super().add_param_group(param_group)
+        for key, value in rule.group_state(param_group).items():
+            self.param_groups[-1].setdefault(key, value)
 
+    def missing_group_defaults(self, group: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The declared defaults, and the bookkeeping as at the start (an older checkpoint)."""
+        return {**super().missing_group_defaults(group), **BOOKKEEPING}
+
+    # -- modes -------------------------------------------------------------------------------
     @property
     def training(self) -> bool:
         """True in train mode (the parameters hold ``y``), False in eval mode (``x``)."""
@@ -205,13 +127,12 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             if group["train_mode"] == to_train:
                 continue
-            beta = self.momentum_of(group)
+            beta = self.rule_for(group).momentum(group)
             weight = 1.0 - beta if to_train else 1.0 - 1.0 / beta
-            pairs = [(p, self.state[p]["z"]) for p in group["params"]
-                     if "z" in self.state.get(p, {})]
+            pairs = [(p, s["z"]) for p, s in self._engine.state_runs(self, group) if "z" in s]
             if pairs:
                 ps, zs = zip(*pairs, strict=True)
-                torch._foreach_lerp_([_real(p) for p in ps], [_real(z) for z in zs], weight)
+                torch._foreach_lerp_(list(ps), list(zs), weight)
             group["train_mode"] = to_train
 
     def train(self) -> None:
@@ -222,7 +143,7 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
         """Switch to eval mode: the parameters become the average ``x`` (evaluate and save here)."""
         self._move(False)
 
-    @torch.no_grad()
+    # -- stepping ----------------------------------------------------------------------------
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Perform one optimisation step (train mode only).
 
@@ -238,52 +159,27 @@ class ScheduleFreeOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._step_group(group)
+        for group in self.param_groups:  # before any bookkeeping moves: a refused step
+            for p in group["params"]:    # changes nothing
+                if p.grad is not None and p.grad.is_sparse:
+                    raise RuntimeError(
+                        f"{type(self).__name__} does not support sparse gradients "
+                        f"(a parameter of shape {tuple(p.shape)} has one)"
+                    )
+        enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            for group in self.param_groups:
+                self._advance(group)
+                self._engine.step_group(self, group)
+        finally:
+            torch._C._set_grad_enabled(enabled)
         return loss
 
-    def _step_group(self, group: dict[str, Any]) -> None:
-        active = [p for p in group["params"] if p.grad is not None]
-        for p in active:  # before any bookkeeping moves: a refused step changes nothing
-            if p.grad.is_sparse:
-                raise RuntimeError(
-                    f"{type(self).__name__} does not support sparse gradients "
-                    f"(a parameter of shape {tuple(p.shape)} has one)"
-                )
-        step = group["k"] + 1
-        lr = self.scheduled_lr(group, step)
-        group["scheduled_lr"] = lr
-        lr_max = group["lr_max"] = max(lr, group["lr_max"])
-        weight = step ** group["r"] * lr_max ** group["weight_lr_power"]
-        weight_sum = group["weight_sum"] = group["weight_sum"] + weight
-        ckp1 = weight / weight_sum if weight_sum != 0 else 0.0
-        beta = self.momentum_of(group)
-
-        for p in active:
-            state = self.state[p]
-            if "z" not in state:
-                state["z"] = p.detach().clone(memory_format=torch.preserve_format)
-                for key in self.state_keys:
-                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        for batch in by_device_and_dtype(active):
-            for ys, grads, states in _pieces(
-                [_real(p) for p in batch], [_real(p.grad) for p in batch],
-                [{k: _real(v) for k, v in self.state[p].items()} for p in batch],
-            ):
-                self._step_piece(group, step, lr, ckp1, beta, ys, grads, states)
-        group["k"] = step
-
-    def _step_piece(self, group: dict[str, Any], step: int, lr: float, ckp1: float, beta: float,
-                    ys: list[torch.Tensor], grads: list[torch.Tensor],
-                    states: list[dict[str, torch.Tensor]]) -> None:
-        """The update of one piece: the direction, then y and z (see the module docstring)."""
-        zs = [s["z"] for s in states]
-        d = self.direction(group, step, ys, grads, states)
-        if group["weight_decay"] != 0:
-            if d is grads:
-                d = torch._foreach_add(grads, ys, alpha=group["weight_decay"])
-            else:
-                torch._foreach_add_(d, ys, alpha=group["weight_decay"])
-        torch._foreach_lerp_(ys, zs, ckp1)
-        torch._foreach_add_(ys, d, alpha=lr * (beta * (1 - ckp1) - 1))
-        torch._foreach_sub_(zs, d, alpha=lr)
+    def _advance(self, group: dict[str, Any]) -> None:
+        """The group's bookkeeping for its next step (the rule reads it: ``rule.scalars``)."""
+        rule = self.rule_for(group)
+        step = group["k"] = group["k"] + 1
+        lr = group["scheduled_lr"] = rule.scheduled_lr(group, step)
+        group["lr_max"] = max(lr, group["lr_max"])
+        group["weight_sum"] = group["weight_sum"] + rule.averaging_weight(group)

@@ -13,8 +13,10 @@ denominator and adds the weight decay into it); every group's mode is
 checked before a step (the package looks at the first group only); a bad
 argument is refused with a message naming it (``momentum`` and ``betas[0]``
 must lie in (0, 1): ``eval()`` divides by them); complex parameters step as
-their real view. The ``foreach`` argument is accepted and ignored: steps
-always run on ``torch._foreach_*`` ops per device and dtype.
+their real view. The ``foreach`` argument is accepted and ignored: the
+``engine`` runs the steps (``"auto"``, ``"flat"``, ``"compiled"`` or
+``"reference"``, as for every descentlab optimizer); the eager engines give
+the package's bits, the compiled one agrees to rounding.
 """
 
 from __future__ import annotations
@@ -22,16 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import torch
-
-from descentlab.optim.validation import check_betas, check_nonnegative
+from descentlab.rules import RULES
 from descentlab.schedule_free.base import ScheduleFreeOptimizer
 
 __all__ = ["SGDScheduleFree", "AdamWScheduleFree", "RAdamScheduleFree"]
-
-#: mean elements per tensor from which the Adam direction is divided tensor by tensor in place
-_LARGE = 1 << 16
-
 
 class SGDScheduleFree(ScheduleFreeOptimizer):
     r"""Schedule-Free SGD (Defazio et al. 2024): SGD with primal averaging in place of a schedule.
@@ -51,10 +47,15 @@ class SGDScheduleFree(ScheduleFreeOptimizer):
         r: polynomial weighting power of the average (default 0).
         weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (default 2).
         foreach: accepted for compatibility; ignored.
+        maximize: maximise the objective instead (default False; not in the package).
+        engine: how steps run (``"auto"``, ``"flat"``, ``"compiled"``, ``"reference"``;
+            see :class:`descentlab.optim.base.RuleOptimizer`).
 
     Call ``optimizer.train()`` before training and ``optimizer.eval()`` before
     evaluating or saving (see :mod:`descentlab.schedule_free.base`).
     """
+
+    rule = RULES["sgd_schedulefree"]
 
     def __init__(
         self,
@@ -66,51 +67,14 @@ class SGDScheduleFree(ScheduleFreeOptimizer):
         r: float = 0.0,
         weight_lr_power: float = 2,
         foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
     ) -> None:
-        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
-                        warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
-                        foreach=foreach)
-        super().__init__(params, defaults)
-
-    def check_group(self, group: dict[str, Any]) -> None:
-        """Validate the group's hyperparameters."""
-        super().check_group(group)
-        self._check_beta("momentum", group["momentum"])
-
-    def momentum_of(self, group: dict[str, Any]) -> float:
-        """β = ``momentum``."""
-        return group["momentum"]
-
-    def direction(
-        self,
-        group: dict[str, Any],
-        step: int,
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        states: list[dict[str, torch.Tensor]],
-    ) -> list[torch.Tensor]:
-        """The gradients themselves (weight decay is added by the base)."""
-        return grads
+        super().__init__(params, locals(), engine=engine)
 
 
-class _AdamFamily(ScheduleFreeOptimizer):
-    """What Schedule-Free AdamW and RAdam share: ``betas``, ``eps`` and the ``exp_avg_sq`` state."""
-
-    state_keys = ("exp_avg_sq",)
-
-    def check_group(self, group: dict[str, Any]) -> None:
-        """Validate the group's hyperparameters."""
-        super().check_group(group)
-        check_betas(group["betas"])
-        self._check_beta("betas[0]", group["betas"][0])
-        check_nonnegative("eps", group["eps"])
-
-    def momentum_of(self, group: dict[str, Any]) -> float:
-        """β = ``betas[0]``."""
-        return group["betas"][0]
-
-
-class AdamWScheduleFree(_AdamFamily):
+class AdamWScheduleFree(ScheduleFreeOptimizer):
     r"""Schedule-Free AdamW (Defazio et al. 2024; AlgoPerf 2024 self-tuning winner).
 
     .. math::
@@ -121,7 +85,9 @@ class AdamWScheduleFree(_AdamFamily):
     no first moment (the averaging with :math:`\beta = \beta_1` plays its
     part), then the Schedule-Free recursion of
     :mod:`descentlab.schedule_free.base` with the learning rate warmed up
-    linearly over ``warmup_steps`` steps. State: ``z`` and ``exp_avg_sq``.
+    linearly over ``warmup_steps`` steps. State: ``z`` and ``exp_avg_sq``
+    (and the engines' ``step``; :math:`t` is the group's step count, as in
+    the package).
 
     Args:
         params: an iterable of tensors, of ``(name, tensor)`` pairs, or of groups.
@@ -133,10 +99,15 @@ class AdamWScheduleFree(_AdamFamily):
         r: polynomial weighting power of the average (default 0).
         weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (default 2).
         foreach: accepted for compatibility; ignored.
+        maximize: maximise the objective instead (default False; not in the package).
+        engine: how steps run (``"auto"``, ``"flat"``, ``"compiled"``, ``"reference"``;
+            see :class:`descentlab.optim.base.RuleOptimizer`).
 
     Call ``optimizer.train()`` before training and ``optimizer.eval()`` before
     evaluating or saving (see :mod:`descentlab.schedule_free.base`).
     """
+
+    rule = RULES["adamw_schedulefree"]
 
     def __init__(
         self,
@@ -149,54 +120,14 @@ class AdamWScheduleFree(_AdamFamily):
         r: float = 0.0,
         weight_lr_power: float = 2.0,
         foreach: bool | None = None,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                        warmup_steps=warmup_steps, r=r, weight_lr_power=weight_lr_power,
-                        foreach=foreach)
-        super().__init__(params, defaults)
-
-    def direction(
-        self,
-        group: dict[str, Any],
-        step: int,
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        states: list[dict[str, torch.Tensor]],
-    ) -> list[torch.Tensor]:
-        """The Adam-normalised gradients (new tensors); updates ``exp_avg_sq``."""
-        return _adam_direction(group, step, grads, states)
+        super().__init__(params, locals(), engine=engine)
 
 
-def _second_moment(
-    group: dict[str, Any], grads: list[torch.Tensor], states: list[dict[str, Any]]
-) -> list[torch.Tensor]:
-    """``v ← β₂ v + (1 − β₂) g²`` in place; returns the ``exp_avg_sq`` tensors."""
-    beta2 = group["betas"][1]
-    exp_avg_sq = [s["exp_avg_sq"] for s in states]
-    torch._foreach_mul_(exp_avg_sq, beta2)
-    torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1 - beta2)
-    return exp_avg_sq
-
-
-def _adam_direction(
-    group: dict[str, Any], step: int, grads: list[torch.Tensor], states: list[dict[str, Any]]
-) -> list[torch.Tensor]:
-    """Update ``exp_avg_sq`` and return ``g / (sqrt(v / (1 − β₂ᵗ)) + eps)`` (new tensors)."""
-    beta2 = group["betas"][1]
-    exp_avg_sq = _second_moment(group, grads, states)
-    denom = torch._foreach_div(exp_avg_sq, 1 - beta2**step)
-    torch._foreach_sqrt_(denom)
-    torch._foreach_add_(denom, group["eps"])
-    if sum(g.numel() for g in grads) >= _LARGE * len(grads):
-        # large tensors: g / denom written over denom, one temporary instead of two (one call
-        # per tensor, which costs little next to the arithmetic at this size)
-        for g, d in zip(grads, denom, strict=True):
-            torch.div(g, d, out=d)
-        return list(denom)
-    return list(torch._foreach_div(grads, denom))
-
-
-class RAdamScheduleFree(_AdamFamily):
+class RAdamScheduleFree(ScheduleFreeOptimizer):
     r"""Schedule-Free RAdam: Schedule-Free AdamW with RAdam's rectification instead of warm-up.
 
     With :math:`\rho_\infty = 2/(1-\beta_2) - 1` and
@@ -219,7 +150,12 @@ class RAdamScheduleFree(_AdamFamily):
         weight_lr_power: the average's weights are ``lr_max ** weight_lr_power`` (default 2).
         foreach: accepted for compatibility; ignored.
         silent_sgd_phase: no parameter moves before the rectification starts (default True).
+        maximize: maximise the objective instead (default False; not in the package).
+        engine: how steps run (``"auto"``, ``"flat"``, ``"compiled"``, ``"reference"``;
+            see :class:`descentlab.optim.base.RuleOptimizer`).
     """
+
+    rule = RULES["radam_schedulefree"]
 
     def __init__(
         self,
@@ -232,40 +168,8 @@ class RAdamScheduleFree(_AdamFamily):
         weight_lr_power: float = 2.0,
         foreach: bool | None = None,
         silent_sgd_phase: bool = True,
+        *,
+        maximize: bool = False,
+        engine: str = "auto",
     ) -> None:
-        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, r=r,
-                        weight_lr_power=weight_lr_power, foreach=foreach,
-                        silent_sgd_phase=bool(silent_sgd_phase))
-        super().__init__(params, defaults)
-
-    @staticmethod
-    def _rho(group: dict[str, Any], step: int) -> tuple[float, float]:
-        beta2 = group["betas"][1]
-        rho_inf = 2 / (1 - beta2) - 1
-        beta2_t = beta2**step
-        return rho_inf, rho_inf - 2 * step * beta2_t / (1 - beta2_t)
-
-    def scheduled_lr(self, group: dict[str, Any], step: int) -> float:
-        """``lr`` times the rectification (0 or 1 before it starts; see the class docstring)."""
-        rho_inf, rho_t = self._rho(group, step)
-        if rho_t > 4.0:
-            rect = (
-                (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
-            ) ** 0.5
-        else:
-            rect = float(not group["silent_sgd_phase"])
-        return group["lr"] * rect
-
-    def direction(
-        self,
-        group: dict[str, Any],
-        step: int,
-        params: list[torch.Tensor],
-        grads: list[torch.Tensor],
-        states: list[dict[str, torch.Tensor]],
-    ) -> list[torch.Tensor]:
-        """Adam-normalised once rectified, the raw gradients before; updates ``exp_avg_sq``."""
-        if self._rho(group, step)[1] > 4.0:
-            return _adam_direction(group, step, grads, states)
-        _second_moment(group, grads, states)
-        return grads
+        super().__init__(params, locals(), engine=engine)
