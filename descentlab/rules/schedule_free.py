@@ -140,6 +140,16 @@ class ScheduleFreeRule(Rule):
         """:math:`w_k = k^r \\gamma_{\\max}^p` of the group's current step ``k``."""
         return group["k"] ** group["r"] * group["lr_max"] ** group["weight_lr_power"]
 
+    def check(self, group: Mapping[str, Any]) -> None:
+        """The declared checks; a group naming this rule must be a Schedule-Free optimizer's."""
+        super().check(group)
+        if "rule" in group and "k" not in group:
+            raise ValueError(
+                f"rule {group['rule']!r} needs a Schedule-Free optimizer (its bookkeeping and "
+                "train()/eval()): use descentlab.SGDScheduleFree, AdamWScheduleFree or "
+                "RAdamScheduleFree for these parameters, not a group of another optimizer"
+            )
+
     def flags(self, group: Mapping[str, Any]) -> dict[str, Any]:
         return {"weight_decay": float(group["weight_decay"]) != 0.0}
 

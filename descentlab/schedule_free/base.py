@@ -108,9 +108,7 @@ class ScheduleFreeOptimizer(RuleOptimizer):
                 f"{type(self).__name__} keeps y and z for every group; a group cannot run "
                 f"rule {rule.name!r} (use a separate optimizer for those parameters)"
             )
-        super().add_param_group(param_group)
-        for key, value in rule.group_state(param_group).items():
-            self.param_groups[-1].setdefault(key, value)
+        super().add_param_group({**rule.group_state(param_group), **param_group})
 
     def missing_group_defaults(self, group: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The declared defaults, and the bookkeeping as at the start (an older checkpoint)."""
