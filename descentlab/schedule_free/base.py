@@ -164,14 +164,9 @@ class ScheduleFreeOptimizer(RuleOptimizer):
                         f"{type(self).__name__} does not support sparse gradients "
                         f"(a parameter of shape {tuple(p.shape)} has one)"
                     )
-        enabled = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)
-        try:
-            for group in self.param_groups:
-                self._advance(group)
-                self._engine.step_group(self, group)
-        finally:
-            torch._C._set_grad_enabled(enabled)
+        for group in self.param_groups:
+            self._advance(group)
+        super().step()  # the engine steps every group with the rule (which reads the above)
         return loss
 
     def _advance(self, group: dict[str, Any]) -> None:
