@@ -20,7 +20,8 @@ Each step then follows the reference engine's semantics exactly:
   bucket view) is copied into the flat buffer; ``.grad`` is pointed at the
   flat view only if the same gradient comes back at the next step and
   nothing else sees it (:meth:`~descentlab.engine.buffers.Bucket.take_grad`),
-  so ``zero_grad(set_to_none=False)`` loops soon stop copying;
+  so ``zero_grad(set_to_none=False)`` loops soon stop copying (a tensor rule
+  that is not batched reads ``.grad`` where it is, uncopied);
 * parameters are updated in *runs*: maximal sequences of neighbouring
   parameters that have a gradient and share their step count and scalar state.
   Normally that is one run over the whole buffer.
@@ -149,7 +150,9 @@ class FlatEngine:
             layout.shards.step(self, optimizer, run)
         for bucket in layout.buckets:
             if run.rule.kind == TENSOR:
-                step_whole_bucket(optimizer, bucket, run, self._gather(optimizer, bucket, run))
+                # a rule stepped one tensor at a time reads ``.grad`` where it is: no copy
+                active = self._gather(optimizer, bucket, run, copy=run.rule.batched)
+                step_whole_bucket(optimizer, bucket, run, active)
             else:
                 self._step_bucket(optimizer, bucket, run)
 
@@ -246,8 +249,9 @@ class FlatEngine:
             self._run(b, i, j, run)
             i = j
 
-    def _gather(self, optimizer: Any, b: Bucket, run: Run) -> list[bool]:
-        """Bring gradients into the flat buffer and create missing state; which slots step.
+    def _gather(self, optimizer: Any, b: Bucket, run: Run, copy: bool = True) -> list[bool]:
+        """Bring gradients into the flat buffer (unless not ``copy``) and create missing state;
+        which slots step.
 
         Sparse gradients are stepped here, alone, by the rule's sparse update
         (they are never copied into the buffer) and are not among those returned.
@@ -267,7 +271,7 @@ class FlatEngine:
             for i in sparse:
                 active[i] = False
         with one_thread():  # many small per-parameter copies: no OpenMP region for each
-            if foreign:
+            if foreign and copy:
                 b.take_grads(foreign)
             if not all(b.has_state):
                 if any(not made and optimizer.state.get(p)

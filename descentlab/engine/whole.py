@@ -11,9 +11,12 @@ state are strided ``[B, *shape]`` views of the buffers
 (:meth:`~descentlab.engine.buffers.Bucket.batch_view`), so a batched rule
 updates them in place with one call (Muon's Newton–Schulz as ``torch.bmm``
 over the stack); state entries of other shapes are stacked for the call and
-copied back. The results are those of the reference engine, which steps each
-parameter alone (a batched kernel computes each matrix of a stack as its
-unbatched counterpart does; the conformance suite checks it).
+copied back. A rule that is not batched is handed ``.grad`` itself, in
+place of the flat view: the flat engine does not copy its gradients into
+the buffer first (a per-tensor step gains nothing from the copy). The
+results are those of the reference engine, which steps each parameter
+alone (a batched kernel computes each matrix of a stack as its unbatched
+counterpart does; the conformance suite checks it).
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
     for i, j in _batches(b, active, rule.batched):
         step = b.advance(i, j)
         states = [optimizer.state[b.params[k]] for k in range(i, j)]
-        if not rule.batched:
-            grad = b.grad_views[i]
+        if not rule.batched:  # on ``.grad`` itself (never copied into the buffer)
+            grad = b.params[i].grad
             step_whole(b.param_views[i], -grad if run.maximize else grad, states[0], run.at(step))
             continue
         param = b.batch_view(b.data, i, j)
@@ -74,5 +77,4 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
                 copied.append(key)
         rule.update(param, grad, stacked, run.h, step, run.flags)
         for key in copied:
-            for k, s in enumerate(states):
-                s[key].copy_(stacked[key][k])
+            torch._foreach_copy_([s[key] for s in states], list(stacked[key].unbind(0)))

@@ -5,21 +5,30 @@ equations, the reference and where implementations disagree). It is a *tensor*
 rule: the row and column statistics are means over a matrix's last two
 dimensions, and the step is scaled by the parameter's RMS and clipped by the
 update's RMS, both norms over the whole tensor. It is batched: a stack
-``[B, *shape]`` of same-shape parameters is updated with one call per
-operation (the norms per stacked tensor), in sub-stacks of about
-:attr:`AdafactorRule.chunk` elements.
+``[B, *shape]`` of same-shape parameters is updated together (the norms per
+stacked tensor, the small row and column statistics with one call per
+operation for the whole stack).
 
 Where the speed comes from (torch's loop makes about 17 passes over each
 matrix, and its column norms, a ``vector_norm`` over dim −2, are a strided
-reduction several times slower than a pass): the row and column sums come
-from one G² (a column sum and one matrix product ``G² [1, 1/C]``, which also
-gives ‖U‖²), and when no entry of V̂ is clamped by ε₁² (checked exactly on the
-smallest R and C, since the rounded products are monotone) 1/√V̂ᵢⱼ factors
-as aᵢbⱼ, so U = diag(a) G diag(b) is never formed: θ takes one ``addcmul``
-of G diag(b) with the row factors. About 10 passes in all; the result agrees
-with torch's to rounding (float64 ≤ 1e-13 over 60 steps). When an entry is
-clamped (a row or column with no gradient yet), the step is torch's entry
-by entry.
+reduction several times slower than a pass):
+
+* the row and column sums come from one G² per *tile* (a few whole matrices,
+  or a band of rows of a large one, :attr:`AdafactorRule.tile` elements per
+  thread): G² is written to a scratch buffer that stays in the L2 cache, its
+  column sums give the tile's new C, and its row sums and Σⱼ G²ᵢⱼ/Cⱼ (for
+  ‖U‖²: ``mv``) read it back from the cache. A matrix larger than a tile
+  makes G² twice (the column sums need every band before C is known);
+* when no entry of V̂ is clamped by ε₁² (checked exactly on the smallest R
+  and C, since the rounded products are monotone) 1/√V̂ᵢⱼ factors as aᵢbⱼ,
+  so U = diag(a) G diag(b) is never formed: θ takes one ``addcmul`` of
+  G diag(b) (in the scratch buffer) with the row factors, tile by tile.
+
+So θ is read twice and written once, G read twice (three times for a
+matrix larger than a tile), everything else stays in cache; the result
+agrees with torch's to rounding (float64 ≤ 1e-13 over 60 steps). When an
+entry is clamped (a row or column with no gradient yet), the step is
+torch's entry by entry.
 
 As torch.optim does, a tensor of two or more dimensions is factored over its
 last two (leading dimensions are independent matrices: ``row_var`` has shape
@@ -104,22 +113,12 @@ class AdafactorRule(TensorRule):
         rows[-1], cols[-2] = 1, 1
         return {"row_var": param.new_zeros(rows), "col_var": param.new_zeros(cols)}
 
-    #: Elements per sub-stack: a stack is stepped in slices of about this many elements
-    #: (whole tensors, at least one), few calls on small matrices, cache-sized passes on large.
-    chunk = 1 << 20
+    #: Elements per tile and torch thread: the passes over a stack are made tile by tile (a
+    #: few whole tensors, or rows of one matrix larger than a tile), so that what one pass
+    #: writes is still in the cores' L2 caches when the next reads it
+    tile = 1 << 18
 
     def update(self, param, grad, state, h, step, flags) -> None:
-        per = max(1, self.chunk // max(1, param[0].numel()))
-        # one scratch stack of G's shape for the whole call (G² then G diag(b)): a fresh
-        # large tensor per pass would be fresh pages, faulted in on every step
-        factored = param.dim() > 2  # a stack of matrices (or of higher tensors)
-        scratch = grad.new_empty((min(per, len(grad)), *grad.shape[1:])) if factored else None
-        for a in range(0, param.shape[0], per):
-            part = {k: v[a:a + per] for k, v in state.items()}
-            work = None if scratch is None else scratch[: len(grad[a:a + per])]
-            self._update_stack(param[a:a + per], grad[a:a + per], part, h, step, flags, work)
-
-    def _update_stack(self, param, grad, state, h, step, flags, scratch) -> None:
         if param[0].numel() == 0:
             return
         eps1, eps2 = flags["eps"]
@@ -130,39 +129,138 @@ class AdafactorRule(TensorRule):
         rho = min(lr, 1 / step**0.5)
         norms, root = _norms(param)
         alpha = _at_least(eps2, norms.div_(root)).mul_(rho)
-        if h["weight_decay"] != 0:
-            param.mul_(1 - lr * h["weight_decay"])
-        if "variance" in state:
-            variance = state["variance"]
-            variance.lerp_(grad * grad, weight)
-            u = variance.clone().clamp_(min=eps1 * eps1).rsqrt_().mul_(grad)
-            _step_along(param, u, alpha, h["d"])
+        decay = 1 - lr * h["weight_decay"]
+        size = self.tile * torch.get_num_threads()
+        if "variance" in state:  # vectors and scalars, a few at a time
+            per = max(1, size // param[0].numel())
+            for a in range(0, len(param), per):
+                part = slice(a, a + per)
+                _step_unfactored(param[part], grad[part], state["variance"][part], alpha[part],
+                                 weight, decay, eps1, h["d"])
             return
         row_var, col_var = state["row_var"], state["col_var"]
-        n, m = grad.shape[-1], grad.shape[-2]
-        # the column and row sums of one G² (torch's vector_norm over dim -2 is a strided
-        # reduction, several times slower than a pass over memory); the row sums come from
-        # the same matrix product as Σⱼ G²ᵢⱼ/Cⱼ below
-        squares = torch.mul(grad, grad, out=scratch)
-        col_var.lerp_(squares.sum(dim=-2, keepdim=True).div_(m), weight)
-        ones_and_inverse = torch.cat([torch.ones_like(col_var), col_var.reciprocal()], dim=-2)
-        sums = torch.matmul(squares, ones_and_inverse.mT)  # [..., m, 2]
-        row_var.lerp_(sums[..., :1].div(n), weight)
+        tiles = _Tiles(param, grad, size)
+        # Σⱼ G²ᵢⱼ and Σⱼ G²ᵢⱼ / Cⱼ (with the new C) of every row
+        row_sums, weighted = torch.empty_like(row_var), torch.empty_like(row_var)
+        tiles.sums(col_var, row_sums, weighted, weight)
+        row_var.lerp_(row_sums.div_(tiles.n), weight)
         row_mean = row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)
         smallest = row_var.amin(dim=-2, keepdim=True) * col_var.amin(dim=-1, keepdim=True)
         if not bool((smallest.div_(row_mean) >= eps1 * eps1).all()):
             # some V̂ᵢⱼ is clamped: the estimate entry by entry, as torch.optim computes it
+            if decay != 1:
+                param.mul_(decay)
             estimate = (row_var @ col_var).div_(row_mean)
             _step_along(param, estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, h["d"])
             return
         # no entry is clamped: 1/√V̂ᵢⱼ = aᵢ bⱼ with a = (R/mean(R))^-½, b = C^-½, so
-        # U = diag(a) G diag(b) is never formed: ‖U‖² = Σᵢ aᵢ² (G² b²)ᵢ, one matrix-vector
-        # product, and θ ← θ − diag(s·a) (G diag(b)) one addcmul (s: α/clip of each tensor)
+        # U = diag(a) G diag(b) is never formed: ‖U‖² = Σᵢ aᵢ² (G² b²)ᵢ, and
+        # θ ← θ − diag(s·a) (G diag(b)) one addcmul per tile (s: α/clip of each tensor)
         rows_sq = row_mean / row_var  # a²: [..., m, 1]
-        u_sq = (sums[..., 1:] * rows_sq).flatten(1).sum(dim=1)
-        scale = alpha / _clip(u_sq.double().sqrt_(), squares, h["d"])
+        u_sq = (weighted * rows_sq).flatten(1).sum(dim=1)
+        scale = alpha / _clip(u_sq.double().sqrt_(), param, h["d"])
         rows = rows_sq.sqrt_().mul_(_per_tensor(scale.to(rows_sq.dtype), rows_sq))
-        param.addcmul_(torch.mul(grad, col_var.rsqrt(), out=squares), rows, value=-1)
+        tiles.step(rows, col_var.rsqrt(), decay)
+
+
+class _Tiles:
+    """A stack of same-shape tensors [B, ..., m, n] cut into tiles for the passes over G and θ.
+
+    A tile is a few whole tensors (about ``size`` elements), or, for tensors
+    larger than that, a band of rows of one of their m × n matrices. One
+    scratch buffer of a tile's size holds G² (then G diag(b)) of the tile in
+    hand, so its passes read and write cache, not memory.
+    """
+
+    def __init__(self, param: Tensor, grad: Tensor, size: int) -> None:
+        self.param, self.grad = param, grad
+        self.m, self.n = grad.shape[-2], grad.shape[-1]
+        each = param[0].numel()
+        if each <= size:  # whole tensors, ``per`` at a time
+            per = size // each
+            self.whole = [slice(a, a + per) for a in range(0, len(param), per)]
+            self.scratch = grad.new_empty(min(per, len(param)) * each)
+        else:  # bands of ``band`` rows of each matrix
+            band = max(1, size // self.n)
+            self.whole = None
+            self.bands = [(b, q, r, min(r + band, self.m))
+                          for b in range(len(param))
+                          for q in range(each // (self.m * self.n))
+                          for r in range(0, self.m, band)]
+            self.scratch = grad.new_empty(min(band, self.m) * self.n)
+
+    def _work(self, like: Tensor) -> Tensor:
+        return self.scratch[: like.numel()].view(like.shape)
+
+    def _matrices(self, t: Tensor, b: int) -> Tensor:
+        """Tensor ``b`` of a stack as [matrices, rows, cols] (a slot is contiguous: a view)."""
+        return t[b].view(-1, *t.shape[-2:])
+
+    def sums(self, col_var: Tensor, row_sums: Tensor, weighted: Tensor, weight: float) -> None:
+        """C ← lerp(C, mean_i G², weight); ``row_sums`` ← Σⱼ G²ᵢⱼ, ``weighted`` ← Σⱼ G²ᵢⱼ / Cⱼ."""
+        grad, m = self.grad, self.m
+        col_sums, inverse = torch.empty_like(col_var), torch.empty_like(col_var)
+        if self.whole is not None:
+            # per tile: G² once in cache, its column sums, the tile's new C, then the row sums
+            for t in self.whole:
+                squares = torch.mul(grad[t], grad[t], out=self._work(grad[t]))
+                torch.sum(squares, dim=-2, keepdim=True, out=col_sums[t])
+                col_var[t].lerp_(col_sums[t].div_(m), weight)
+                torch.reciprocal(col_var[t], out=inverse[t])
+                torch.sum(squares, dim=-1, keepdim=True, out=row_sums[t])
+                _times_columns(squares, inverse[t], weighted[t])
+            return
+        # bands of rows: the column sums need every band before C, so G² is made twice
+        for b, q, r, e in self.bands:
+            g = self._matrices(grad, b)[q, r:e]
+            squares = torch.mul(g, g, out=self._work(g))
+            total = self._matrices(col_sums, b)[q]
+            if r == 0:
+                torch.sum(squares, dim=-2, keepdim=True, out=total)
+            else:
+                total.add_(squares.sum(dim=-2, keepdim=True))
+            torch.sum(squares, dim=-1, keepdim=True, out=self._matrices(row_sums, b)[q, r:e])
+        col_var.lerp_(col_sums.div_(m), weight)
+        torch.reciprocal(col_var, out=inverse)
+        for b, q, r, e in self.bands:
+            g = self._matrices(grad, b)[q, r:e]
+            squares = torch.mul(g, g, out=self._work(g))
+            _times_columns(squares, self._matrices(inverse, b)[q],
+                           self._matrices(weighted, b)[q, r:e])
+
+    def step(self, rows: Tensor, cols: Tensor, decay: float) -> None:
+        """θ ← θ · decay − diag(rows) G diag(cols), tile by tile."""
+        param, grad = self.param, self.grad
+        if self.whole is not None:
+            pieces = [(param[t], grad[t], rows[t], cols[t]) for t in self.whole]
+        else:
+            pieces = [(self._matrices(param, b)[q, r:e], self._matrices(grad, b)[q, r:e],
+                       self._matrices(rows, b)[q, r:e], self._matrices(cols, b)[q])
+                      for b, q, r, e in self.bands]
+        for p, g, a, c in pieces:
+            if decay != 1:
+                p.mul_(decay)
+            p.addcmul_(torch.mul(g, c, out=self._work(g)), a, value=-1)
+
+
+def _step_unfactored(param: Tensor, grad: Tensor, variance: Tensor, alpha: Tensor,
+                     weight: float, decay: float, eps1: float, d: float) -> None:
+    """V̂ ← lerp(V̂, G², weight);  θ ← θ · decay − α · U / max(1, RMS(U)/d), U = G / max(√V̂, ε₁)."""
+    if decay != 1:
+        param.mul_(decay)
+    variance.lerp_(grad * grad, weight)
+    _step_along(param, variance.clone().clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, d)
+
+
+def _times_columns(squares: Tensor, inverse: Tensor, out: Tensor) -> None:
+    """``out`` ← ``squares`` @ ``inverse``ᵀ: [..., m, n] by [..., 1, n] into [..., m, 1]
+    (one matrix: ``mv``, about twice as fast as a batched product of width one)."""
+    if squares.dim() == 3 and squares.shape[0] == 1:
+        squares, inverse, out = squares[0], inverse[0], out[0]
+    if squares.dim() == 2:
+        torch.mv(squares, inverse[0], out=out.view(-1))
+    else:
+        torch.matmul(squares, inverse.mT, out=out)
 
 
 def _clip(norms: Tensor, u: Tensor, d: float) -> Tensor:

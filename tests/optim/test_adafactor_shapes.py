@@ -92,3 +92,30 @@ def test_complex_parameters_are_refused_at_construction_naming_the_shape():
 def test_bad_arguments_are_refused_naming_them(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         descentlab.Adafactor([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+@pytest.mark.parametrize("tile", [1, 5, 40, 1500], ids=lambda t: f"tile={t}")
+def test_every_tiling_matches_torch(tile, monkeypatch):
+    """Bands of one row, bands of several rows (a matrix larger than a tile: G² made twice),
+    several whole matrices per tile with a short last tile: all torch's steps to rounding."""
+    from descentlab.rules.adafactor import AdafactorRule
+
+    monkeypatch.setattr(AdafactorRule, "tile", tile)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the tile is per thread
+    shapes = [(30, 20)] * 5 + [(2, 12, 16), (2, 12, 16), (40,)]
+
+    def run(cls, **extra):
+        gen = torch.Generator().manual_seed(0)
+        params = [torch.randn(s, generator=gen, dtype=torch.float64).requires_grad_()
+                  for s in shapes]
+        opt = cls(params, lr=0.05, weight_decay=0.1, **extra)
+        for t in range(20):
+            step_gen = torch.Generator().manual_seed(100 + t)
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=step_gen, dtype=torch.float64)
+            opt.step()
+        return params
+
+    with float64_default():
+        ours, ref = run(descentlab.Adafactor, engine="flat"), run(torch.optim.Adafactor)
+    assert max_rel_diff(ours, ref) <= 1e-13

@@ -129,3 +129,21 @@ def test_refuses_merge_dims_where_the_reference_cannot_reshape():
 def test_bad_arguments_are_refused_by_name(key, value, message):
     with pytest.raises((ValueError, TypeError), match=message):
         descentlab.SOAP([torch.zeros(3, 3, requires_grad=True)], **{key: value})
+
+
+def test_the_flat_engine_never_copies_its_gradients(monkeypatch):
+    """SOAP steps one tensor at a time: fresh gradients are read where they are, not copied
+    into the flat buffer first (a batched tensor rule, Adafactor, still gathers them)."""
+    from descentlab.engine.buffers import Bucket
+
+    gathered = []
+    original = Bucket.take_grads
+    monkeypatch.setattr(Bucket, "take_grads",
+                        lambda self, indices, *a, **k: gathered.append(len(indices))
+                        or original(self, indices, *a, **k))
+    for cls, expected in ((descentlab.SOAP, []), (descentlab.Adafactor, [2, 2, 2])):
+        gathered.clear()
+        params = _params([(4, 3), (4, 3)], torch.float32)
+        opt = cls(params, engine="flat")
+        _steps(opt, params, 0, 3)  # zero_grad() then backward(): fresh gradients every step
+        assert gathered == expected, cls
