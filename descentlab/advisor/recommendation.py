@@ -29,6 +29,7 @@ class Evidence:
         rungs: the successive-halving rungs, each a list of runs.
         findings: diagnostics of the chosen candidate's short run.
         curvature: λ_max of the Hessian at the start, if it was measured.
+        lr_checks: the winner's runs at a lower rate (the learning-rate check).
     """
 
     budget: int
@@ -39,6 +40,7 @@ class Evidence:
     rungs: list[list[Any]]
     findings: list[Finding]
     curvature: float | None = None
+    lr_checks: list[Any] = field(default_factory=list)
 
     @property
     def total_spent(self) -> int:
@@ -60,6 +62,7 @@ class Evidence:
             "range_tests": [t.to_dict() for t in self.range_tests],
             "rungs": [[r.to_dict() for r in rung] for rung in self.rungs],
             "findings": [f.to_dict() for f in self.findings], "curvature": self.curvature,
+            "lr_checks": [r.to_dict() for r in self.lr_checks],
         }
 
 

@@ -132,6 +132,9 @@ def write_html(rec: Recommendation, path: str | Path) -> Path:
         for r in rung:
             runs.append([r.candidate, f"{r.lr:.3g}", str(i + 1), str(r.evaluations),
                          f"{r.final:.4g}", "yes" if r.diverged else "no"])
+    for r in ev.lr_checks:
+        runs.append([r.candidate, f"{r.lr:.3g}", "lr check", str(r.evaluations),
+                     f"{r.final:.4g}", "yes" if r.diverged else "no"])
     skipped = [["candidate", "why not tried"]] + [[k, v] for k, v in ev.skipped.items()]
     findings = "".join(f"<li>{html.escape(str(f))}</li>" for f in ev.findings) or "<li>none</li>"
     pictures = "".join(

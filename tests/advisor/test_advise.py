@@ -9,7 +9,8 @@ from torch import nn
 import descentlab
 from descentlab.advisor import advise, advise_problem, build_portfolio
 from descentlab.advisor.measure import Budget, short_run
-from descentlab.advisor.method import RANGE_STEPS, halving_plan, range_steps
+from descentlab.advisor import method
+from descentlab.advisor.method import CHECK_MIN, RANGE_STEPS, halving_plan, range_steps
 from descentlab.advisor.portfolio import PORTFOLIO
 from descentlab.advisor.setup import from_problem
 from descentlab.optim import registry
@@ -216,3 +217,54 @@ def test_lbfgs_candidate_line_searches_and_uses_the_whole_budget():
     assert run.evaluations <= problem.steps and run.final < 1e-10
     rec = advise_problem(problem, budget=0.2)
     assert rec.candidate == "lbfgs" and len(rec.evidence.tried()) >= 3
+
+
+def _advise_with_check(**kwargs):
+    """The user task with noisy labels at 55 evaluations: one candidate alone (mini-batch, no
+    L-BFGS), below the 60 of the noise probe, enough for its 30-step range test and a
+    learning-rate check."""
+    pieces = user_task.build()
+    return advise(pieces["model_fn"], pieces["loss_fn"], user_task.noisy_data(256, 0),
+                  user_task.noisy_data(128, 1), steps=100, budget=0.55, batch_size=32,
+                  **kwargs)
+
+
+def test_learning_rate_check_splits_the_budget_and_keeps_the_better_rate():
+    rec = _advise_with_check()
+    ev = rec.evidence
+    assert ev.total_spent <= ev.budget == 55
+    assert len(ev.range_tests[0].lrs) == RANGE_STEPS[0] or ev.range_tests[0].diverged_at
+    (run,), (check,) = ev.rungs[-1], ev.lr_checks
+    suggested = ev.range_tests[0].lr
+    assert run.lr == suggested and check.lr == pytest.approx(suggested / 3)
+    assert check.evaluations == run.evaluations >= CHECK_MIN
+    assert ev.spent["learning-rate check"] == check.evaluations
+    assert rec.lr == (check.lr if check.final < run.final else suggested)
+    assert any("learning rate checked" in r for r in rec.reasons)
+    assert rec.to_dict()["evidence"]["lr_checks"][0]["lr"] == check.lr
+
+
+def test_learning_rate_check_lowers_a_rate_that_is_too_high(monkeypatch):
+    """A range test that suggests 3.0 for AdamW (far above what trains this MLP on noisy
+    labels): the check's run at 1.0 ends better, so the advice lowers the rate and says so."""
+    real = method.range_test
+
+    def too_high(*args, **kwargs):
+        test = real(*args, **kwargs)
+        test.lr = 3.0
+        return test
+
+    monkeypatch.setattr(method, "range_test", too_high)
+    rec = _advise_with_check()
+    (run,), (check,) = rec.evidence.rungs[-1], rec.evidence.lr_checks
+    assert check.final < run.final and rec.lr == pytest.approx(1.0)
+    assert rec.schedule["peak_lr"] == rec.lr and "lowered to 1" in " ".join(rec.reasons)
+
+
+def test_no_learning_rate_check_without_room_for_it():
+    """Below 30 + 2·CHECK_MIN evaluations the lone candidate keeps its longer range test."""
+    pieces = user_task.build()
+    rec = advise(pieces["model_fn"], pieces["loss_fn"], pieces["train_data"],
+                 pieces["val_data"], steps=100, budget=0.45, batch_size=32)
+    test = rec.evidence.range_tests[0]
+    assert not rec.evidence.lr_checks and (len(test.lrs) == 40 or test.diverged_at)

@@ -14,6 +14,13 @@ def data(rows: int = 256, seed: int = 0, dim: int = 10):
     return x, y
 
 
+def noisy_data(rows: int = 256, seed: int = 0, flip: float = 0.25):
+    """:func:`data` with a share ``flip`` of the labels flipped (not separable)."""
+    x, y = data(rows, seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    return x, torch.where(torch.rand(rows, generator=g) < flip, 1 - y, y)
+
+
 def model_fn(seed: int) -> nn.Module:
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(10, 16), nn.Tanh(), nn.Linear(16, 2))
