@@ -4,11 +4,14 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
    one is counted (:class:`~descentlab.advisor.measure.Budget`). Fewer than
    :data:`MIN_EVALUATIONS` is refused before any work.
 2. **Gradient noise and curvature** (when ``B ≥ 60``): ``k = min(8, max(3, ⌊B/25⌋))``
-   batch gradients at the start give the noise-to-signal ratio ρ; six
-   power-iteration steps on Hessian-vector products (each counted as two
-   evaluations) give the sharpness λ_max, where the task lets a loss on fixed
-   data be formed (:func:`~descentlab.advisor.measure.sharpness`). Noisy
-   gradients (ρ > 0) take L-BFGS out of the portfolio.
+   batch gradients at the start give the noise-to-signal ratio ρ. Noisy
+   gradients (ρ > 0) take L-BFGS out of the portfolio. When momentum SGD is
+   still among the range-tested candidates of step 3 after setting aside
+   13 evaluations, six power-iteration steps on Hessian-vector products
+   (each counted as two evaluations) give the sharpness λ_max, where the task
+   lets a loss on fixed data be formed
+   (:func:`~descentlab.advisor.measure.sharpness`); only momentum's rate uses
+   it (step 6), so without momentum the 13 go to the learning rate instead.
 3. **Range tests**: each of the ``n`` candidates with a learning-rate range
    gets ``r = min(40, ⌊0.5·B'/n⌋)`` steps (``B'`` what is left); while
    ``r < 30`` and ``n > 1``, the last candidate of the priority order is
@@ -99,6 +102,12 @@ RANGE_STEPS = (30, 40)
 ALONE_RUN_MIN = 10
 """A candidate measured alone gets a short run only when this many evaluations are left."""
 
+CURVATURE_ITERATIONS = 6
+"""Power-iteration steps of the sharpness probe."""
+
+CURVATURE_COST = 1 + 2 * CURVATURE_ITERATIONS
+"""Most evaluations the sharpness probe spends (a gradient with its graph, two per product)."""
+
 CHECK_FACTOR = 1 / 3
 """The learning-rate check trains the winner at this multiple of its range test's rate."""
 
@@ -178,16 +187,24 @@ def advise_setup(
     noise = curvature = None
     if total >= 60:
         noise = gradient_noise(setup, min(8, max(3, total // 25)), seed, meter)
-        curvature = sharpness(setup, seed, meter)
         if noise.ratio > 1e-6 and any(c.name == "lbfgs" for c in portfolio):
             portfolio = [c for c in portfolio if c.name != "lbfgs"]
             skipped["lbfgs"] = (f"the gradients are noisy (ρ = {noise.ratio:.3g}); L-BFGS needs "
                                 "the same function every step")
     tested = [c for c in portfolio if c.lr_range is not None]
     fixed = [c for c in portfolio if c.lr_range is None]
-    while len(tested) > 1 and range_steps(meter.left, len(tested), False) < RANGE_STEPS[0]:
-        skipped[tested.pop().name] = (f"budget too small for a range test of at least "
-                                      f"{RANGE_STEPS[0]} steps beside the others")
+
+    def drop_untestable(left: int) -> None:
+        while len(tested) > 1 and range_steps(left, len(tested), False) < RANGE_STEPS[0]:
+            skipped[tested.pop().name] = (f"budget too small for a range test of at least "
+                                          f"{RANGE_STEPS[0]} steps beside the others")
+
+    # λ_max only caps momentum SGD's rate: measured only when momentum is still tested
+    # with its cost set aside.
+    drop_untestable(meter.left - (CURVATURE_COST if noise is not None else 0))
+    if noise is not None and any(c.name == "momentum" for c in tested):
+        curvature = sharpness(setup, seed, meter, iterations=CURVATURE_ITERATIONS)
+    drop_untestable(meter.left)
     alone = len(tested) == 1 and not fixed
     check_alone = alone and meter.left >= RANGE_STEPS[0] + 2 * CHECK_MIN
     r = range_steps(meter.left, len(tested), alone) if tested else 0
@@ -252,8 +269,9 @@ def _recommend(setup: AdviseSetup, winner: Candidate, lr: float, run: RunResult 
             f"{meter.total} evaluations allowed one range test and no short run to compare")
     else:
         reasons.append(
-            f"optimizer: {winner.name} had the best {setup.metric} ({run.final:.4g}) after "
-            f"{run.evaluations} evaluations in the last successive-halving rung{lead}")
+            f"optimizer: {winner.name} had the best {setup.metric} ({last[0].final:.4g}) "
+            f"after {last[0].evaluations} evaluations in the last successive-halving "
+            f"rung{lead}")
     test = next((t for t in tests if t.candidate == winner.name), None)
     if test is not None:
         suggested = test.lr
