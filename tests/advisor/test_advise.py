@@ -219,6 +219,23 @@ def test_lbfgs_candidate_line_searches_and_uses_the_whole_budget():
     assert rec.candidate == "lbfgs" and len(rec.evidence.tried()) >= 3
 
 
+def test_lbfgs_is_never_clipped():
+    """A clipped gradient breaks L-BFGS's line search: on Beale, clipped at 2× the median norm
+    of its short run (the clipping rule's level), it misses the target after 300 evaluations
+    on seed 2 (8.3) that it reaches unclipped (0); so the advice never clips L-BFGS."""
+    problem = get_problem("beale")
+    rec = advise_problem(problem, budget=0.2)
+    assert rec.candidate == "lbfgs"
+    assert rec.clip_grad_norm is None and "line search" in " ".join(rec.reasons)
+    norms = next(r for r in rec.evidence.rungs[-1] if r.candidate == "lbfgs").grad_norms
+    assert max(norms) > 10 * sorted(norms)[len(norms) // 2]  # the rule's 'jump'
+    cand = next(c for c in PORTFOLIO if c.name == "lbfgs").resolved("lbfgs")
+    finals = [short_run(from_problem(problem), cand, 1.0, problem.steps, 2,
+                        Budget(problem.steps), clip=clip).final
+              for clip in (None, 2 * sorted(norms)[len(norms) // 2])]
+    assert problem.reached(finals[0]) and not problem.reached(finals[1])
+
+
 def _advise_with_check(**kwargs):
     """The user task with noisy labels at 55 evaluations: one candidate alone (mini-batch, no
     L-BFGS), below the 60 of the noise probe, enough for its 30-step range test and a
@@ -268,3 +285,21 @@ def test_no_learning_rate_check_without_room_for_it():
                  pieces["val_data"], steps=100, budget=0.45, batch_size=32)
     test = rec.evidence.range_tests[0]
     assert not rec.evidence.lr_checks and (len(test.lrs) == 40 or test.diverged_at)
+
+
+def test_curvature_is_measured_only_for_momentum():
+    """λ_max caps momentum SGD's rate and nothing else: at 60 evaluations only AdamW is
+    range-tested, so the probe's 13 evaluations go to the learning-rate check instead; at
+    150, momentum SGD is tested beside AdamW and λ_max is measured."""
+    pieces = user_task.build()
+    args = (pieces["model_fn"], pieces["loss_fn"], user_task.noisy_data(64, 0),
+            user_task.noisy_data(32, 1))
+    small = advise(*args, steps=100, budget=0.6, batch_size=16).evidence
+    assert "noise probe" in small.spent and "curvature" not in small.spent
+    assert small.curvature is None and [t.candidate for t in small.range_tests] == ["adamw"]
+    assert small.lr_checks and small.total_spent <= 60
+    large = advise(*args, steps=300, budget=0.5, batch_size=16,
+                   candidates=("adamw", "momentum")).evidence
+    assert "momentum" in [t.candidate for t in large.range_tests]
+    assert 0 < large.spent["curvature"] <= method.CURVATURE_COST and large.curvature > 0
+    assert large.total_spent <= 150
