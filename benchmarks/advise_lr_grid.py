@@ -8,6 +8,15 @@ the explanation of the misses in the README's validation table, not a tuning
 the advice uses.
 
     python benchmarks/advise_lr_grid.py --problems noisy_quadratic,breast_cancer_logreg
+
+With ``--momenta 0.9,0.95,0.97,0.98,0.99`` it also trains Nesterov momentum SGD
+at each of those momenta, with the advice's warm-up and cosine schedule and
+with a constant rate after the warm-up (the ``momentum_rows`` of the JSON):
+how far tuning the momentum, which the advice does not, would go. ``--tag``
+names the JSON ``advise_lr_grid_<tag>.json``.
+
+    python benchmarks/advise_lr_grid.py --problems breast_cancer_logreg --candidates lion \
+        --momenta 0.9,0.95,0.97,0.98,0.99 --lrs 0.01,0.02,0.03,0.05,0.1,0.3 --tag momentum
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import time
 from pathlib import Path
 
 from descentlab.advisor.measure import Budget, short_run
-from descentlab.advisor.portfolio import PORTFOLIO, registry_name
+from descentlab.advisor.portfolio import PORTFOLIO, Candidate, registry_name
 from descentlab.advisor.setup import from_problem
 from descentlab.problems import get_problem
 
@@ -33,29 +42,53 @@ def main() -> None:
     parser.add_argument("--problems", default="noisy_quadratic,breast_cancer_logreg")
     parser.add_argument("--candidates", default="adamw,nadamw,momentum,lion,schedule_free")
     parser.add_argument("--lrs", default="0.001,0.003,0.01,0.03,0.1,0.3,1")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file's name")
+    parser.add_argument("--momenta", default="",
+                        help="also Nesterov SGD at these momenta (cosine and constant)")
     args = parser.parse_args()
     lrs = [float(x) for x in args.lrs.split(",")]
     load, start = os.getloadavg(), time.time()
     rows, lines = [], ["| problem | candidate | best lr | final (mean of seeds 1–2) |",
                        "|---|---|---:|---:|"]
+    momentum_rows, momentum_lines = [], [
+        "| problem | Nesterov momentum | schedule | " + " | ".join(f"{lr:g}" for lr in lrs)
+        + " |", "|---|---:|---|" + "---:|" * len(lrs)]
     for name in args.problems.split(","):
         problem = get_problem(name)
         setup = from_problem(problem)
+
+        def finals(cand: Candidate, setup=setup, steps=problem.steps) -> dict[float, float]:
+            return {lr: statistics.fmean(
+                short_run(setup, cand, lr, steps, seed, Budget(steps)).final
+                for seed in (1, 2)) for lr in lrs}
+
         for cname in args.candidates.split(","):
             base = next(c for c in PORTFOLIO if c.name == cname)
-            cand = base.resolved(registry_name(base))
-            finals = {lr: statistics.fmean(
-                short_run(setup, cand, lr, problem.steps, seed, Budget(problem.steps)).final
-                for seed in (1, 2)) for lr in lrs}
-            best = (max if problem.higher_is_better else min)(finals, key=finals.get)
-            rows.append({"problem": name, "candidate": cname, "finals": finals, "best_lr": best})
-            lines.append(f"| {name} | {cname} | {best:g} | {finals[best]:.4g} |")
+            found = finals(base.resolved(registry_name(base)))
+            best = (max if problem.higher_is_better else min)(found, key=found.get)
+            rows.append({"problem": name, "candidate": cname, "finals": found, "best_lr": best})
+            lines.append(f"| {name} | {cname} | {best:g} | {found[best]:.4g} |")
+        for mu in [float(x) for x in args.momenta.split(",") if x]:
+            for schedule in ("warmup_cosine", "warmup"):
+                cand = Candidate(f"nesterov {mu:g}", ("sgd",), {"momentum": mu, "nesterov": True},
+                                 (1e-3, 10.0), schedule, "Nesterov SGD", optimizer="sgd")
+                found = finals(cand)
+                momentum_rows.append({"problem": name, "momentum": mu, "schedule": schedule,
+                                      "finals": found})
+                momentum_lines.append(
+                    f"| {name} | {mu:g} | {'cosine' if schedule == 'warmup_cosine' else 'constant'}"
+                    " | " + " | ".join(f"{found[lr]:.4g}" for lr in lrs) + " |")
     table = "\n".join(lines)
     print(table)
+    if momentum_rows:
+        print("\n" + "\n".join(momentum_lines))
     RESULTS.mkdir(exist_ok=True)
     out = {"rows": rows, "table": table, "seconds": time.time() - start,
            "load_average_before": load, "load_average_after": os.getloadavg()}
-    (RESULTS / "advise_lr_grid.json").write_text(json.dumps(out, indent=2) + "\n")
+    if momentum_rows:
+        out.update(momentum_rows=momentum_rows, momentum_table="\n".join(momentum_lines))
+    name = "advise_lr_grid" + (f"_{args.tag}" if args.tag else "") + ".json"
+    (RESULTS / name).write_text(json.dumps(out, indent=2) + "\n")
 
 
 if __name__ == "__main__":

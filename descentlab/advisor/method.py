@@ -19,14 +19,14 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
    times too high, because the loss lags behind the rate (on digits_mlp,
    AdamW's "minimum/10" suggestion is 0.1 after 6 steps, 0.038 after 20 and
    0.015 after 40). A candidate left alone, without L-BFGS beside it, gets
-   ``r = min(40, B')`` steps: with nothing to compare, the evaluations go
-   where they decide the most, its learning rate.
+   ``r = min(40, B')`` steps (30 when step 5's check fits): with nothing to
+   compare, the evaluations go where they decide the most, its learning rate.
 4. **Successive halving** (Jamieson & Talwalkar 2016) with the rest: every
    candidate trains from scratch for ``s`` evaluations with its schedule
    compressed to that length, the better half goes on to a rung twice as
    long, until one is left; ``s`` is the largest that fits what is left.
    Ranking is by the final metric; a diverged run ranks last. A candidate
-   left alone gets one short run for the diagnostics of step 5 when at
+   left alone gets one short run for the diagnostics of step 6 when at
    least 10 evaluations are left, and none otherwise (then its settings are
    the defaults of step 6, without findings).
 5. **Learning-rate check.** A range test this short errs high (the loss lags

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 import descentlab
-from descentlab.advisor import advise, advise_problem, build_portfolio
+from descentlab.advisor import advise, advise_problem, build_portfolio, method
 from descentlab.advisor.measure import Budget, short_run
-from descentlab.advisor import method
 from descentlab.advisor.method import CHECK_MIN, RANGE_STEPS, halving_plan, range_steps
 from descentlab.advisor.portfolio import PORTFOLIO
 from descentlab.advisor.setup import from_problem
