@@ -48,7 +48,6 @@ from descentlab.validation import (
     check_betas,
     check_int,
     check_interval,
-    check_learning_rate,
     check_nonnegative,
 )
 
@@ -81,14 +80,6 @@ def _check_betas(name: str, value: Any) -> tuple[float, ...]:
     return betas
 
 
-def _check_warmup(name: str, value: Any) -> int:
-    return check_int(name, value)
-
-
-def _check_lr(name: str, value: Any) -> float:
-    return check_learning_rate(value, name)
-
-
 def _add_scaled(t: Tensor, other: Tensor, a: Scalar, in_place: bool = True) -> Tensor:
     """``t + a·other`` (in place or new): torch's ``alpha`` form for floats, a product otherwise."""
     if isinstance(a, Tensor):
@@ -97,7 +88,7 @@ def _add_scaled(t: Tensor, other: Tensor, a: Scalar, in_place: bool = True) -> T
 
 
 WEIGHT_DECAY = HParam("weight_decay", 0, check=check_nonnegative, doc="weight decay λ, at y")
-WARMUP = HParam("warmup_steps", 0, check=_check_warmup, doc="linear warm-up steps")
+WARMUP = HParam("warmup_steps", 0, check=check_int, doc="linear warm-up steps")
 #: the averaging weights' powers: w_k = k ** r · lr_max ** weight_lr_power
 AVERAGING = (
     HParam("r", 0.0, check=check_nonnegative, doc="polynomial power r of the average's weights"),
@@ -194,7 +185,7 @@ class SGDScheduleFreeRule(ScheduleFreeRule):
 
     name = "sgd_schedulefree"
     hparams = (
-        HParam("lr", 1.0, check=_check_lr, doc="learning rate γ"),
+        HParam("lr", 1.0, check=check_nonnegative, doc="learning rate γ"),
         HParam("momentum", 0.9, check=_check_open_unit, doc="interpolation β in (0, 1)"),
         WEIGHT_DECAY, WARMUP, *AVERAGING, FOREACH,
     )
@@ -218,7 +209,7 @@ def _normalised(grad: Tensor, v: Tensor, h: Mapping[str, Scalar]) -> Tensor:
 
 
 ADAM_HPARAMS = (
-    HParam("lr", 0.0025, check=_check_lr, doc="learning rate γ"),
+    HParam("lr", 0.0025, check=check_nonnegative, doc="learning rate γ"),
     HParam("betas", (0.9, 0.999), check=_check_betas, split=("beta1", "beta2"),
            doc="interpolation β₁ in (0, 1) and second-moment decay β₂"),
     HParam("eps", 1e-8, check=check_nonnegative, doc="ε added to the denominator"),
