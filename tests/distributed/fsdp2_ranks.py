@@ -211,6 +211,23 @@ def _matrices(rows: slice) -> dict[str, Any]:
     return out
 
 
+#: Schedule-Free AdamW: its steps on the local shards, then eval() (x) and two more steps
+SCHEDULE_FREE = {"lr": 0.01, "weight_decay": 0.1, "warmup_steps": 2}
+
+
+def schedule_free_run(m: nn.Module, engine: str, rows: slice) -> list[torch.Tensor]:
+    """y after :data:`STEPS` steps, x after eval(), y after train() and two more steps."""
+    opt = descentlab.AdamWScheduleFree(m.parameters(), engine=engine, **SCHEDULE_FREE)
+    opt.train()
+    train(m, opt, range(STEPS), rows)
+    out = [flat(m)]
+    opt.eval()
+    out.append(flat(m))
+    opt.train()
+    train(m, opt, range(STEPS, STEPS + 2), rows)
+    return [*out, flat(m)]
+
+
 def _refusals() -> dict[str, str]:
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Replicate, Shard, distribute_tensor
@@ -232,4 +249,7 @@ def run_fsdp2(rank: int, world: int) -> dict[str, Any]:
     """Every scenario on this rank (one launch for the whole test module)."""
     torch.set_num_threads(1)
     rows = _rows(rank, world)
-    return {**_elementwise(rows), **_checkpoints(rows), **_matrices(rows), **_refusals()}
+    schedule_free = {f"schedule_free/{e}": schedule_free_run(sharded(), e, rows)
+                     for e in ("reference", "flat")}
+    return {**_elementwise(rows), **_checkpoints(rows), **_matrices(rows), **_refusals(),
+            **schedule_free}

@@ -26,6 +26,7 @@ from tests.distributed.fsdp2_ranks import (
     matrix_params,
     model,
     run_fsdp2,
+    schedule_free_run,
     single,
     train,
 )
@@ -76,6 +77,17 @@ def test_checkpoints_move_between_ours_and_torch(results: list[dict[str, Any]], 
     expected = single(lambda p: torch.optim.AdamW(p, **ELEMENTWISE["adamw"][2]))
     for rank in results:
         assert _rel(rank[case], expected) < TOL, case
+
+
+@pytest.mark.parametrize("engine", ["reference", "flat"])
+def test_schedule_free_steps_and_swaps_on_local_shards(
+    results: list[dict[str, Any]], engine: str
+) -> None:
+    expected = schedule_free_run(model(), "reference", slice(None))
+    key = f"schedule_free/{engine}"
+    for got, want in zip(results[0][key], expected, strict=True):  # y, x (eval), y again
+        assert _rel(got, want) < TOL, key
+    assert all(torch.equal(a, b) for a, b in zip(results[0][key], results[1][key], strict=True))
 
 
 def _single_matrix(name: str) -> torch.Tensor:
