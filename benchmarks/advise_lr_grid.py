@@ -15,8 +15,9 @@ with a constant rate after the warm-up (the ``momentum_rows`` of the JSON):
 how far tuning the momentum, which the advice does not, would go. ``--tag``
 names the JSON ``advise_lr_grid_<tag>.json``.
 
-    python benchmarks/advise_lr_grid.py --problems breast_cancer_logreg --candidates lion \
-        --momenta 0.9,0.95,0.97,0.98,0.99 --lrs 0.01,0.02,0.03,0.05,0.1,0.3 --tag momentum
+    python benchmarks/advise_lr_grid.py --problems breast_cancer_logreg \
+        --momenta 0.9,0.95,0.97,0.98,0.99 --lrs 0.01,0.02,0.03,0.04,0.05,0.07,0.1,0.3 \
+        --tag momentum
 """
 
 from __future__ import annotations

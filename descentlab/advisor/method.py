@@ -279,8 +279,13 @@ def _recommend(setup: AdviseSetup, winner: Candidate, lr: float, run: RunResult 
     test = next((t for t in tests if t.candidate == winner.name), None)
     if test is not None:
         suggested = test.lr
+        pinned = (test.diverged_at is None
+                  and min(range(len(test.smoothed)), key=test.smoothed.__getitem__)
+                  == len(test.smoothed) - 1)
         reasons.append(f"learning rate: {suggested:.3g} from its range test over "
-                       f"{len(test.lrs)} steps ({test.lrs[0]:.2g}…{test.lrs[-1]:.2g})")
+                       f"{len(test.lrs)} steps ({test.lrs[0]:.2g}…{test.lrs[-1]:.2g})"
+                       + ("; the loss still fell at the sweep's end, so the range bounds "
+                          "this rate" if pinned else ""))
         for check in checks:  # last[0]: the winner's run at the suggested rate
             reasons.append(
                 f"learning rate checked at {check.lr:.3g} (a third) in a run of "

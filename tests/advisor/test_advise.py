@@ -302,3 +302,18 @@ def test_curvature_is_measured_only_for_momentum():
     assert "momentum" in [t.candidate for t in large.range_tests]
     assert 0 < large.spent["curvature"] <= method.CURVATURE_COST and large.curvature > 0
     assert large.total_spent <= 150
+
+
+def test_lion_range_test_measures_its_rate():
+    """Over 1e-5…0.1 Lion's smoothed loss still fell at the sweep's last step, so the
+    "minimum/10" rule returned 0.01 on every problem; its sweep to 1 turns inside and the
+    suggestion differs by problem."""
+    lion = next(c for c in PORTFOLIO if c.name == "lion").resolved("lion")
+    assert lion.lr_range == (1e-5, 1.0)
+    suggested = {}
+    for name in ("breast_cancer_logreg", "digits_mlp"):
+        test = method.range_test(from_problem(get_problem(name)), lion, 30, 0, Budget(30))
+        turn = min(range(len(test.smoothed)), key=test.smoothed.__getitem__)
+        assert turn < len(test.lrs) - 1 or test.diverged_at is not None
+        suggested[name] = test.lr
+    assert suggested["breast_cancer_logreg"] > 2 * suggested["digits_mlp"]
