@@ -39,7 +39,7 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
    steps, and the rest is split evenly between its run at the suggested rate
    and the check. (On the character transformer, 60 evaluations: a 40-step
    range test suggested 0.062, and AdamW at 0.062 for the full 300 steps ends
-   at validation loss 2.69, at 0.02 at 2.48; in 13-step runs 0.02 is ahead
+   at validation loss 2.69, at 0.02 at 2.48; in 12-step runs 0.02 is ahead
    of 0.06 already, 3.07 against 3.13.)
 6. **Settings from diagnostics** (each with its reason, in ``reasons``):
    - *learning rate*: the winner's range-test suggestion, or a third of it
@@ -57,9 +57,10 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
      above 10× its median (or the ``exploding_gradients``/``divergence``
      findings fire), clip to 2× the median norm; otherwise none. Never for
      L-BFGS: its gradient norm falls by orders of magnitude as it converges
-     (on Beale a 14-evaluation run "jumped" 9×–30×), and clipped gradients
-     break its line search's Wolfe conditions (Beale with the clip: 4.1
-     instead of 0 after 300 evaluations).
+     (on Beale its 14-evaluation run "jumped" to 27× the median, 105 against
+     3.9), and clipped gradients break its line search's Wolfe conditions
+     (Beale, seed 2, clipped at 2× that median: 8.3 instead of 0 after 300
+     evaluations).
    - *curvature*: heavy-ball momentum is stable on a quadratic only for
      lr < 2(1+μ)/λ_max; momentum SGD's learning rate is capped at half that
      bound, and warm-up is 10% when the chosen rate is above a quarter of it.

@@ -26,12 +26,12 @@ lion            ``lion``                               its defaults             
                                                                                    cosine
 ==============  =====================================  ==========================  ==========
 
-Every range reaches past where the loss turns up on the suite's problems, so
-the "minimum/10" rule measures the rate instead of returning a tenth of the
-range's end: Lion's sweep ends at 1, not 0.1 (up to 0.1 its smoothed loss
-still fell at the last step on breast_cancer_logreg, noisy_quadratic and
-digits_mlp, and every suggestion was 0.01; to 1 they are 0.030–0.045,
-0.055–0.10 and 0.009–0.014 after 20–40 steps).
+A range must reach past where the loss turns up, or the "minimum/10" rule
+returns a tenth of the range's end instead of a measurement (the advice says
+so when a sweep ends still falling). Lion's sweep ends at 1, not 0.1: up to
+0.1 its smoothed loss still fell at the last step on breast_cancer_logreg,
+noisy_quadratic and digits_mlp, and every suggestion was 0.01; to 1 they are
+0.030–0.045, 0.055–0.10 and 0.009–0.014 after 20–40 steps.
 
 Candidates whose optimizer is not in :data:`descentlab.optim.registry.OPTIMIZERS`
 when the advice runs are skipped, with the reason in the evidence. On a budget
