@@ -10,20 +10,28 @@ one parameter per batch otherwise). A batch's parameters, gradients and flat
 state are strided ``[B, *shape]`` views of the buffers
 (:meth:`~descentlab.engine.buffers.Bucket.batch_view`), so a batched rule
 updates them in place with one call (Muon's Newton–Schulz as ``torch.bmm``
-over the stack); state entries of other shapes are stacked for the call and
-copied back. A rule that is not batched is handed ``.grad`` itself, in
-place of the flat view: the flat engine does not copy its gradients into
-the buffer first (a per-tensor step gains nothing from the copy). The
-results are those of the reference engine, which steps each parameter
-alone (a batched kernel computes each matrix of a stack as its unbatched
-counterpart does; the conformance suite checks it).
+over the stack); state entries of other shapes (row and column statistics,
+preconditioner matrices) are kept stacked: at the batch's first step they
+are copied into one ``[B, ...]`` tensor of each entry's own layout (a
+column-major matrix stays column-major) and ``optimizer.state[p]`` is
+pointed at its slices, so later steps hand the rule the stack with no copy
+(until the batch or the state changes, e.g. after ``load_state_dict``). A
+rule that is not batched is handed ``.grad`` itself, in place of the flat
+view: the flat engine does not copy its gradients into the buffer first (a
+per-tensor step gains nothing from the copy). The results are those of the
+reference engine, which steps each parameter alone (a batched kernel
+computes each matrix of a stack as its unbatched counterpart does; the
+conformance suite checks it).
 """
 
 from __future__ import annotations
 
+import operator
+import weakref
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from descentlab.engine.base import Run
 from descentlab.engine.buffers import Bucket
@@ -53,6 +61,45 @@ def _batches(b: Bucket, active: list[bool], batched: bool) -> list[tuple[int, in
     return out
 
 
+#: bucket → {(first slot, stop, key): (the stack, its slices: the entries in optimizer.state)}
+_STACKS: weakref.WeakKeyDictionary[Bucket, dict[tuple[int, int, str], tuple[Tensor, list]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _empty_stack(first: Tensor, count: int) -> Tensor | None:
+    """An empty ``[count, *first.shape]`` stack whose slices have ``first``'s layout, or None
+    for a layout other than row-major or (matrices) column-major."""
+    if first.is_contiguous():
+        return first.new_empty((count, *first.shape))
+    if first.dim() == 2 and first.t().is_contiguous():
+        return first.new_empty((count, first.shape[1], first.shape[0])).mT
+    return None
+
+
+def _stacked(b: Bucket, i: int, j: int, key: str, states: list[dict[str, Any]]) -> Tensor:
+    """Entry ``key`` of slots ``i … j-1`` as one stack; its slices become the states' entries
+    (a stack of mixed layouts is a copy, and the caller copies it back)."""
+    stacks = _STACKS.setdefault(b, {})
+    entries = [s[key] for s in states]
+    found = stacks.get((i, j, key))
+    if found is not None and all(map(operator.is_, entries, found[1])):
+        return found[0]
+    first = entries[0]
+    stack = _empty_stack(first, len(entries))
+    if stack is None or any(e.shape != first.shape or e.dtype != first.dtype for e in entries):
+        return torch.stack(entries)
+    views = list(stack.unbind(0))
+    torch._foreach_copy_(views, entries)
+    for s, view in zip(states, views, strict=True):
+        s[key] = view
+    for a, z, k in [found for found in stacks if found[2] == key]:
+        if a < j and i < z:  # an earlier stack of some of these slots: their entries moved
+            del stacks[(a, z, k)]
+    stacks[(i, j, key)] = (stack, views)
+    return stack
+
+
 def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -> None:
     """One step of the tensor rule ``run.rule`` for the ``active`` slots of ``b``."""
     rule = run.rule
@@ -66,15 +113,18 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
         param = b.batch_view(b.data, i, j)
         grad = b.batch_view(b.grad, i, j)
         grad = -grad if run.maximize else grad
-        stacked, copied = {}, []
+        stacked, kept = {}, []
         for key in states[0]:
             if key == "step":
                 continue
             if key in b.state and b.fits(i, states[0][key]):
                 stacked[key] = b.batch_view(b.state[key], i, j)
             else:
-                stacked[key] = torch.stack([s[key] for s in states])
-                copied.append(key)
+                stacked[key] = _stacked(b, i, j, key, states)
+                kept.append(key)
         rule.update(param, grad, stacked, run.h, step, run.flags)
-        for key in copied:
-            torch._foreach_copy_([s[key] for s in states], list(stacked[key].unbind(0)))
+        for key in kept:
+            stack = stacked[key]
+            own = _STACKS[b].get((i, j, key), (None,))[0]
+            if own is not stack:  # a copy (mixed layouts), or replaced by the rule: copy back
+                torch._foreach_copy_([s[key] for s in states], list(stack.unbind(0)))

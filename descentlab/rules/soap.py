@@ -29,6 +29,13 @@ one (k divisible by it) refreshes the bases by one step of power iteration,
 Q ← qr(F Q) with the columns first sorted by the estimated eigenvalues
 diag(Qᵀ F Q) (and v permuted to match).
 
+Same-shape matrices stepped together (the flat engines hand the rule a stack
+``[B, m, n]`` of neighbours) are updated with batched products when torch
+runs on more than one thread and the matrices are not tiny
+(:attr:`SOAPRule.batch_min_work`): each ``bmm`` computes every matrix as the
+reference's ``mm`` does, bit for bit, but spreads the stack over the threads;
+the first step and the basis refreshes (``eigh``, QR) go matrix by matrix.
+
 Numerics follow ``pytorch_optimizer.SOAP`` operation for operation (its
 tensordot projections, ``eigh`` of F + 10⁻³⁰I, the QR computed in float32 and
 cast back), so float64 runs agree to rounding. The authors' ``soap.py``
@@ -90,8 +97,8 @@ def _check_count(name: str, value: Any) -> int:
 
 
 def _column_major(q: Tensor) -> Tensor:
-    """``q`` with column-major strides (no copy if it has them already)."""
-    return q.t().contiguous().t()
+    """``q`` (a matrix or a stack of them) column-major (no copy if it is already)."""
+    return q.mT.contiguous().mT
 
 
 class SOAPRule(TensorRule):
@@ -103,6 +110,14 @@ class SOAPRule(TensorRule):
     """
 
     name = "soap"
+    batched = True
+    #: With more than one torch thread, a stack of matrices is stepped with batched products
+    #: (``bmm`` spreads the stack over the threads, where each small ``mm`` splits poorly over
+    #: them; on one thread the loop of ``mm`` is as fast) when every product has at least this
+    #: many multiply-adds per matrix (m·n·min(m, n)): from there torch's ``bmm`` runs each
+    #: matrix through the BLAS kernel of ``mm`` (bitwise equal); below it a loop of its own
+    #: rounds differently, and the stack is stepped one matrix at a time.
+    batch_min_work = 1024
     hparams = (
         HParam("lr", 3e-3, check=check_nonnegative, doc="learning rate η"),
         HParam("betas", (0.95, 0.95), check=check_decay_rates, doc="Adam's (β₁, β₂)",
@@ -272,7 +287,83 @@ class SOAPRule(TensorRule):
         step: Scalar,
         flags: Flags,
     ) -> None:
-        """One SOAP step (the first only builds the bases; see the module docstring)."""
+        """One SOAP step of a stack [B, *shape] (see the module docstring): matrices rotated
+        on both sides with batched products, anything else one tensor at a time."""
+        shape = param.shape[1:]
+        if (
+            step > 1
+            and len(param) > 1
+            and torch.get_num_threads() > 1
+            and len(shape) == 2
+            and self._work_shape(shape, flags) == list(shape)
+            and all(self._rotated(shape, flags))
+            and shape[0] * shape[1] * min(shape) >= self.batch_min_work
+        ):
+            self._update_matrices(param, grad, state, h, step, flags)
+            return
+        for k in range(len(param)):
+            self._update_one(param[k], grad[k], {key: v[k] for key, v in state.items()},
+                             h, step, flags)
+
+    def _step_size(self, h: Mapping[str, Scalar], step: Scalar, flags: Flags) -> float:
+        """η √(1 − β₂ᵏ)/(1 − β₁ᵏ) with k = t − 1 (η without the bias correction)."""
+        k = int(step) - 1
+        if not flags["correct_bias"]:
+            return h["lr"]
+        correction = math.sqrt(1.0 - math.pow(h["beta2"], k)) / (1.0 - math.pow(h["beta1"], k))
+        return h["lr"] * correction
+
+    def _update_matrices(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        h: Mapping[str, Scalar],
+        step: Scalar,
+        flags: Flags,
+    ) -> None:
+        """A step of a stack of matrices [B, m, n] with both bases, after the first.
+
+        The same products as :meth:`_update_one` (each ``tensordot`` there is an
+        ``mm`` of the same operands in the same layouts: Qᵀ-projections as
+        ``Gᵀ Q_L``, then ``(·)ᵀ Q_R``), batched; elementwise work over the stack.
+        """
+        left, right = (_column_major(state[f"Q_{i}"]) for i in (0, 1))
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+
+        def forward(t: Tensor) -> Tensor:
+            return torch.bmm(torch.bmm(t.mT, left).mT, right)
+
+        m.lerp_(grad, weight=1.0 - h["beta1"])
+        v.lerp_(forward(grad).square(), weight=1.0 - h["beta2"])
+        denom = v.sqrt().add_(h["eps"])
+        direction = forward(m) / denom
+        direction = torch.bmm(torch.bmm(direction.mT, left.mT).mT, right.mT)
+        if flags["normalize_gradient"]:
+            for d in direction:  # each matrix's own mean, reduced as the reference reduces it
+                d.div_(torch.mean(d.square()).sqrt_().add_(h["eps"]))
+        param.add_(direction, alpha=-self._step_size(h, step, flags))
+        if h["weight_decay"] != 0.0:
+            param.mul_(1.0 - h["weight_decay"] * h["lr"])
+        weight = 1.0 - flags["shampoo_beta"]
+        state["GG_0"].lerp_(torch.bmm(grad, grad.mT), weight=weight)
+        state["GG_1"].lerp_(torch.bmm(grad.mT, grad), weight=weight)
+        if (int(step) - 1) % flags["precondition_frequency"] == 0:
+            rotated = [True, True]
+            for k in range(len(param)):
+                self._refresh_bases({key: value[k] for key, value in state.items()}, rotated,
+                                    flags)
+
+    def _update_one(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        h: Mapping[str, Scalar],
+        step: Scalar,
+        flags: Flags,
+    ) -> None:
+        """One SOAP step of one tensor (the first only builds the bases)."""
         rotated = self._rotated(param.shape, flags)
         if step == 1:
             self._accumulate(grad, state, rotated, flags)
@@ -282,9 +373,7 @@ class SOAPRule(TensorRule):
             return
         k = int(step) - 1
         lr, beta1, beta2, eps = h["lr"], h["beta1"], h["beta2"], h["eps"]
-        step_size = lr
-        if flags["correct_bias"]:
-            step_size *= math.sqrt(1.0 - math.pow(beta2, k)) / (1.0 - math.pow(beta1, k))
+        step_size = self._step_size(h, step, flags)
         bases = self._bases(state, len(rotated))
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m.lerp_(grad, weight=1.0 - beta1)

@@ -75,18 +75,21 @@ def test_float64_parity_with_pytorch_optimizer_over_60_steps(case, engine):
 
 def test_square_parameters_keep_their_bases_column_major_under_the_flat_engine():
     """A square matrix's bases are shaped like it: they stay out of the flat slots (no
-    transposing copy per step) and the run stays bitwise equal to the reference."""
+    transposing copy per step), column-major slices of one stack per same-shape batch that
+    stays in place from step to step, and the run stays bitwise equal to the reference."""
     shapes = [(6, 6), (6, 6), (3, 3, 3)]
     setting = {"precondition_frequency": 3}
     with float64_default():
         ours, opt = _trained(descentlab.SOAP, shapes, setting, steps=12, engine="flat")
         ref, _ = _trained(pytorch_optimizer.SOAP, shapes, setting, steps=12)
-    assert max_rel_diff(ours, ref) == 0.0
-    for p in ours:
-        for key, value in opt.state[p].items():
-            if key.startswith("Q_"):
-                assert value.t().is_contiguous(), key  # column-major, as LAPACK returns it
-                assert value.untyped_storage().nbytes() == value.nbytes  # its own storage
+        assert max_rel_diff(ours, ref) == 0.0
+        bases = {(i, key): value for i, p in enumerate(ours)
+                 for key, value in opt.state[p].items() if key.startswith("Q_")}
+        for key, value in bases.items():
+            assert value.t().is_contiguous(), key  # column-major, as LAPACK returns it
+        _steps(opt, ours, 12, 2)
+        for (i, key), value in bases.items():
+            assert opt.state[ours[i]][key] is value, key  # never replaced nor copied
 
 
 def test_float32_parity_with_pytorch_optimizer():
@@ -131,9 +134,10 @@ def test_bad_arguments_are_refused_by_name(key, value, message):
         descentlab.SOAP([torch.zeros(3, 3, requires_grad=True)], **{key: value})
 
 
-def test_the_flat_engine_never_copies_its_gradients(monkeypatch):
-    """SOAP steps one tensor at a time: fresh gradients are read where they are, not copied
-    into the flat buffer first (a batched tensor rule, Adafactor, still gathers them)."""
+def test_the_flat_engine_copies_gradients_only_for_batched_rules(monkeypatch):
+    """Shampoo steps one tensor at a time: fresh gradients are read where they are, not copied
+    into the flat buffer first; SOAP's stacks of matrices are views of the buffer, so it
+    gathers them."""
     from descentlab.engine.buffers import Bucket
 
     gathered = []
@@ -141,9 +145,32 @@ def test_the_flat_engine_never_copies_its_gradients(monkeypatch):
     monkeypatch.setattr(Bucket, "take_grads",
                         lambda self, indices, *a, **k: gathered.append(len(indices))
                         or original(self, indices, *a, **k))
-    for cls, expected in ((descentlab.SOAP, []), (descentlab.Adafactor, [2, 2, 2])):
+    for cls, expected in ((descentlab.Shampoo, []), (descentlab.SOAP, [2, 2, 2])):
         gathered.clear()
         params = _params([(4, 3), (4, 3)], torch.float32)
         opt = cls(params, engine="flat")
         _steps(opt, params, 0, 3)  # zero_grad() then backward(): fresh gradients every step
         assert gathered == expected, cls
+
+
+@pytest.mark.parametrize("setting", SETTINGS, ids=[str(i) for i in range(len(SETTINGS))])
+def test_stacks_of_matrices_step_with_batched_products_bitwise(setting, monkeypatch):
+    """Three same-shape matrices large enough for batched products (``bmm`` on each matrix
+    runs the BLAS kernel of the reference's ``mm``): the flat engine's batched step equals
+    the reference's per-matrix one bit for bit, and the reference engine's."""
+    from descentlab.rules.soap import SOAPRule
+
+    batched = []
+    original = SOAPRule._update_matrices
+    monkeypatch.setattr(SOAPRule, "_update_matrices",
+                        lambda self, p, *a: batched.append(len(p)) or original(self, p, *a))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # batched from two threads on
+    shapes = [(24, 20)] * 3 + [(20,)]
+    assert 24 * 20 * 20 >= SOAPRule.batch_min_work
+    with float64_default():
+        ours, _ = _trained(descentlab.SOAP, shapes, setting, steps=12, engine="flat")
+        alone, _ = _trained(descentlab.SOAP, shapes, setting, steps=12, engine="reference")
+        ref, _ = _trained(pytorch_optimizer.SOAP, shapes, setting, steps=12)
+    assert max_rel_diff(alone, ref) == 0.0
+    assert max_rel_diff(ours, ref) == 0.0
+    assert batched == ([3] * 11 if setting.get("max_precondition_dim", 99) > 24 else [])
