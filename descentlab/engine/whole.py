@@ -93,7 +93,7 @@ def _stacked(b: Bucket, i: int, j: int, key: str, states: list[dict[str, Any]]) 
     torch._foreach_copy_(views, entries)
     for s, view in zip(states, views, strict=True):
         s[key] = view
-    for a, z, k in [found for found in stacks if found[2] == key]:
+    for a, z, k in [other for other in stacks if other[2] == key]:
         if a < j and i < z:  # an earlier stack of some of these slots: their entries moved
             del stacks[(a, z, k)]
     stacks[(i, j, key)] = (stack, views)

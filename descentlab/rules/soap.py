@@ -313,15 +313,7 @@ class SOAPRule(TensorRule):
         correction = math.sqrt(1.0 - math.pow(h["beta2"], k)) / (1.0 - math.pow(h["beta1"], k))
         return h["lr"] * correction
 
-    def _update_matrices(
-        self,
-        param: Tensor,
-        grad: Tensor,
-        state: dict[str, Tensor],
-        h: Mapping[str, Scalar],
-        step: Scalar,
-        flags: Flags,
-    ) -> None:
+    def _update_matrices(self, param, grad, state, h, step, flags) -> None:
         """A step of a stack of matrices [B, m, n] with both bases, after the first.
 
         The same products as :meth:`_update_one` (each ``tensordot`` there is an
@@ -354,15 +346,7 @@ class SOAPRule(TensorRule):
                 self._refresh_bases({key: value[k] for key, value in state.items()}, rotated,
                                     flags)
 
-    def _update_one(
-        self,
-        param: Tensor,
-        grad: Tensor,
-        state: dict[str, Tensor],
-        h: Mapping[str, Scalar],
-        step: Scalar,
-        flags: Flags,
-    ) -> None:
+    def _update_one(self, param, grad, state, h, step, flags) -> None:
         """One SOAP step of one tensor (the first only builds the bases)."""
         rotated = self._rotated(param.shape, flags)
         if step == 1:
