@@ -177,7 +177,7 @@ class _Tiles:
     A tile is a few whole tensors (about ``size`` elements), or, for tensors
     larger than that, a band of rows of one of their m × n matrices. One
     scratch buffer of a tile's size holds G² (then G diag(b)) of the tile in
-    hand, so its passes read and write cache, not memory.
+    hand: a tile small enough for the L2 cache is read back from it.
     """
 
     def __init__(self, param: Tensor, grad: Tensor, size: int) -> None:
@@ -209,7 +209,7 @@ class _Tiles:
         grad, m = self.grad, self.m
         col_sums, inverse = torch.empty_like(col_var), torch.empty_like(col_var)
         if self.whole is not None:
-            # per tile: G² once in cache, its column sums, the tile's new C, then the row sums
+            # per tile: G² once, its column sums, the tile's new C, then the row sums
             for t in self.whole:
                 squares = torch.mul(grad[t], grad[t], out=self._work(grad[t]))
                 torch.sum(squares, dim=-2, keepdim=True, out=col_sums[t])
