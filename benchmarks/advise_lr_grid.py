@@ -24,37 +24,57 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from descentlab.advisor.measure import Budget, short_run
 from descentlab.advisor.portfolio import PORTFOLIO, Candidate, registry_name
 from descentlab.advisor.setup import from_problem
-from descentlab.problems import get_problem
+from descentlab.commands import arguments as a
+from descentlab.problems import available_problems, get_problem
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def _numbers(low: float, high: float, what: str) -> Callable[[str], list[float]]:
+    """argparse type: comma-separated numbers in ``(low, high)``, at least one."""
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            values = []
+        if not values or not all(math.isfinite(v) and low < v < high for v in values):
+            raise argparse.ArgumentTypeError(f"must be comma-separated {what}, got {text!r}")
+        return values
+
+    return parse
 
 
 def main() -> None:
     """Print the grid's table (best rate per candidate) and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--problems", default="noisy_quadratic,breast_cancer_logreg")
-    parser.add_argument("--candidates", default="adamw,nadamw,momentum,lion,schedule_free")
-    parser.add_argument("--lrs", default="0.001,0.003,0.01,0.03,0.1,0.3,1")
+    parser.add_argument("--problems", type=a.name_list(available_problems, "problem"),
+                        default="noisy_quadratic,breast_cancer_logreg")
+    parser.add_argument("--candidates", default="adamw,nadamw,momentum,lion,schedule_free",
+                        type=a.name_list(lambda: [c.name for c in PORTFOLIO], "candidate"))
+    parser.add_argument("--lrs", type=_numbers(0, math.inf, "numbers > 0"),
+                        default="0.001,0.003,0.01,0.03,0.1,0.3,1")
     parser.add_argument("--tag", default="", help="suffix of the JSON file's name")
-    parser.add_argument("--momenta", default="",
+    parser.add_argument("--momenta", type=_numbers(0, 1, "momenta in (0, 1)"), default=[],
                         help="also Nesterov SGD at these momenta (cosine and constant)")
     args = parser.parse_args()
-    lrs = [float(x) for x in args.lrs.split(",")]
+    lrs = args.lrs
     load, start = os.getloadavg(), time.time()
     rows, lines = [], ["| problem | candidate | best lr | final (mean of seeds 1–2) |",
                        "|---|---|---:|---:|"]
     momentum_rows, momentum_lines = [], [
         "| problem | Nesterov momentum | schedule | " + " | ".join(f"{lr:g}" for lr in lrs)
         + " |", "|---|---:|---|" + "---:|" * len(lrs)]
-    for name in args.problems.split(","):
+    for name in args.problems:
         problem = get_problem(name)
         setup = from_problem(problem)
 
@@ -63,13 +83,13 @@ def main() -> None:
                 short_run(setup, cand, lr, steps, seed, Budget(steps)).final
                 for seed in (1, 2)) for lr in lrs}
 
-        for cname in args.candidates.split(","):
+        for cname in args.candidates:
             base = next(c for c in PORTFOLIO if c.name == cname)
             found = finals(base.resolved(registry_name(base)))
             best = (max if problem.higher_is_better else min)(found, key=found.get)
             rows.append({"problem": name, "candidate": cname, "finals": found, "best_lr": best})
             lines.append(f"| {name} | {cname} | {best:g} | {found[best]:.4g} |")
-        for mu in [float(x) for x in args.momenta.split(",") if x]:
+        for mu in args.momenta:
             for schedule in ("warmup_cosine", "warmup"):
                 cand = Candidate(f"nesterov {mu:g}", ("sgd",), {"momentum": mu, "nesterov": True},
                                  (1e-3, 10.0), schedule, "Nesterov SGD", optimizer="sgd")

@@ -45,8 +45,10 @@ from descentlab.advisor.measure import Budget, short_run
 from descentlab.advisor.portfolio import PORTFOLIO
 from descentlab.advisor.setup import from_problem
 from descentlab.bench import compare, get_entrant
+from descentlab.bench.entrants import available_entrants
 from descentlab.bench.runner import run
-from descentlab.problems import DEFAULT_SUITE, get_problem
+from descentlab.commands import arguments as a
+from descentlab.problems import DEFAULT_SUITE, available_problems, get_problem
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -179,20 +181,22 @@ def _table(rows: list[dict], with_oracle: bool) -> str:
 def main() -> None:
     """Run the validation and print/write the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--budget", type=float, default=0.2)
-    parser.add_argument("--problems", default=",".join(DEFAULT_SUITE))
-    parser.add_argument("--oracle-out", default="/tmp/descentlab-advise-oracle")
-    parser.add_argument("--oracle-entrants", default=",".join(ORACLE_ENTRANTS),
+    parser.add_argument("--trials", type=a.positive_int, default=10)
+    parser.add_argument("--seeds", type=a.positive_int, default=2)
+    parser.add_argument("--budget", type=a.fraction, default=0.2)
+    parser.add_argument("--problems", type=a.name_list(available_problems, "problem"),
+                        default=",".join(DEFAULT_SUITE))
+    parser.add_argument("--oracle-out", type=a.output_folder,
+                        default="/tmp/descentlab-advise-oracle")
+    parser.add_argument("--oracle-entrants", type=a.name_list(available_entrants, "optimizer"),
+                        default=",".join(ORACLE_ENTRANTS),
                         help="entrants tuned for the oracle (default: 13, the seeds' family "
                         "and the Adam variants, AlgoPerf's tuned recipe, Schedule-Free AdamW)")
     parser.add_argument("--no-oracle", action="store_true",
                         help="compare with the baselines only (no tuning)")
     parser.add_argument("--tag", default="", help="suffix of the JSON file's name")
     args = parser.parse_args()
-    names = args.problems.split(",")
-    entrants = args.oracle_entrants.split(",")
+    names, entrants = args.problems, args.oracle_entrants
     load_before = os.getloadavg()
     start = time.time()
     oracle = None
