@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 import descentlab
+from descentlab.commands import arguments as a
 
 CASES = {"a": (20, 100_000), "b": (200, 1000)}
 
@@ -204,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps-only", action="store_true", help="only the step ratios (runs on older versions)"
     )
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")
+    parser.add_argument("--threads", type=a.int_at_least(0), default=0,
+                        help="torch threads (default: torch's)")
     parser.add_argument("--json", default="benchmarks/results/aliasing_costs.json")
     args = parser.parse_args(argv)
     global CLOCK

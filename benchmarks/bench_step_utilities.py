@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from descentlab.clipping import adaptive_clip_grad_, clip_grad_norm_
+from descentlab.commands import arguments as a
 from descentlab.guard import NonFiniteGuard, grads_are_finite
 from descentlab.schedules import attach, one_cycle_momentum, warmup_cosine
 
@@ -54,10 +55,10 @@ def time_cases(cases: dict, steps: int, repeats: int) -> dict[str, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tensors", type=int, default=200)
-    ap.add_argument("--size", type=int, default=10_000, help="elements per tensor")
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--tensors", type=a.positive_int, default=200)
+    ap.add_argument("--size", type=a.positive_int, default=10_000, help="elements per tensor")
+    ap.add_argument("--steps", type=a.positive_int, default=20)
+    ap.add_argument("--repeats", type=a.positive_int, default=7)
     ap.add_argument("--out", default="benchmarks/results/step_utilities.json")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from descentlab.commands import arguments as a
+
 BUDGET_S = 300.0
 
 
@@ -36,8 +38,8 @@ def main() -> int:
     )
     parser.add_argument("--screenshot", help="PNG path for a screenshot of report.html")
     parser.add_argument("--suite", help="time `descentlab compare --suite NAME` (no budget)")
-    parser.add_argument("--trials", type=int, help="passed to descentlab compare")
-    parser.add_argument("--seeds", type=int, help="passed to descentlab compare")
+    parser.add_argument("--trials", type=a.positive_int, help="passed to descentlab compare")
+    parser.add_argument("--seeds", type=a.positive_int, help="passed to descentlab compare")
     parser.add_argument(
         "--resume",
         action="store_true",

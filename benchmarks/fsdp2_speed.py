@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 import descentlab
+from descentlab.commands import arguments as a
 from descentlab.distributed import run_ranks
 
 WIDTH, LAYERS, BATCH = 1024, 4, 64
@@ -157,7 +158,7 @@ def _table(title: str, times: dict[str, float], base: str) -> list[str]:
 def main() -> int:
     """Run both ranks; print the tables and write the JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant")
+    parser.add_argument("--steps", type=a.positive_int, default=20, help="timed steps per variant")
     parser.add_argument("--json", default="benchmarks/results/fsdp2_speed.json")
     args = parser.parse_args()
     if args.steps < 1:

@@ -36,6 +36,7 @@ from pathlib import Path
 import torch
 
 import descentlab
+from descentlab.commands import arguments as a
 from descentlab.problems import get_problem
 from descentlab.rules import low_precision
 from descentlab.rules.low_precision import state_bytes
@@ -164,9 +165,10 @@ def quality(seeds: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--seeds", type=a.positive_int, default=3)
+    parser.add_argument("--repeats", type=a.positive_int, default=15)
+    parser.add_argument("--threads", type=a.positive_int, default=1,
+                        help="torch threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="one seed, five repeats")
     parser.add_argument("--no-quality", action="store_true",
                         help="skip the training runs (bytes and step times only)")

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from descentlab.commands import arguments as a
 from descentlab.diagnostics.monitor import DEFAULT_INTERVAL, TrainingMonitor
 from descentlab.diagnostics.problems import deep_mlp, load_digits_data
 from descentlab.init import init_model
@@ -113,12 +114,13 @@ def measure(name: str, intervals: list[int], steps: int, repeats: int) -> dict[s
 def main() -> None:
     """Run every model, print a markdown table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved blocks per variant")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=a.positive_int, default=100, help="steps per timed block")
+    parser.add_argument("--repeats", type=a.positive_int, default=15,
+                        help="interleaved blocks per variant")
+    parser.add_argument("--threads", type=a.positive_int, default=1)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
     parser.add_argument(
-        "--intervals", type=int, nargs="+", default=sorted({1, 10, DEFAULT_INTERVAL})
+        "--intervals", type=a.positive_int, nargs="+", default=sorted({1, 10, DEFAULT_INTERVAL})
     )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/monitor_overhead.json")

@@ -27,6 +27,7 @@ import torch
 
 import descentlab
 from descentlab.bench.step_speed import time_steps
+from descentlab.commands import arguments as a
 
 
 def _optimizers(count: int, size: int, engine: str):
@@ -81,11 +82,11 @@ def _products(count: int, size: int, repeats: int) -> dict[str, float]:
 def main() -> None:
     """Measure, print and save (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=24)
-    parser.add_argument("--size", type=int, default=384)
-    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--count", type=a.positive_int, default=24)
+    parser.add_argument("--size", type=a.positive_int, default=384)
+    parser.add_argument("--repeats", type=a.positive_int, default=10)
     parser.add_argument("--engine", default="auto")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=a.positive_int, default=None,
                         help="torch threads (default: torch's, the number of cores)")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/muon_speed.json"))
     args = parser.parse_args()

@@ -34,6 +34,7 @@ import pytorch_optimizer
 import torch
 
 import descentlab
+from descentlab.commands import arguments as a
 
 MODELS = {
     "24 × 256×256": [(256, 256)] * 24 + [(256,)] * 24,
@@ -119,9 +120,9 @@ def measure(name: str, model: str, repeats: int) -> list[dict]:
 def main() -> None:
     """Run every (optimizer, model) pair and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=40)
+    parser.add_argument("--repeats", type=a.positive_int, default=40)
     parser.add_argument("--only", choices=list(PAIRS), help="one optimizer (default: all)")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=a.positive_int, default=None,
                         help="torch threads (default: torch's, the number of cores)")
     parser.add_argument("--json", default=None,
                         help="default benchmarks/results/preconditioner_speed[_NAME].json")

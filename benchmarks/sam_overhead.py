@@ -42,6 +42,7 @@ import pytorch_optimizer
 import torch
 
 import descentlab
+from descentlab.commands import arguments as a
 from descentlab.wrappers import SAM, Lookahead
 
 
@@ -192,8 +193,8 @@ def measure(make_model, batch: int, make_base, steps: int, repeats: int) -> dict
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--steps", type=a.positive_int, default=10)
+    ap.add_argument("--repeats", type=a.positive_int, default=7)
     ap.add_argument("--out", default="benchmarks/results/sam_overhead.json")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -1,5 +1,5 @@
-"""The advisor's benchmark scripts refuse bad arguments before any work: exit 2, one line
-naming the argument and the value, no traceback."""
+"""The benchmark scripts refuse bad arguments before any work, as the commands do: exit 2,
+one line naming the argument and the value, no traceback, nothing written."""
 
 from __future__ import annotations
 
@@ -20,6 +20,10 @@ CASES = [
     ("advise_validation.py", ["--problems", "rosenbrok"], "--problems",
      "did you mean 'rosenbrock'"),
     ("advise_validation.py", ["--oracle-entrants", "adamz"], "--oracle-entrants", "'adamz'"),
+    ("muon_speed.py", ["--repeats", "0"], "--repeats", "'0'"),
+    ("preconditioner_speed.py", ["--threads", "0"], "--threads", "'0'"),
+    ("aliasing_costs.py", ["--threads", "-1"], "--threads", "'-1'"),
+    ("low_precision_state.py", ["--seeds", "0"], "--seeds", "'0'"),
 ]
 
 
