@@ -313,6 +313,27 @@ class SOAPRule(TensorRule):
         correction = math.sqrt(1.0 - math.pow(h["beta2"], k)) / (1.0 - math.pow(h["beta1"], k))
         return h["lr"] * correction
 
+    def _adam_in_basis(self, param, grad, state, h, step, flags, forward, backward,
+                       stacked=False) -> None:
+        """Adam in the eigenbasis: m ← lerp(m, G, 1 − β₁), v ← lerp(v, (Qᵀ G Q)², 1 − β₂),
+        θ ← θ − η_t Q ((Qᵀ m Q) / (√v + ε)) Qᵀ, then the decoupled decay.
+
+        ``forward``/``backward`` project into and out of the basis (one tensor,
+        or a stack with batched products); with ``normalize_gradient`` the
+        direction is divided by its RMS (each matrix's own, for a ``stacked`` one).
+        """
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(grad, weight=1.0 - h["beta1"])
+        v.lerp_(forward(grad).square(), weight=1.0 - h["beta2"])
+        denom = v.sqrt().add_(h["eps"])
+        direction = backward(forward(m) / denom)
+        if flags["normalize_gradient"]:
+            for d in (direction if stacked else [direction]):
+                d.div_(torch.mean(d.square()).sqrt_().add_(h["eps"]))
+        param.add_(direction, alpha=-self._step_size(h, step, flags))
+        if h["weight_decay"] != 0.0:
+            param.mul_(1.0 - h["weight_decay"] * h["lr"])
+
     def _update_matrices(self, param, grad, state, h, step, flags) -> None:
         """A step of a stack of matrices [B, m, n] with both bases, after the first.
 
@@ -321,22 +342,12 @@ class SOAPRule(TensorRule):
         ``Gᵀ Q_L``, then ``(·)ᵀ Q_R``), batched; elementwise work over the stack.
         """
         left, right = (_column_major(state[f"Q_{i}"]) for i in (0, 1))
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-
-        def forward(t: Tensor) -> Tensor:
-            return torch.bmm(torch.bmm(t.mT, left).mT, right)
-
-        m.lerp_(grad, weight=1.0 - h["beta1"])
-        v.lerp_(forward(grad).square(), weight=1.0 - h["beta2"])
-        denom = v.sqrt().add_(h["eps"])
-        direction = forward(m) / denom
-        direction = torch.bmm(torch.bmm(direction.mT, left.mT).mT, right.mT)
-        if flags["normalize_gradient"]:
-            for d in direction:  # each matrix's own mean, reduced as the reference reduces it
-                d.div_(torch.mean(d.square()).sqrt_().add_(h["eps"]))
-        param.add_(direction, alpha=-self._step_size(h, step, flags))
-        if h["weight_decay"] != 0.0:
-            param.mul_(1.0 - h["weight_decay"] * h["lr"])
+        self._adam_in_basis(
+            param, grad, state, h, step, flags,
+            lambda t: torch.bmm(torch.bmm(t.mT, left).mT, right),
+            lambda t: torch.bmm(torch.bmm(t.mT, left.mT).mT, right.mT),
+            stacked=True,
+        )
         weight = 1.0 - flags["shampoo_beta"]
         state["GG_0"].lerp_(torch.bmm(grad, grad.mT), weight=weight)
         state["GG_1"].lerp_(torch.bmm(grad.mT, grad), weight=weight)
@@ -355,21 +366,12 @@ class SOAPRule(TensorRule):
                 if on:
                     state[f"Q_{i}"].copy_(self._eigenbasis(state[f"GG_{i}"]))
             return
-        k = int(step) - 1
-        lr, beta1, beta2, eps = h["lr"], h["beta1"], h["beta2"], h["eps"]
-        step_size = self._step_size(h, step, flags)
         bases = self._bases(state, len(rotated))
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m.lerp_(grad, weight=1.0 - beta1)
-        v.lerp_(self._project(grad, bases, flags).square(), weight=1.0 - beta2)
-        denom = v.sqrt().add_(eps)
-        direction = self._project(self._project(m, bases, flags) / denom, bases, flags,
-                                  backward=True)
-        if flags["normalize_gradient"]:
-            direction.div_(torch.mean(direction.square()).sqrt_().add_(eps))
-        param.add_(direction, alpha=-step_size)
-        if h["weight_decay"] != 0.0:
-            param.mul_(1.0 - h["weight_decay"] * lr)
+        self._adam_in_basis(
+            param, grad, state, h, step, flags,
+            lambda t: self._project(t, bases, flags),
+            lambda t: self._project(t, bases, flags, backward=True),
+        )
         self._accumulate(grad, state, rotated, flags)
-        if k % flags["precondition_frequency"] == 0:
+        if (int(step) - 1) % flags["precondition_frequency"] == 0:
             self._refresh_bases(state, rotated, flags)
