@@ -99,6 +99,9 @@ class Bucket:
         cohort: parameters with equal cohort ids have identical step counters and
             scalar state, so they can be updated by one call of the rule.
         has_state: whether ``optimizer.state[p]`` has been created.
+        order: the slots in the order of the parameters in their group (the slots
+            themselves may be in another, :func:`~descentlab.engine.layout.by_shape`);
+            state is created in this order, so ``state_dict()`` lists it as torch.optim does.
     """
 
     def __init__(self, params: list[Tensor]) -> None:
@@ -134,6 +137,7 @@ class Bucket:
         self.steps = [0] * len(params)
         self.cohort = [0] * len(params)
         self.has_state = [False] * len(params)
+        self.order = list(range(len(params)))
         self._next_cohort = 1
         present = [i for i, p in enumerate(params) if p.grad is not None and not p.grad.is_sparse]
         if present:

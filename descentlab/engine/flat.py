@@ -280,9 +280,10 @@ class FlatEngine:
                     # load_state_dict does so) is adopted, as torch.optim would use it
                     b.adopt_state(optimizer.state, rule)
                 fresh = b.new_cohort()
-                for i, p in enumerate(params):
+                for i in b.order:  # the group's order: state_dict() lists the state in it
                     if active[i] and not b.has_state[i]:
-                        b.init_state(i, optimizer.state[p], rule, run.flags, run.h, fresh)
+                        b.init_state(i, optimizer.state[params[i]], rule, run.flags, run.h,
+                                     fresh)
             for i in sparse:
                 self._step_sparse(optimizer, b, i, run)
         return active

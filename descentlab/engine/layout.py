@@ -7,7 +7,11 @@ is moved):
 
 * a parameter that can be flattened (:func:`~descentlab.engine.buffers.flattenable`)
   and whose memory nothing else sees goes into a bucket, one per
-  (device, dtype) of the parameters placed together;
+  (device, dtype) of the parameters placed together; for a batched tensor
+  rule the bucket's slots are ordered by shape (:func:`by_shape`), so that
+  same-shape parameters are neighbours wherever they sit in the group and are
+  stepped as one ``[B, *shape]`` batch (slot order is the engine's business:
+  ``optimizer.state`` and ``state_dict()`` follow ``param_groups``);
 * one whose memory another tensor sees (an alias taken before the optimizer
   was built, a ``state_dict()`` held in memory, a second optimizer's buffer, a
   pending autograd graph) *waits*: it is stepped per tensor, and moved into a
@@ -36,9 +40,9 @@ from torch import Tensor
 from descentlab.engine.buffers import Bucket, flattenable, real_dtype
 from descentlab.engine.shards import ShardMirror, is_dtensor, mirrorable
 from descentlab.engine.sharing import data_private
-from descentlab.rules.base import ELEMENTWISE, Rule
+from descentlab.rules.base import ELEMENTWISE, TENSOR, Rule
 
-__all__ = ["GroupLayout", "arrange", "storage_ptr"]
+__all__ = ["GroupLayout", "arrange", "by_shape", "storage_ptr"]
 
 
 def storage_ptr(p: Tensor) -> int | None:
@@ -46,6 +50,15 @@ def storage_ptr(p: Tensor) -> int | None:
     if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(p.data) is not torch.Tensor:
         return None
     return p.untyped_storage().data_ptr()
+
+
+def by_shape(params: list[Tensor]) -> list[Tensor]:
+    """``params`` with same-shape tensors next to each other: shapes in the order of their
+    first appearance, each shape's tensors in their own order (a stable grouping)."""
+    together: dict[tuple[torch.Size, bool], list[Tensor]] = {}
+    for p in params:
+        together.setdefault((p.shape, p.is_complex()), []).append(p)
+    return [p for same in together.values() for p in same]
 
 
 class GroupLayout:
@@ -104,8 +117,12 @@ def arrange(optimizer: Any, layout: GroupLayout, rule: Rule) -> None:
             waiting.append(p)
         else:
             together.setdefault((p.device, real_dtype(p)), []).append(p)
+    batches = rule.kind == TENSOR and rule.batched
     for members_ in together.values():
-        bucket = Bucket(members_)
+        slots = by_shape(members_) if batches else members_
+        bucket = Bucket(slots)
+        position = {id(p): k for k, p in enumerate(members_)}
+        bucket.order = sorted(range(len(slots)), key=lambda k: position[id(slots[k])])
         bucket.adopt_state(optimizer.state, rule)
         layout.buckets.append(bucket)
     layout.shards = ShardMirror(optimizer, sharded, rule) if sharded else None

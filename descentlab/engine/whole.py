@@ -6,9 +6,13 @@ buffers, see :mod:`descentlab.engine.buffers`), but never hand the rule a
 flat run. After the gradients are gathered, the parameters with a gradient
 are stepped in *batches*: maximal sequences of neighbouring slots with the
 same shape and step count (for a rule with :attr:`~descentlab.rules.base.TensorRule.batched`;
-one parameter per batch otherwise). A batch's parameters, gradients and flat
-state are strided ``[B, *shape]`` views of the buffers
-(:meth:`~descentlab.engine.buffers.Bucket.batch_view`), so a batched rule
+one parameter per batch otherwise). Such a rule's buckets hold their slots
+grouped by shape (:func:`~descentlab.engine.layout.by_shape`), so the
+same-shape parameters of a group are neighbours wherever they sit in it (a
+model that interleaves weights and biases, or a transformer's d×d, 4d×d and
+d×4d matrices, gets one batch per shape while the step counts agree). A
+batch's parameters, gradients and flat state are strided ``[B, *shape]``
+views of the buffers (:meth:`~descentlab.engine.buffers.Bucket.batch_view`), so a batched rule
 updates them in place with one call (Muon's Newton–Schulz as ``torch.bmm``
 over the stack); state entries of other shapes (row and column statistics,
 preconditioner matrices) are kept stacked: at the batch's first step they
