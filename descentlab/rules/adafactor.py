@@ -14,23 +14,22 @@ matrix, and its column norms, a ``vector_norm`` over dim −2, are a strided
 reduction several times slower than a pass):
 
 * the row and column sums come from one G² per *tile* (a few whole matrices,
-  or a band of rows of a large one; :attr:`AdafactorRule.tile` elements on
-  one thread, small enough for G² to stay in the L2 cache, and
-  :attr:`AdafactorRule.threaded_tile` on several, where fewer parallel
-  regions matter more): G² goes to a scratch buffer, its column sums give
-  the tile's new C, and its row sums and Σⱼ G²ᵢⱼ/Cⱼ (for ‖U‖²: ``mv``) read
-  it back. A matrix larger than a tile makes G² twice (the column sums need
-  every band before C is known);
+  or a band of rows of a large one; :attr:`AdafactorRule.tile` elements, so
+  most stacks are one tile): G² goes to a scratch buffer, its column sums
+  give the tile's new C and its row sums read it back;
 * when no entry of V̂ is clamped by ε₁² (checked exactly on the smallest R
   and C, since the rounded products are monotone) 1/√V̂ᵢⱼ factors as aᵢbⱼ,
-  so U = diag(a) G diag(b) is never formed: θ takes one ``addcmul`` of
-  G diag(b) (in the scratch buffer) with the row factors, tile by tile.
+  so U = diag(a) G diag(b) is never formed: G diag(b) goes to the scratch
+  buffer, its row norms give ‖U‖ = ‖a ⊙ (‖(G diag(b))ᵢ‖)ᵢ‖ (a contiguous
+  reduction, about twice as fast as Σⱼ G²ᵢⱼ/Cⱼ as a batched product of
+  width one) and θ takes one ``addcmul`` of it with the row factors.
 
 So θ is read twice and written once, G twice (three times for a matrix
-larger than a tile), G² written once and read three times (from the cache
-on one thread), the rest is O(m + n) per matrix; the result
-agrees with torch's to rounding (float64 ≤ 1e-13 over 60 steps). When an
-entry is clamped (a row or column with no gradient yet), the step is
+larger than a tile, whose G diag(b) is made once for the row norms of every
+band and once for θ), the scratch buffer written twice and read four times,
+the rest is O(m + n) per matrix; the result agrees with torch's to rounding
+(over 60 steps under every engine: float64 ≤ 5e-16, float32 ≤ 2.1e-7). When
+an entry is clamped (a row or column with no gradient yet), the step is
 torch's entry by entry.
 
 As torch.optim does, a tensor of two or more dimensions is factored over its
@@ -116,15 +115,12 @@ class AdafactorRule(TensorRule):
         rows[-1], cols[-2] = 1, 1
         return {"row_var": param.new_zeros(rows), "col_var": param.new_zeros(cols)}
 
-    #: Elements per tile on one thread: the passes over a stack are made tile by tile (a few
-    #: whole tensors, or rows of one matrix larger than a tile), so that what one pass
-    #: writes is still in the core's L2 cache when the next reads it
-    tile = 1 << 18
-    #: Elements per tile with several torch threads: each pass over a tile is a parallel
-    #: region, whose start costs more than the cache saves (measured on 2 cores: 384²
-    #: matrices 2.5× torch's loop in tiles of 2^22, 2.1× in tiles of 2^19), so most stacks
-    #: are one tile
-    threaded_tile = 1 << 22
+    #: Elements per tile: the passes over a stack are made tile by tile (a few whole tensors,
+    #: or bands of rows of one matrix larger than a tile), each pass one call per tile. Large
+    #: tiles pay: each tile's ‖U‖ and row factors are a dozen small calls, and a pass over a
+    #: tile is a parallel region with several threads (measured with one thread, CPU time
+    #: under load, 24 of 384²: 12.6 ms in tiles of 2^22, 15.8 ms in tiles of 2^18)
+    tile = 1 << 22
 
     def update(self, param, grad, state, h, step, flags) -> None:
         if param[0].numel() == 0:
@@ -138,7 +134,7 @@ class AdafactorRule(TensorRule):
         norms, root = _norms(param)
         alpha = _at_least(eps2, norms.div_(root)).mul_(rho)
         decay = 1 - lr * h["weight_decay"]
-        size = self.tile if torch.get_num_threads() == 1 else self.threaded_tile
+        size = self.tile
         if "variance" in state:  # vectors and scalars, a few at a time
             per = max(1, size // param[0].numel())
             for a in range(0, len(param), per):
@@ -148,9 +144,8 @@ class AdafactorRule(TensorRule):
             return
         row_var, col_var = state["row_var"], state["col_var"]
         tiles = _Tiles(param, grad, size)
-        # Σⱼ G²ᵢⱼ and Σⱼ G²ᵢⱼ / Cⱼ (with the new C) of every row
-        row_sums, weighted = torch.empty_like(row_var), torch.empty_like(row_var)
-        tiles.sums(col_var, row_sums, weighted, weight)
+        row_sums = torch.empty_like(row_var)  # Σⱼ G²ᵢⱼ of every row
+        tiles.sums(col_var, row_sums, weight)
         row_var.lerp_(row_sums.div_(tiles.n), weight)
         row_mean = row_var.mean(dim=-2, keepdim=True).clamp_(min=eps1)
         smallest = row_var.amin(dim=-2, keepdim=True) * col_var.amin(dim=-1, keepdim=True)
@@ -162,13 +157,9 @@ class AdafactorRule(TensorRule):
             _step_along(param, estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, h["d"])
             return
         # no entry is clamped: 1/√V̂ᵢⱼ = aᵢ bⱼ with a = (R/mean(R))^-½, b = C^-½, so
-        # U = diag(a) G diag(b) is never formed: ‖U‖² = Σᵢ aᵢ² (G² b²)ᵢ, and
+        # U = diag(a) G diag(b) is never formed: ‖U‖² = Σᵢ aᵢ² ‖(G diag(b))ᵢ‖², and
         # θ ← θ − diag(s·a) (G diag(b)) one addcmul per tile (s: α/clip of each tensor)
-        rows_sq = row_mean / row_var  # a²: [..., m, 1]
-        u_sq = (weighted * rows_sq).flatten(1).sum(dim=1)
-        scale = alpha / _clip(u_sq.double().sqrt_(), param, h["d"])
-        rows = rows_sq.sqrt_().mul_(_per_tensor(scale.to(rows_sq.dtype), rows_sq))
-        tiles.step(rows, col_var.rsqrt(), decay)
+        tiles.step((row_mean / row_var).sqrt_(), col_var.rsqrt(), alpha, h["d"], decay)
 
 
 class _Tiles:
@@ -204,51 +195,76 @@ class _Tiles:
         """Tensor ``b`` of a stack as [matrices, rows, cols] (a slot is contiguous: a view)."""
         return t[b].view(-1, *t.shape[-2:])
 
-    def sums(self, col_var: Tensor, row_sums: Tensor, weighted: Tensor, weight: float) -> None:
-        """C ← lerp(C, mean_i G², weight); ``row_sums`` ← Σⱼ G²ᵢⱼ, ``weighted`` ← Σⱼ G²ᵢⱼ / Cⱼ."""
+    def _band(self, t: Tensor, band: tuple[int, int, int, int]) -> Tensor:
+        """Rows r … e−1 of matrix q of tensor b of a stack (or of its [..., m, 1] statistic)."""
+        b, q, r, e = band
+        return self._matrices(t, b)[q, r:e]
+
+    def sums(self, col_var: Tensor, row_sums: Tensor, weight: float) -> None:
+        """C ← lerp(C, mean_i G², weight) and ``row_sums`` ← Σⱼ G²ᵢⱼ, from one G² per tile."""
         grad, m = self.grad, self.m
-        col_sums, inverse = torch.empty_like(col_var), torch.empty_like(col_var)
+        col_sums = torch.empty_like(col_var)
         if self.whole is not None:
             # per tile: G² once, its column sums, the tile's new C, then the row sums
             for t in self.whole:
                 squares = torch.mul(grad[t], grad[t], out=self._work(grad[t]))
                 torch.sum(squares, dim=-2, keepdim=True, out=col_sums[t])
                 col_var[t].lerp_(col_sums[t].div_(m), weight)
-                torch.reciprocal(col_var[t], out=inverse[t])
                 torch.sum(squares, dim=-1, keepdim=True, out=row_sums[t])
-                _times_columns(squares, inverse[t], weighted[t])
             return
-        # bands of rows: the column sums need every band before C, so G² is made twice
-        for b, q, r, e in self.bands:
-            g = self._matrices(grad, b)[q, r:e]
+        # bands of rows: the column sums of a matrix add up band by band
+        for band in self.bands:
+            g = self._band(grad, band)
             squares = torch.mul(g, g, out=self._work(g))
-            total = self._matrices(col_sums, b)[q]
-            if r == 0:
+            total = self._matrices(col_sums, band[0])[band[1]]
+            if band[2] == 0:
                 torch.sum(squares, dim=-2, keepdim=True, out=total)
             else:
                 total.add_(squares.sum(dim=-2, keepdim=True))
-            torch.sum(squares, dim=-1, keepdim=True, out=self._matrices(row_sums, b)[q, r:e])
+            torch.sum(squares, dim=-1, keepdim=True, out=self._band(row_sums, band))
         col_var.lerp_(col_sums.div_(m), weight)
-        torch.reciprocal(col_var, out=inverse)
-        for b, q, r, e in self.bands:
-            g = self._matrices(grad, b)[q, r:e]
-            squares = torch.mul(g, g, out=self._work(g))
-            _times_columns(squares, self._matrices(inverse, b)[q],
-                           self._matrices(weighted, b)[q, r:e])
 
-    def step(self, rows: Tensor, cols: Tensor, decay: float) -> None:
-        """θ ← θ · decay − diag(rows) G diag(cols), tile by tile."""
+    def step(self, rows: Tensor, cols: Tensor, alpha: Tensor, d: float, decay: float) -> None:
+        """θ ← θ · decay − s · diag(a) G diag(b) per tensor, a = ``rows``, b = ``cols``, where
+        s = α / max(1, RMS(U)/d) and ‖U‖² = Σᵢ aᵢ² ‖(G diag(b))ᵢ‖².
+
+        A tile of whole tensors makes G diag(b) once, for ‖U‖ and for θ; bands make it
+        twice (every band's rows before s is known).
+        """
         param, grad = self.param, self.grad
         if self.whole is not None:
-            pieces = [(param[t], grad[t], rows[t], cols[t]) for t in self.whole]
-        else:
-            pieces = [(self._matrices(param, b)[q, r:e], self._matrices(grad, b)[q, r:e],
-                       self._matrices(rows, b)[q, r:e], self._matrices(cols, b)[q])
-                      for b, q, r, e in self.bands]
-        for p, g, a, c in pieces:
-            if decay != 1:
-                p.mul_(decay)
-            p.addcmul_(torch.mul(g, c, out=self._work(g)), a, value=-1)
+            for t in self.whole:
+                scaled = torch.mul(grad[t], cols[t], out=self._work(grad[t]))
+                a = rows[t]
+                s = _row_scale(a, torch.linalg.vector_norm(scaled, dim=-1, keepdim=True),
+                               alpha[t], d, self.n)
+                _descend(param[t], scaled, a * _per_tensor(s, a), decay)
+            return
+        norms = torch.empty_like(rows)  # ‖(G diag(b))ᵢ‖ of every row, band by band
+        for band in self.bands:
+            g, c = self._band(grad, band), self._matrices(cols, band[0])[band[1]]
+            scaled = torch.mul(g, c, out=self._work(g))
+            torch.linalg.vector_norm(scaled, dim=-1, keepdim=True, out=self._band(norms, band))
+        rows = rows * _per_tensor(_row_scale(rows, norms, alpha, d, self.n), rows)
+        for band in self.bands:
+            g, c = self._band(grad, band), self._matrices(cols, band[0])[band[1]]
+            _descend(self._band(param, band), torch.mul(g, c, out=self._work(g)),
+                     self._band(rows, band), decay)
+
+
+def _row_scale(rows: Tensor, norms: Tensor, alpha: Tensor, d: float, n: int) -> Tensor:
+    """s = α / max(1, RMS(U)/d) of each tensor of a stack, in the rows' dtype, given the row
+    factors aᵢ and the row norms ‖(G diag(b))ᵢ‖ ([B, ..., m, 1] each; n columns): ‖U‖ is
+    ‖a ⊙ norms‖."""
+    u = torch.linalg.vector_norm((norms * rows).flatten(1), dim=1).double()
+    return (alpha / _clip(u, rows[0].numel() * n, d)).to(rows.dtype)
+
+
+def _descend(param: Tensor, scaled: Tensor, rows: Tensor, decay: float) -> None:
+    """θ ← θ · decay − diag(rows) ``scaled`` (one tile)."""
+    if decay != 1:
+        param.mul_(decay)
+    param.addcmul_(scaled, rows, value=-1)
 
 
 def _step_unfactored(param: Tensor, grad: Tensor, variance: Tensor, alpha: Tensor,
@@ -260,23 +276,13 @@ def _step_unfactored(param: Tensor, grad: Tensor, variance: Tensor, alpha: Tenso
     _step_along(param, variance.clone().clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, d)
 
 
-def _times_columns(squares: Tensor, inverse: Tensor, out: Tensor) -> None:
-    """``out`` ← ``squares`` @ ``inverse``ᵀ: [..., m, n] by [..., 1, n] into [..., m, 1]
-    (one matrix: ``mv``, about twice as fast as a batched product of width one)."""
-    if squares.dim() == 3 and squares.shape[0] == 1:
-        squares, inverse, out = squares[0], inverse[0], out[0]
-    if squares.dim() == 2:
-        torch.mv(squares, inverse[0], out=out.view(-1))
-    else:
-        torch.matmul(squares, inverse.mT, out=out)
-
-
-def _clip(norms: Tensor, u: Tensor, d: float) -> Tensor:
-    """max(1, RMS(U)/d) of each tensor of the stack, given ‖U‖ of each."""
-    return _at_least(1.0, norms.div_(u[0].numel() ** 0.5 * d))
+def _clip(norms: Tensor, count: int, d: float) -> Tensor:
+    """max(1, RMS(U)/d) of each tensor of the stack, given ‖U‖ of each and its element count."""
+    return _at_least(1.0, norms.div_(count**0.5 * d))
 
 
 def _step_along(param: Tensor, u: Tensor, alpha: Tensor, d: float) -> None:
     """θ ← θ − α · U / max(1, RMS(U)/d), per tensor of the stack."""
     norms, _ = _norms(u)
-    param.addcmul_(u, _per_tensor((alpha / _clip(norms, u, d)).to(u.dtype), u), value=-1)
+    scale = (alpha / _clip(norms, u[0].numel(), d)).to(u.dtype)
+    param.addcmul_(u, _per_tensor(scale, u), value=-1)

@@ -101,7 +101,6 @@ def test_every_tiling_matches_torch(tile, monkeypatch):
     from descentlab.rules.adafactor import AdafactorRule
 
     monkeypatch.setattr(AdafactorRule, "tile", tile)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one thread: ``tile`` counts
     shapes = [(30, 20)] * 5 + [(2, 12, 16), (2, 12, 16), (40,)]
 
     def run(cls, **extra):
