@@ -2,12 +2,28 @@
 
 Each candidate of the portfolio (its defaults and schedule as the advice uses
 them) trains for the problem's full budget at every rate of ``--lrs``; the
-final metric is the mean over seeds 1–2. This bounds what any choice of
+final metric is the mean over seeds 1–2 (the JSON also keeps each run's
+metric at ten points along it, as ``curves``). This bounds what any choice of
 candidate and learning rate can reach without tuning other hyperparameters —
 the explanation of the misses in the README's validation table, not a tuning
 the advice uses.
 
     python benchmarks/advise_lr_grid.py --problems noisy_quadratic,breast_cancer_logreg
+
+With ``--average`` every candidate with a cosine decay runs instead at a
+constant rate after its warm-up, scored at the mean of its iterates over the
+last half of the steps (the advice's tail averaging; ``Candidate.averaged``):
+how the final metric depends on the rate with averaging instead of decay.
+
+    python benchmarks/advise_lr_grid.py --average --tag average \
+        --problems noisy_quadratic,breast_cancer_logreg,breast_cancer_svm,diabetes_linreg
+
+With ``--lr-free`` it also trains the learning-rate-free optimizers (Prodigy,
+D-Adaptation Adam and SGD) and the two Schedule-Free ones at their own default
+rates, the first three with the advice's warm-up and cosine and with a constant
+rate after the warm-up, the Schedule-Free ones with warm-up only (the
+``lr_free_rows`` of the JSON): whether candidates without a range test would
+leave room for a comparison at tiny budgets.
 
 With ``--momenta 0.9,0.95,0.97,0.98,0.99`` it also trains Nesterov momentum SGD
 at each of those momenta, with the advice's warm-up and cosine schedule and
@@ -23,6 +39,7 @@ names the JSON ``advise_lr_grid_<tag>.json``.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import math
 import os
@@ -35,9 +52,15 @@ from descentlab.advisor.measure import Budget, short_run
 from descentlab.advisor.portfolio import PORTFOLIO, Candidate, registry_name
 from descentlab.advisor.setup import from_problem
 from descentlab.commands import arguments as a
+from descentlab.optim.registry import OPTIMIZERS
 from descentlab.problems import available_problems, get_problem
 
 RESULTS = Path(__file__).parent / "results"
+
+LR_FREE = (("prodigy", ("warmup_cosine", "warmup")), ("dadapt_adam", ("warmup_cosine", "warmup")),
+           ("dadapt_sgd", ("warmup_cosine", "warmup")), ("sgd_schedulefree", ("warmup",)),
+           ("adamw_schedulefree", ("warmup",)))
+"""``--lr-free``: optimizer and schedules, each at the optimizer's own default rate."""
 
 
 def _numbers(low: float, high: float, what: str) -> Callable[[str], list[float]]:
@@ -64,6 +87,10 @@ def main() -> None:
     parser.add_argument("--lrs", type=_numbers(0, math.inf, "numbers > 0"),
                         default="0.001,0.003,0.01,0.03,0.1,0.3,1")
     parser.add_argument("--tag", default="", help="suffix of the JSON file's name")
+    parser.add_argument("--average", action="store_true",
+                        help="tail averaging at a constant rate instead of cosine decay")
+    parser.add_argument("--lr-free", action="store_true",
+                        help="also the learning-rate-free and Schedule-Free optimizers")
     parser.add_argument("--momenta", type=_numbers(0, 1, "momenta in (0, 1)"), default=[],
                         help="also Nesterov SGD at these momenta (cosine and constant)")
     args = parser.parse_args()
@@ -71,6 +98,10 @@ def main() -> None:
     load, start = os.getloadavg(), time.time()
     rows, lines = [], ["| problem | candidate | best lr | final (mean of seeds 1–2) |",
                        "|---|---|---:|---:|"]
+    rate_lines = ["| problem | candidate | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
+                  "|---|---|" + "---:|" * len(lrs)]
+    lr_free_rows, lr_free_lines = [], ["| problem | optimizer | lr | schedule | final |",
+                                       "|---|---|---:|---|---:|"]
     momentum_rows, momentum_lines = [], [
         "| problem | Nesterov momentum | schedule | " + " | ".join(f"{lr:g}" for lr in lrs)
         + " |", "|---|---:|---|" + "---:|" * len(lrs)]
@@ -78,17 +109,36 @@ def main() -> None:
         problem = get_problem(name)
         setup = from_problem(problem)
 
-        def finals(cand: Candidate, setup=setup, steps=problem.steps) -> dict[float, float]:
-            return {lr: statistics.fmean(
-                short_run(setup, cand, lr, steps, seed, Budget(steps)).final
-                for seed in (1, 2)) for lr in lrs}
+        def finals(cand: Candidate, setup=setup, steps=problem.steps,
+                   curves: dict | None = None, rates: list[float] = lrs) -> dict[float, float]:
+            found = {}
+            for lr in rates:
+                runs = [short_run(setup, cand, lr, steps, seed, Budget(steps)) for seed in (1, 2)]
+                found[lr] = statistics.fmean(r.final for r in runs)
+                if curves is not None:  # the metric ten times along the run, mean of seeds
+                    curves[lr] = [[s, statistics.fmean((a, b))] for (s, a), (_, b)
+                                  in zip(runs[0].curve, runs[1].curve, strict=False)]
+            return found
 
         for cname in args.candidates:
             base = next(c for c in PORTFOLIO if c.name == cname)
-            found = finals(base.resolved(registry_name(base)))
+            cand = base.resolved(registry_name(base))
+            curves: dict[float, list] = {}
+            found = finals(cand.averaged() if args.average else cand, curves=curves)
             best = (max if problem.higher_is_better else min)(found, key=found.get)
-            rows.append({"problem": name, "candidate": cname, "finals": found, "best_lr": best})
+            rows.append({"problem": name, "candidate": cname, "finals": found, "best_lr": best,
+                         "curves": curves})
             lines.append(f"| {name} | {cname} | {best:g} | {found[best]:.4g} |")
+            rate_lines.append(f"| {name} | {cname} | "
+                              + " | ".join(f"{found[lr]:.4g}" for lr in lrs) + " |")
+        for opt, schedules in (LR_FREE if args.lr_free else ()):
+            lr = inspect.signature(OPTIMIZERS[opt]).parameters["lr"].default
+            for schedule in schedules:
+                cand = Candidate(opt, (opt,), {}, None, schedule, opt, lr=lr, optimizer=opt)
+                value = finals(cand, rates=[lr])[lr]
+                lr_free_rows.append({"problem": name, "optimizer": opt, "lr": lr,
+                                     "schedule": schedule, "final": value})
+                lr_free_lines.append(f"| {name} | {opt} | {lr:g} | {schedule} | {value:.4g} |")
         for mu in args.momenta:
             for schedule in ("warmup_cosine", "warmup"):
                 cand = Candidate(f"nesterov {mu:g}", ("sgd",), {"momentum": mu, "nesterov": True},
@@ -100,12 +150,17 @@ def main() -> None:
                     f"| {name} | {mu:g} | {'cosine' if schedule == 'warmup_cosine' else 'constant'}"
                     " | " + " | ".join(f"{found[lr]:.4g}" for lr in lrs) + " |")
     table = "\n".join(lines)
-    print(table)
+    print(table + "\n\n" + "\n".join(rate_lines))
+    if lr_free_rows:
+        print("\n" + "\n".join(lr_free_lines))
     if momentum_rows:
         print("\n" + "\n".join(momentum_lines))
     RESULTS.mkdir(exist_ok=True)
-    out = {"rows": rows, "table": table, "seconds": time.time() - start,
+    out = {"rows": rows, "table": table, "rate_table": "\n".join(rate_lines),
+           "average": args.average, "seconds": time.time() - start,
            "load_average_before": load, "load_average_after": os.getloadavg()}
+    if lr_free_rows:
+        out.update(lr_free_rows=lr_free_rows, lr_free_table="\n".join(lr_free_lines))
     if momentum_rows:
         out.update(momentum_rows=momentum_rows, momentum_table="\n".join(momentum_lines))
     name = "advise_lr_grid" + (f"_{args.tag}" if args.tag else "") + ".json"

@@ -42,7 +42,6 @@ from pathlib import Path
 
 from descentlab.advisor import advise_problem
 from descentlab.advisor.measure import Budget, short_run
-from descentlab.advisor.portfolio import PORTFOLIO
 from descentlab.advisor.setup import from_problem
 from descentlab.bench import compare, get_entrant
 from descentlab.bench.entrants import available_entrants
@@ -62,7 +61,7 @@ ORACLE_ENTRANTS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "a
 def _advised_final(problem, rec, seed: int) -> float:
     """The recommendation trained for the problem's full budget (gradient evaluations)."""
     setup = from_problem(problem)
-    cand = next(c for c in PORTFOLIO if c.name == rec.candidate).resolved(rec.optimizer)
+    cand = rec.as_candidate()  # its schedule kind (tail averaging trains and scores the mean)
     warm = 0.0 if rec.schedule is None else rec.schedule["warmup_steps"] / rec.steps
     result = short_run(setup, cand, rec.lr, problem.steps, seed, Budget(problem.steps),
                        phase="full run", warmup_fraction=warm, clip=rec.clip_grad_norm)

@@ -11,6 +11,8 @@ not optimizer steps and are not counted, as in ``descentlab compare``.
   one batch's gradient) and ``‖Ĝ‖² = ‖ḡ‖² − tr Σ̂ / k`` (unbiased), the
   batch-size form of McCandlish et al.'s (2018) simple noise scale
   ``B_simple = B·ρ``. ``ρ > 1``: one batch's gradient is mostly noise.
+- :func:`is_quadratic` — whether the loss on fixed data is a quadratic function
+  of the parameters (five forward passes along a random line; no gradient).
 - :func:`range_test` — Smith's (2017) test on a fresh task: the learning rate
   grows geometrically from ``low`` to ``high`` over ``n`` steps; stop when the
   smoothed loss exceeds 4× its minimum or is not finite. The suggestion is
@@ -20,13 +22,19 @@ not optimizer steps and are not counted, as in ``descentlab compare``.
   for Adam on sweeps this short: the loss lags behind the rate.)
 - :func:`short_run` — train a candidate from a fresh task for ``n``
   evaluations with its schedule compressed to ``n`` steps; record the loss,
-  the gradient norm of every step and the metric ten times.
+  the gradient norm of every step and the metric ten times. Under the
+  ``"warmup_average"`` schedule the rate stays constant after the warm-up and
+  the metric is taken at the uniform average of the iterates after steps
+  ``⌊n/2⌋ + 1, …, n`` (:func:`average_from`; tail averaging, Rakhlin, Shamir &
+  Sridharan 2012; Jain et al. 2018), as ``torch.optim.swa_utils.AveragedModel``
+  computes it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +45,9 @@ from descentlab.advisor.setup import AdviseSetup
 from descentlab.diagnostics.lr_finder import smooth_losses, suggest_lrs
 from descentlab.schedule_free.evaluation import evaluation_mode, start_training
 
-__all__ = ["Budget", "OutOfBudget", "NoiseProbe", "RangeTest", "RunResult", "gradient_noise",
-           "range_test", "short_run", "schedule_for", "sharpness"]
+__all__ = ["Budget", "OutOfBudget", "NoiseProbe", "RangeTest", "RunResult", "TailAverage",
+           "average_from", "is_quadratic",
+           "gradient_noise", "range_test", "short_run", "schedule_for", "sharpness"]
 
 
 class Budget:
@@ -169,6 +178,43 @@ def _loss_closure(task: Any) -> Callable[[], torch.Tensor] | None:
     return None
 
 
+def is_quadratic(setup: AdviseSetup, seed: int, tolerance: float = 1e-3) -> bool | None:
+    """Whether the loss on fixed data is quadratic in the parameters, measured at the start.
+
+    Along a random direction ``v`` with ``‖v‖ = max(1, ‖θ₀‖)``, the parabola through
+    ``f(θ₀ + tv)`` at ``t = −1, 0, 1`` must predict ``f`` at ``t = 2`` and ``3`` within
+    ``tolerance`` relative to the largest of those values (``f`` cubic or steeper,
+    or with kinks crossed, misses by far more; float32 rounding by far less). Forward
+    passes only, no gradient: not counted against the budget, like the metric's
+    evaluations. ``None`` where no loss on fixed data can be formed.
+    """
+    task = setup.build(seed)
+    closure = _loss_closure(task)
+    if closure is None:
+        return None
+    params = [p for p in task.parameters() if p.requires_grad]
+    gen = torch.Generator().manual_seed(seed)
+    direction = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+    start = [p.detach().clone() for p in params]
+    norm = math.sqrt(sum(float((d**2).sum()) for d in direction)) or 1.0
+    scale = max(1.0, math.sqrt(sum(float((p.double() ** 2).sum()) for p in start))) / norm
+    values = []
+    with torch.no_grad():
+        for t in (-1.0, 0.0, 1.0, 2.0, 3.0):
+            for p, p0, d in zip(params, start, direction, strict=True):
+                p.copy_(p0 + (t * scale * d).to(p.dtype))
+            values.append(float(closure()))
+        for p, p0 in zip(params, start, strict=True):
+            p.copy_(p0)
+    if not all(math.isfinite(v) for v in values):
+        return False
+    fm, f0, f1, f2, f3 = values
+    a, b = (f1 + fm - 2 * f0) / 2, (f1 - fm) / 2  # f(t) = a t² + b t + f0 through t = −1, 0, 1
+    size = max(abs(v) for v in values) or 1.0
+    return all(abs(a * t * t + b * t + f0 - ft) <= tolerance * size
+               for t, ft in ((2.0, f2), (3.0, f3)))
+
+
 def sharpness(setup: AdviseSetup, seed: int, budget: Budget, iterations: int = 6) -> float | None:
     """λ_max of the Hessian at the start by power iteration (``None`` where no loss on fixed
     data can be formed). Costs one gradient with its graph plus two per Hessian-vector
@@ -250,13 +296,57 @@ def schedule_for(cand: Candidate, peak: float, steps: int, warmup_fraction: floa
         return None
     warmup = min(max(1, math.ceil(warmup_fraction * steps)), steps - 1) if warmup_fraction > 0 \
         else 0
-    if cand.schedule == "warmup":
+    if cand.schedule in ("warmup", "warmup_average"):
         return Warmup(Constant(peak), warmup) if warmup else None
     if warmup == 0:
         from descentlab.schedules import CosineDecay
 
         return CosineDecay(peak, steps)
     return warmup_cosine(peak, warmup, steps)
+
+
+def average_from(steps: int) -> int:
+    """Under ``"warmup_average"``, the iterates after steps ``average_from(steps) + 1, …,
+    steps`` are averaged: the last half (at least the last one)."""
+    return max(0, min(steps - 1, steps // 2))
+
+
+class TailAverage:
+    """The uniform running mean of the parameters after every step from ``start`` on."""
+
+    def __init__(self, params: list[torch.Tensor], start: int) -> None:
+        self.params, self.start = params, start
+        self.mean: list[torch.Tensor] | None = None
+        self.count = 0
+
+    def update(self, step: int) -> None:
+        """Add the iterate after ``step`` steps (counted from 1) when ``step > start``."""
+        if step <= self.start:
+            return
+        self.count += 1
+        with torch.no_grad():
+            if self.mean is None:
+                self.mean = [p.detach().clone() for p in self.params]
+            else:
+                for m, p in zip(self.mean, self.params, strict=True):
+                    m.add_(p.detach() - m, alpha=1 / self.count)
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """A context in which the parameters hold the mean (unchanged before ``start``)."""
+        if self.mean is None:
+            yield
+            return
+        with torch.no_grad():
+            kept = [p.detach().clone() for p in self.params]
+            for p, m in zip(self.params, self.mean, strict=True):
+                p.copy_(m)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, k in zip(self.params, kept, strict=True):
+                    p.copy_(k)
 
 
 @dataclass
@@ -299,6 +389,8 @@ def short_run(setup: AdviseSetup, cand: Candidate, lr: float, evaluations: int, 
     start = budget.spent
     meter = _Metered(opt, budget, phase, clip, limit=start + evaluations)
     params = [p for g in opt.param_groups for p in g["params"]]
+    average = TailAverage(params, average_from(evaluations)) \
+        if cand.schedule == "warmup_average" else None
     every = max(1, evaluations // evals)
     curve: list[tuple[int, float]] = []
     losses: list[float] = []
@@ -307,7 +399,11 @@ def short_run(setup: AdviseSetup, cand: Candidate, lr: float, evaluations: int, 
     def evaluate() -> None:
         nonlocal diverged, metrics
         with evaluation_mode(opt):  # Schedule-Free: evaluate at the averaged point
-            metrics = task.evaluate()
+            if average is None:
+                metrics = task.evaluate()
+            else:
+                with average.swapped():  # tail averaging: at the mean of the iterates
+                    metrics = task.evaluate()
         value = float(metrics.get(setup.metric, math.nan))
         curve.append((step, value))
         if not math.isfinite(value):
@@ -326,6 +422,8 @@ def short_run(setup: AdviseSetup, cand: Candidate, lr: float, evaluations: int, 
             break
         step += 1
         losses.append(loss)
+        if average is not None:
+            average.update(step)
         if controller is not None:
             controller.step()
         if not math.isfinite(loss):

@@ -52,7 +52,22 @@ r"""The advisor's method: a measured portfolio within ``budget × steps`` gradie
    - *schedule*: cosine decay to 0 after the warm-up (AlgoPerf's baseline
      recipe; decay removes the noise floor of stochastic gradients);
      Schedule-Free keeps the rate constant (its averaging replaces decay);
-     L-BFGS has none.
+     L-BFGS has none. *Tail averaging* instead of the cosine, decided from the
+     problem's structure before anything is trained: when the gradients are
+     stochastic (mini-batches, or ρ > 0) and the loss on fixed data is
+     quadratic in the parameters (measured: five forward passes along a
+     random line, :func:`~descentlab.advisor.measure.is_quadratic`; least
+     squares on a linear model, a noisy quadratic), every candidate with a
+     cosine runs at a constant rate after the warm-up and is evaluated, and
+     returned, at the uniform average of its iterates over the last half of
+     the steps. There this is the method theory recommends: averaged
+     constant-step SGD attains the optimal O(d/T) rate for least squares
+     (Bach & Moulines 2013; the last half: Rakhlin, Shamir & Sridharan 2012;
+     tail averaging, Jain et al. 2018), and averaging loses only a constant
+     factor when the step is off by a constant factor (Nemirovski, Juditsky,
+     Lan & Shapiro 2009) — what a short range test leaves. For other losses a
+     constant step's average stays O(step) away from the optimum (Bach &
+     Moulines 2013; Dieuleveut, Durmus & Bach 2020), so they keep the decay.
    - *clipping*: when the gradient norm of the winner's longest run jumps
      above 10× its median (or the ``exploding_gradients``/``divergence``
      findings fire), clip to 2× the median norm; otherwise none. Never for
@@ -79,7 +94,9 @@ from typing import Any
 from descentlab.advisor.measure import (
     Budget,
     RunResult,
+    average_from,
     gradient_noise,
+    is_quadratic,
     range_test,
     sharpness,
     short_run,
@@ -96,7 +113,7 @@ from descentlab.diagnostics.findings import Finding, FindingKind, Severity
 from descentlab.diagnostics.records import History
 
 __all__ = ["CHECK_FACTOR", "CHECK_MIN", "MIN_EVALUATIONS", "RANGE_STEPS", "advise_setup",
-           "halving_plan", "range_steps"]
+           "halving_plan", "range_steps", "tail_averaging"]
 
 MIN_EVALUATIONS = 12
 """The fewest gradient evaluations (``budget × steps``) the advisor works with."""
@@ -196,6 +213,8 @@ def advise_setup(
             portfolio = [c for c in portfolio if c.name != "lbfgs"]
             skipped["lbfgs"] = (f"the gradients are noisy (ρ = {noise.ratio:.3g}); L-BFGS needs "
                                 "the same function every step")
+    if tail_averaging(setup, noise, seed):
+        portfolio = [c.averaged() for c in portfolio]  # step 6: decided before training
     tested = [c for c in portfolio if c.lr_range is not None]
     fixed = [c for c in portfolio if c.lr_range is None]
 
@@ -252,6 +271,14 @@ def advise_setup(
                 lrs[winner.name], winner_run = check.lr, check
     return _recommend(setup, winner, lrs[winner.name], winner_run, last, rungs, tests, noise,
                       curvature, skipped, meter, len(entries), checks)
+
+
+def tail_averaging(setup: AdviseSetup, noise: Any, seed: int) -> bool:
+    """Whether the advice averages the iterates instead of decaying the rate (step 6):
+    stochastic gradients (mini-batches, or a noise probe that found ρ > 0) of a loss
+    quadratic in the parameters."""
+    stochastic = not setup.full_batch or (noise is not None and noise.ratio > 1e-6)
+    return stochastic and bool(is_quadratic(setup, seed))
 
 
 def _rank_key(run: RunResult, setup: AdviseSetup, index: int) -> tuple[float, int]:
@@ -318,6 +345,13 @@ def _recommend(setup: AdviseSetup, winner: Candidate, lr: float, run: RunResult 
                        f"removes the noise floor{noisy})")
     elif winner.schedule == "warmup":
         reasons.append("schedule: constant after the warm-up (Schedule-Free averages instead)")
+    elif winner.schedule == "warmup_average":
+        reasons.append(
+            f"schedule: constant after the warm-up, the iterates averaged uniformly from step "
+            f"{average_from(setup.steps) + 1} to the end (tail averaging) instead of a decay: "
+            "stochastic gradients of a loss quadratic in the parameters (measured along a "
+            "random line), where averaging at a constant step is the optimal method and "
+            "tolerates a step off by a constant factor")
     else:
         reasons.append("schedule: none (L-BFGS's line search picks each step)")
     clip = None
@@ -352,6 +386,8 @@ def _recommend(setup: AdviseSetup, winner: Candidate, lr: float, run: RunResult 
         schedule = {"kind": winner.schedule, "peak_lr": lr,
                     "warmup_steps": min(max(1, math.ceil(warm * setup.steps)), setup.steps - 1),
                     "total_steps": setup.steps}
+        if winner.schedule == "warmup_average":
+            schedule["average_from"] = average_from(setup.steps)
     hyper = {"lr": lr, **winner.defaults}
     evidence = Evidence(meter.total, dict(meter.by_phase), skipped, noise, tests,
                         rungs, findings, curvature, checks)

@@ -49,15 +49,14 @@ spent, not when the gradient falls below 1e-7 (which leaves a quadratic at
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
 __all__ = ["Candidate", "PORTFOLIO", "build_portfolio", "registry_name", "hidden_matrices",
-           "make_candidate_optimizer",
-           "LBFGS_MAX_PARAMS"]
+           "make_candidate_optimizer", "LBFGS_MAX_PARAMS"]
 
 LBFGS_MAX_PARAMS = 10_000
 """L-BFGS is a candidate only for full-batch problems with at most this many parameters."""
@@ -73,7 +72,9 @@ class Candidate:
         defaults: hyperparameters besides the learning rate.
         lr_range: ``(low, high)`` of its learning-rate range test; ``None``: no test.
         lr: the learning rate when there is no range test.
-        schedule: ``"warmup_cosine"``, ``"warmup"`` (then constant) or ``"none"``.
+        schedule: ``"warmup_cosine"``, ``"warmup"`` (then constant), ``"warmup_average"``
+            (constant, the iterates averaged over the last half: :meth:`averaged`) or
+            ``"none"``.
         needs: ``"full_batch"`` or ``"hidden_matrices"`` or ``None``.
         description: one line for the report.
     """
@@ -90,8 +91,14 @@ class Candidate:
 
     def resolved(self, optimizer: str) -> Candidate:
         """The candidate with the registry name it was found under."""
-        return Candidate(self.name, self.names, self.defaults, self.lr_range, self.schedule,
-                         self.description, self.lr, self.needs, optimizer)
+        return replace(self, optimizer=optimizer)
+
+    def averaged(self) -> Candidate:
+        """The candidate at a constant rate after its warm-up, its iterates averaged
+        uniformly over the last half of the steps (tail averaging), where it decays
+        the rate by a cosine; other schedules are kept."""
+        return replace(self, schedule="warmup_average") if self.schedule == "warmup_cosine" \
+            else self
 
 
 PORTFOLIO: tuple[Candidate, ...] = (

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from descentlab.advisor.portfolio import PORTFOLIO, Candidate, make_candidate_optimizer
 from descentlab.diagnostics.findings import Finding
@@ -88,7 +89,10 @@ class Recommendation:
         candidate: the portfolio candidate it came from (``"adamw"``, ``"momentum"``, …).
         hyperparameters: keyword arguments of the optimizer, ``lr`` included.
         schedule: ``{"kind", "peak_lr", "warmup_steps", "total_steps"}`` or ``None``;
-            ``kind`` is ``"warmup_cosine"`` or ``"warmup"`` (then constant).
+            ``kind`` is ``"warmup_cosine"``, ``"warmup"`` (then constant) or
+            ``"warmup_average"`` (constant, and ``"average_from"``: average the
+            iterates after every step ``> average_from`` and use the average; see
+            :meth:`average_model`).
         clip_grad_norm: the total gradient norm to clip to, or ``None``.
         steps: the training budget the advice is for.
         metric, higher_is_better: what was optimised.
@@ -125,16 +129,31 @@ class Recommendation:
         """The (peak) learning rate."""
         return float(self.hyperparameters["lr"])
 
-    def _candidate(self) -> Candidate:
-        base = next(c for c in PORTFOLIO if c.name == self.candidate)
-        return base.resolved(self.optimizer)
+    @property
+    def average_from(self) -> int | None:
+        """Under tail averaging, the step after which the iterates are averaged (the
+        average of the iterates after steps ``average_from + 1, …, steps`` is the
+        result); ``None`` without averaging."""
+        return None if self.schedule is None else self.schedule.get("average_from")
+
+    def as_candidate(self) -> Candidate:
+        """The portfolio candidate with the advised schedule kind."""
+        base = next(c for c in PORTFOLIO if c.name == self.candidate).resolved(self.optimizer)
+        return base if self.schedule is None else replace(base, schedule=self.schedule["kind"])
+
+    def average_model(self, model: nn.Module) -> AveragedModel | None:
+        """``torch.optim.swa_utils.AveragedModel(model)`` (a uniform running mean) under tail
+        averaging, else ``None``: call ``average.update_parameters(model)`` after every
+        optimizer step after step :attr:`average_from`, and evaluate, save and deploy
+        ``average.module``."""
+        return None if self.average_from is None else AveragedModel(model)
 
     def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
         """The recommended optimizer over ``params`` (for Muon: pass the model itself)."""
         model = params if isinstance(params, nn.Module) else None
-        if model is not None and self._candidate().needs != "hidden_matrices":
+        if model is not None and self.as_candidate().needs != "hidden_matrices":
             params = model.parameters()
-        return make_candidate_optimizer(self._candidate(), params, self.lr, model)
+        return make_candidate_optimizer(self.as_candidate(), params, self.lr, model)
 
     def attach_schedule(self, optimizer: torch.optim.Optimizer) -> Any:
         """Attach the recommended schedule; returns the controller (step it after every
@@ -147,7 +166,7 @@ class Recommendation:
         relative = len(optimizer.param_groups) > 1
         s = self.schedule
         fraction = s["warmup_steps"] / s["total_steps"]
-        sched = schedule_for(self._candidate(), 1.0 if relative else s["peak_lr"],
+        sched = schedule_for(self.as_candidate(), 1.0 if relative else s["peak_lr"],
                              s["total_steps"], fraction)
         return None if sched is None else attach(optimizer, lr=sched, relative=relative)
 
@@ -161,7 +180,7 @@ class Recommendation:
         lines = ["import torch", "import descentlab"]
         if self.optimizer == "lbfgs":
             make = f"optimizer = descentlab.LBFGS(model.parameters(), {args})"
-        elif self._candidate().needs == "hidden_matrices":
+        elif self.as_candidate().needs == "hidden_matrices":
             make = (f"optimizer = descentlab.make_optimizer({self.optimizer!r}, "
                     f"descentlab.muon_param_groups(model, {lr}){', ' + kwargs if kwargs else ''})")
         else:
@@ -178,10 +197,16 @@ class Recommendation:
                 lines.append("from descentlab.schedules.base import Constant")
                 sched = (f"schedule = attach(optimizer, lr=Warmup(Constant({s['peak_lr']:.4g}), "
                          f"{s['warmup_steps']}))")
+        start = self.average_from
+        if start is not None:
+            lines.append("from torch.optim.swa_utils import AveragedModel")
         lines += ["", f"# advised by descentlab for {self.steps} steps ({self.candidate}; "
                   f"confidence {self.confidence_label})", make]
         if s is not None:
             lines.append(sched)
+        if start is not None:
+            lines.append(f"average = AveragedModel(model)  # the mean of the iterates after "
+                         f"steps {start + 1}..{self.steps}")
         swap = self.candidate == "schedule_free"
         if swap:
             lines.append("optimizer.train()  # Schedule-Free: call optimizer.eval() before "
@@ -213,6 +238,9 @@ class Recommendation:
             ]
         if s is not None:
             lines.append("    schedule.step()")
+        if start is not None:
+            lines += [f"    if step >= {start}:", "        average.update_parameters(model)",
+                      "model.load_state_dict(average.module.state_dict())  # use the average"]
         if swap:
             lines.append("optimizer.eval()")
         return "\n".join(lines) + "\n"
@@ -239,7 +267,9 @@ class Recommendation:
         ev = self.evidence
         lines = [f"{self.problem}: {self.candidate} ({self.optimizer}) lr={self.lr:.4g}"
                  + ("" if self.schedule is None else f", {self.schedule['kind']} "
-                    f"(warm-up {self.schedule['warmup_steps']} of {self.steps} steps)")
+                    f"(warm-up {self.schedule['warmup_steps']} of {self.steps} steps"
+                    + ("" if self.average_from is None else
+                       f", averaged after step {self.average_from}") + ")")
                  + ("" if self.clip_grad_norm is None else f", clip {self.clip_grad_norm:.3g}"),
                  f"confidence {self.confidence:.2f} ({self.confidence_label}); spent "
                  f"{ev.total_spent} of {ev.budget} allowed gradient evaluations "
