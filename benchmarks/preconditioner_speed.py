@@ -7,17 +7,21 @@ For each model (a stack of hidden matrices plus their biases, float32) and
 each optimizer, descentlab's class and pytorch_optimizer's are built over
 copies of the same parameters and gradients and stepped in alternation, one
 timed step of each in turn (order alternating, so load changes hit both
-alike). Steps are timed from step 2 on (SOAP's first only builds the bases), so
-the median covers ordinary steps; the refresh steps (SOAP: every
-``precondition_frequency`` steps a basis refresh; Shampoo: every
-``preconditioning_compute_steps`` steps the inverse roots) are reported on
-their own. The process CPU time of each step is recorded too: with
-``--threads 1`` on a loaded machine it scatters far less than wall time (it
-leaves out the time other processes hold the core; with more threads it
-counts the OpenMP workers' spinning). State memory is the bytes of every
-state tensor (also those inside the reference's state objects) over the
-number of parameter elements. Writes a table to stdout and JSON with the
-load average.
+alike). After the first step (SOAP's only builds the bases) and
+:data:`WARMUP` untimed steps each, the medians cover ordinary steps; the
+refresh steps (SOAP: every ``precondition_frequency`` steps a basis
+refresh; Shampoo: every ``preconditioning_compute_steps`` steps the inverse
+roots) are reported on their own, and the mean over all timed steps
+(refreshes included: what a run of many steps costs) as a ratio of its own.
+Each ordinary step of ours is also paired with the reference's of the same
+round: the median of those ratios, its spread (interquartile range over the
+median) and its minimum say how steady the comparison was. The process CPU
+time of each step is recorded too: with ``--threads 1`` on a loaded machine
+it scatters far less than wall time (it leaves out the time other processes
+hold the core; with more threads it counts the OpenMP workers' spinning).
+State memory is the bytes of every state tensor (also those inside the
+reference's state objects) over the number of parameter elements. Writes a
+table to stdout and JSON with the load average.
 """
 
 from __future__ import annotations
@@ -51,6 +55,10 @@ PAIRS = {
 }
 
 
+#: Untimed steps of each optimizer after the first, before timing starts
+WARMUP = 4
+
+
 def _opt(cls, shapes, setting, gen_seed=0):
     gen = torch.Generator().manual_seed(gen_seed)
     params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
@@ -81,39 +89,69 @@ def _state_bytes_per_param(opt, params) -> float:
     return total / sum(p.numel() for p in params)
 
 
-def measure(name: str, model: str, repeats: int) -> list[dict]:
-    """Interleaved step times of ours and the reference on one model."""
+def _spread(values: list[float]) -> float:
+    """The interquartile range over the median (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    q = statistics.quantiles(values, n=4)
+    return (q[2] - q[0]) / statistics.median(values)
+
+
+def measure(name: str, model: str, repeats: int, warmup: int = WARMUP) -> list[dict]:
+    """Interleaved step times of ours and the reference on one model.
+
+    After the first step (SOAP's builds the bases) each optimizer takes
+    ``warmup`` untimed steps, interleaved, then ``repeats`` timed ones, one of
+    each in turn (the order alternating). Besides the medians, each ordinary
+    step of ours is paired with the reference's step of the same round: the
+    median of those paired ratios follows load changes within the run; the
+    spreads are interquartile ranges over the median.
+    """
     ours_cls, ref_cls, setting, refreshes = PAIRS[name]
     runs = {}
     for label, cls in (("descentlab", ours_cls), ("pytorch_optimizer", ref_cls)):
         opt, params, grads = _opt(cls, MODELS[model], setting)
         opt.step()  # SOAP: builds the bases
-        runs[label] = (opt, params, grads, [], [], [])
-    for i in range(repeats):
+        runs[label] = {"opt": opt, "params": params, "grads": grads, "times": [],
+                       "refresh": [], "cpu": [], "all": []}
+    for i in range(warmup + repeats):
+        t = i + 2  # the step about to be taken
         order = list(runs) if i % 2 == 0 else list(runs)[::-1]
         for label in order:
-            opt, params, grads, times, refresh, cpu = runs[label]
-            for p, g in zip(params, grads, strict=True):  # the reference negates/edits nothing here
+            run = runs[label]
+            for p, g in zip(run["params"], run["grads"], strict=True):  # neither edits them
                 p.grad = g.clone()
             start, start_cpu = time.perf_counter(), time.process_time()
-            opt.step()
-            elapsed = time.perf_counter() - start
-            (refresh if refreshes(i + 2) else times).append(elapsed)
-            if not refreshes(i + 2):
-                cpu.append(time.process_time() - start_cpu)
+            run["opt"].step()
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+            if i < warmup:
+                continue
+            run["all"].append(elapsed)
+            if refreshes(t):
+                run["refresh"].append(elapsed)
+            else:
+                run["times"].append(elapsed)
+                run["cpu"].append(cpu)
+    ours, ref = runs["descentlab"], runs["pytorch_optimizer"]
+    paired = [r / o for o, r in zip(ours["times"], ref["times"], strict=True)]
     rows = []
-    for label, (opt, params, _, times, refresh, cpu) in runs.items():
+    for label, run in runs.items():
         rows.append({
             "optimizer": name, "model": model, "implementation": label,
-            "ms_per_step": 1e3 * statistics.median(times),
-            "cpu_ms_per_step": 1e3 * statistics.median(cpu),
-            "ms_refresh_step": 1e3 * statistics.median(refresh) if refresh else None,
-            "state_bytes_per_param": _state_bytes_per_param(opt, params),
+            "ms_per_step": 1e3 * statistics.median(run["times"]),
+            "spread": _spread(run["times"]),
+            "cpu_ms_per_step": 1e3 * statistics.median(run["cpu"]),
+            "ms_refresh_step": 1e3 * statistics.median(run["refresh"]) if run["refresh"] else None,
+            "ms_mean_all_steps": 1e3 * statistics.fmean(run["all"]),
+            "state_bytes_per_param": _state_bytes_per_param(run["opt"], run["params"]),
         })
-    ref, ref_cpu = rows[1]["ms_per_step"], rows[1]["cpu_ms_per_step"]
     for row in rows:
-        row["ratio_to_reference"] = ref / row["ms_per_step"]
-        row["cpu_ratio_to_reference"] = ref_cpu / row["cpu_ms_per_step"]
+        row["ratio_to_reference"] = rows[1]["ms_per_step"] / row["ms_per_step"]
+        row["cpu_ratio_to_reference"] = rows[1]["cpu_ms_per_step"] / row["cpu_ms_per_step"]
+        row["mean_ratio_to_reference"] = rows[1]["ms_mean_all_steps"] / row["ms_mean_all_steps"]
+    rows[0]["paired_ratio_median"] = statistics.median(paired)
+    rows[0]["paired_ratio_spread"] = _spread(paired)
+    rows[0]["paired_ratio_min"] = min(paired)
     return rows
 
 
@@ -141,20 +179,24 @@ def main() -> None:
     before = os.getloadavg()
     rows = [r for name in names for model in MODELS for r in measure(name, model, args.repeats)]
     after = os.getloadavg()
-    print("| optimizer | model | implementation | ms/step | ms/refresh step | speed vs reference "
-          "| CPU ms/step | CPU time vs reference | state bytes/param |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| optimizer | model | implementation | ms/step (median) | spread | "
+          "ms/refresh step | speed vs reference (medians) | paired ratio: median (IQR/median, "
+          "min) | all steps (mean) vs reference | CPU time vs reference | state bytes/param |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         refresh = f"{r['ms_refresh_step']:.1f}" if r["ms_refresh_step"] is not None else "–"
+        paired = (f"{r['paired_ratio_median']:.2f}× ({r['paired_ratio_spread']:.2f}, "
+                  f"{r['paired_ratio_min']:.2f}×)" if "paired_ratio_median" in r else "–")
         print(f"| {r['optimizer']} | {r['model']} | {r['implementation']} | "
-              f"{r['ms_per_step']:.2f} | {refresh} | {r['ratio_to_reference']:.2f}× | "
-              f"{r['cpu_ms_per_step']:.2f} | {r['cpu_ratio_to_reference']:.2f}× | "
-              f"{r['state_bytes_per_param']:.1f} |")
+              f"{r['ms_per_step']:.2f} | {r['spread']:.2f} | {refresh} | "
+              f"{r['ratio_to_reference']:.2f}× | {paired} | {r['mean_ratio_to_reference']:.2f}× | "
+              f"{r['cpu_ratio_to_reference']:.2f}× | {r['state_bytes_per_param']:.1f} |")
     print(f"load average before {before}, after {after}; torch threads {torch.get_num_threads()}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(
         {"rows": rows, "load_average_before": before, "load_average_after": after,
-         "threads": torch.get_num_threads(), "torch": torch.__version__}, indent=1))
+         "threads": torch.get_num_threads(), "torch": torch.__version__,
+         "repeats": args.repeats, "warmup": WARMUP}, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@ is moved):
 * a parameter that can be flattened (:func:`~descentlab.engine.buffers.flattenable`)
   and whose memory nothing else sees goes into a bucket, one per
   (device, dtype) of the parameters placed together; for a batched tensor
-  rule the bucket's slots are ordered by shape (:func:`by_shape`), so that
+  rule (unless it depends on the order: ``TensorRule.in_any_order``) the
+  bucket's slots are ordered by shape (:func:`by_shape`), so that
   same-shape parameters are neighbours wherever they sit in the group and are
   stepped as one ``[B, *shape]`` batch (slot order is the engine's business:
   ``optimizer.state`` and ``state_dict()`` follow ``param_groups``);
@@ -117,7 +118,7 @@ def arrange(optimizer: Any, layout: GroupLayout, rule: Rule) -> None:
             waiting.append(p)
         else:
             together.setdefault((p.device, real_dtype(p)), []).append(p)
-    batches = rule.kind == TENSOR and rule.batched
+    batches = rule.kind == TENSOR and rule.batched and rule.in_any_order
     for members_ in together.values():
         slots = by_shape(members_) if batches else members_
         bucket = Bucket(slots)

@@ -262,6 +262,10 @@ class TensorRule(Rule):
     kind: ClassVar[str] = TENSOR
     #: Whether :meth:`update` takes a stack of same-shape parameters (leading batch dimension).
     batched: ClassVar[bool] = False
+    #: Whether the results do not depend on the order in which parameters are stepped. A
+    #: rule that draws from torch's global generator (Shampoo's power iterations) sets it
+    #: False: the flat engines then batch only neighbours, keeping the group's order.
+    in_any_order: ClassVar[bool] = True
 
     def keeps_layout(self, key: str) -> bool:
         """Whether state entry ``key`` stays per parameter in the memory layout ``init_state``

@@ -38,7 +38,16 @@ the graft keeps its own m_D ← β₁m_D + w D, w = 1 − β₁ or 1), and
     θ ← θ − η u        (η ← 1 without decoupled_learning_rate: it was applied to D and S).
 
 The roots are the reference's coupled Newton iteration (``use_svd=False``) or
-an SVD (see :mod:`descentlab.rules.matrix_roots`). Everything is computed
+an SVD (see :mod:`descentlab.rules.matrix_roots`).
+
+**Stacks.** The rule is batched: the flat engines hand it same-shape
+neighbours as one stack (never reordered: ``in_any_order`` is False, since
+the roots' random starts are drawn parameter by parameter). With more than
+one torch thread a stack of matrices preconditioned on both sides in one
+block takes batched products (``bmm``/``baddbmm`` over the stack for the
+statistics and the preconditioning, each matrix with the reference's
+operands and layouts, so its bits), norms and roots matrix by matrix;
+anything else is stepped one tensor at a time. Everything is computed
 operation for operation as ``pytorch_optimizer.ScalableShampoo`` computes it
 (the stacked ``baddbmm`` when every block statistic has one shape, the same
 random power-iteration starts in the same order), so float64 runs agree with
@@ -219,6 +228,10 @@ class ShampooRule(TensorRule):
     """
 
     name = "shampoo"
+    batched = True
+    #: the roots' power iterations draw their starts from torch's generator, parameter by
+    #: parameter: the engines keep the group's order
+    in_any_order = False
     hparams = (
         HParam("lr", 1e-3, check=check_nonnegative, doc="learning rate η"),
         HParam("betas", (0.9, 0.999), check=check_decay_rates,
@@ -362,6 +375,13 @@ class ShampooRule(TensorRule):
 
     # -- the update ----------------------------------------------------------------------
 
+    @staticmethod
+    def _one_block_matrix(shape: Sequence[int], layout: ShampooLayout) -> bool:
+        """Whether a parameter is a matrix preconditioned on both sides in one block."""
+        return (len(shape) == 2 and layout.work_shape == tuple(shape)
+                and layout.splits == ((shape[0],), (shape[1],))
+                and layout.selected == (True, True))
+
     def update(
         self,
         param: Tensor,
@@ -371,10 +391,23 @@ class ShampooRule(TensorRule):
         step: Scalar,
         flags: Flags,
     ) -> None:
-        """One Shampoo step (see the module docstring)."""
+        """One Shampoo step of a stack [B, *shape] (see the module docstring): matrices of one
+        block with batched products when torch has more than one thread, anything else one
+        tensor at a time."""
+        shape = param.shape[1:]
+        layout = self.layout(shape, flags)
+        if (len(param) > 1 and torch.get_num_threads() > 1 and param.dtype == grad.dtype
+                and self._one_block_matrix(shape, layout)):
+            self._step(param, grad, state, h, step, flags, layout, _STACK)
+            return
+        for k in range(len(param)):
+            self._step(param[k], grad[k], {key: v[k] for key, v in state.items()},
+                       h, step, flags, layout, _ONE)
+
+    def _step(self, param, grad, state, h, step, flags, layout, ops) -> None:
+        """One Shampoo step of one tensor or (``ops`` = :data:`_STACK`) of a stack of matrices."""
         t = int(step)
         lr, beta1, beta2 = h["lr"], h["beta1"], h["beta2"]
-        layout = self.layout(param.shape, flags)
         graft = flags["graft_type"]
         precondition_multiplier = 1.0 if flags["decoupled_learning_rate"] else lr
         momentum_multiplier = lr if flags["decoupled_learning_rate"] else 1.0
@@ -384,9 +417,9 @@ class ShampooRule(TensorRule):
 
         direction = self._graft_direction(grad, state, h, graft)
         if layout.sizes and t % flags["statistics_compute_steps"] == 0:
-            self._add_statistics(grad, state, layout, beta2)
+            ops.add_statistics(grad, state, layout, beta2)
         if layout.sizes and t % flags["preconditioning_compute_steps"] == 0:
-            self._compute_roots(state, layout, flags, h)
+            ops.compute_roots(state, layout, flags, h)
 
         wd = h["weight_decay"]
         coupled = wd > 0.0 and not flags["decoupled_weight_decay"]  # adds λθ to both in place
@@ -396,14 +429,13 @@ class ShampooRule(TensorRule):
         else:
             graft_grad = direction
         if layout.sizes:
-            shampoo_grad = self._precondition(grad, state, layout)
+            shampoo_grad = ops.precondition(grad, state, layout)
             if precondition_multiplier != 1.0:
                 shampoo_grad.mul_(precondition_multiplier)
         else:
             shampoo_grad = graft_grad.clone()
         if graft != "none":
-            shampoo_grad.mul_(torch.linalg.norm(graft_grad)
-                              / (torch.linalg.norm(shampoo_grad) + 1e-16))
+            shampoo_grad.mul_(ops.norms(graft_grad) / (ops.norms(shampoo_grad) + 1e-16))
 
         if wd != 0.0 and flags["decoupled_weight_decay"]:
             param.mul_(1.0 - wd * lr)
@@ -425,3 +457,67 @@ class ShampooRule(TensorRule):
             else:
                 update = update.mul(beta1).add_(latest)
         param.add_(update, alpha=-momentum_multiplier)
+
+
+class _OneTensor:
+    """The steps of Shampoo that see one whole tensor, as the reference computes them."""
+
+    add_statistics = staticmethod(ShampooRule._add_statistics)
+    compute_roots = staticmethod(ShampooRule._compute_roots)
+    precondition = staticmethod(ShampooRule._precondition)
+
+    @staticmethod
+    def norms(t: Tensor) -> Tensor:
+        """‖t‖ (Frobenius), a 0-dim tensor."""
+        return torch.linalg.norm(t)
+
+
+class _MatrixStack:
+    """The same steps for a stack [B, m, n] of one-block matrices, with batched products.
+
+    Each ``bmm`` has the operands, in the same layouts, of the reference's
+    ``mm`` for one matrix (``tensordot`` contracting dimension 0 is ``Xᵀ P``;
+    its stacked statistics, ``[G, Gᵀ]`` for a square matrix, one ``baddbmm``),
+    so each matrix of the stack gets the reference's bits; norms are taken
+    matrix by matrix, and the roots computed matrix by matrix in the stack's
+    order (the order of the reference's random power-iteration starts).
+    """
+
+    @staticmethod
+    def add_statistics(grad: Tensor, state: dict[str, Tensor], layout: ShampooLayout,
+                       beta2: float) -> None:
+        """L ← β₂L + (1 − β₂) G Gᵀ, R ← β₂R + (1 − β₂) Gᵀ G for every matrix of the stack."""
+        weight = 1.0 - beta2
+        (m, _), (n, k) = layout.slots
+        if layout.stacked:  # square: the statistics [B, 2, m, m] as one batched product
+            stats = state[f"statistics_{m}"]
+            unfolded = torch.stack([grad, grad.mT], dim=1).view(-1, m, m)
+            stats.view(-1, m, m).baddbmm_(unfolded, unfolded.mT, beta=beta2, alpha=weight)
+            return
+        state[f"statistics_{m}"][:, 0].mul_(beta2).add_(torch.bmm(grad, grad.mT), alpha=weight)
+        state[f"statistics_{n}"][:, k].mul_(beta2).add_(torch.bmm(grad.mT, grad), alpha=weight)
+
+    @staticmethod
+    def compute_roots(state: dict[str, Tensor], layout: ShampooLayout, flags: Flags,
+                      h: Mapping[str, Scalar]) -> None:
+        """Every matrix's roots, one matrix after the other."""
+        count = len(state["momentum"])
+        for b in range(count):
+            ShampooRule._compute_roots({key: value[b] for key, value in state.items()},
+                                       layout, flags, h)
+
+    @staticmethod
+    def precondition(grad: Tensor, state: dict[str, Tensor], layout: ShampooLayout) -> Tensor:
+        """P_Lᵀ-contracted G, then P_R: (Gᵀ P_L)ᵀ P_R for every matrix."""
+        (m, i), (n, k) = layout.slots
+        left = state[f"preconditioners_{m}"][:, i]
+        right = state[f"preconditioners_{n}"][:, k]
+        return torch.bmm(torch.bmm(grad.mT, left).mT, right)
+
+    @staticmethod
+    def norms(t: Tensor) -> Tensor:
+        """‖t_b‖ of each matrix, shaped [B, 1, 1] (computed one matrix at a time)."""
+        return torch.stack([torch.linalg.norm(x) for x in t]).view(-1, 1, 1)
+
+
+_ONE, _STACK = _OneTensor, _MatrixStack

@@ -236,3 +236,27 @@ def test_plain_shampoo_roots_start_at_zero_as_the_reference():
     assert torch.equal(params[0].detach(), _params([(4, 3)])[0].detach())
     assert set(opt.state[params[0]]) == {"step", "momentum_buffer", "pre_cond_0", "pre_cond_1",
                                          "inv_pre_cond_0", "inv_pre_cond_1"}
+
+
+@pytest.mark.parametrize("setting", [SETTINGS[2], SETTINGS[5]], ids=["2", "5"])
+def test_stacks_of_matrices_step_with_batched_products_bitwise(setting, monkeypatch):
+    """Same-shape one-block matrices (square: the stacked statistics; not square: one product
+    per side), interleaved with others: with two threads the flat engine steps each stack with
+    batched products and equals the reference, and the reference engine, bit for bit
+    (the roots' random starts drawn in the group's order, as the reference draws them)."""
+    from descentlab.rules.shampoo import ShampooRule
+
+    stacks = []
+    original = ShampooRule._step
+    monkeypatch.setattr(ShampooRule, "_step",
+                        lambda self, p, *a: stacks.append(tuple(p.shape)) or original(self, p, *a))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)  # batched from two threads on
+    shapes = [(24, 20)] * 3 + [(20,), (20, 20), (20, 20), (5, 3)]
+    setting = {**setting, "block_size": 32}
+    with float64_default():
+        ours, _ = _trained(descentlab.Shampoo, shapes, setting, steps=12, engine="flat")
+        assert (3, 24, 20) in stacks and (2, 20, 20) in stacks
+        alone, _ = _trained(descentlab.Shampoo, shapes, setting, steps=12, engine="reference")
+        ref, _ = _trained(pytorch_optimizer.ScalableShampoo, shapes, setting, steps=12)
+    assert max_rel_diff(alone, ref) == 0.0
+    assert max_rel_diff(ours, ref) == 0.0

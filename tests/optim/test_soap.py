@@ -135,9 +135,9 @@ def test_bad_arguments_are_refused_by_name(key, value, message):
 
 
 def test_the_flat_engine_copies_gradients_only_for_batched_rules(monkeypatch):
-    """Shampoo steps one tensor at a time: fresh gradients are read where they are, not copied
-    into the flat buffer first; SOAP's stacks of matrices are views of the buffer, so it
-    gathers them."""
+    """PlainShampoo steps one tensor at a time: fresh gradients are read where they are, not
+    copied into the flat buffer first; SOAP's and Shampoo's stacks of matrices are views of
+    the buffer, so they gather them."""
     from descentlab.engine.buffers import Bucket
 
     gathered = []
@@ -145,7 +145,8 @@ def test_the_flat_engine_copies_gradients_only_for_batched_rules(monkeypatch):
     monkeypatch.setattr(Bucket, "take_grads",
                         lambda self, indices, *a, **k: gathered.append(len(indices))
                         or original(self, indices, *a, **k))
-    for cls, expected in ((descentlab.Shampoo, []), (descentlab.SOAP, [2, 2, 2])):
+    for cls, expected in ((descentlab.PlainShampoo, []), (descentlab.SOAP, [2, 2, 2]),
+                          (descentlab.Shampoo, [2, 2, 2])):
         gathered.clear()
         params = _params([(4, 3), (4, 3)], torch.float32)
         opt = cls(params, engine="flat")
