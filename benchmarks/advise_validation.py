@@ -130,7 +130,8 @@ def _row(name: str, budget: float, seeds: list[int]) -> dict:
     adam = _mean([_fixed_final(problem, "adam", {"lr": 1e-3, "beta1": 0.9}, s) for s in seeds])
     return {
         "problem": name, "metric": problem.metric, "advised": rec.candidate,
-        "advised_lr": rec.lr, "advised_value": advised, "algoperf_value": baseline,
+        "advised_lr": rec.lr, "averaged_from": rec.average_from, "advised_value": advised,
+        "algoperf_value": baseline,
         "adam_value": adam, "target": problem.target,
         "advised_reaches_target": _reaches(advised, problem.target, hib),
         "beats_algoperf": _better(advised, baseline, hib),
@@ -161,8 +162,9 @@ def _table(rows: list[dict], with_oracle: bool) -> str:
         rule += "---|---|"
     lines = [head + " spent |", rule + "---:|"]
     for r in rows:
-        line = (f"| {r['problem']} | {r['metric']} | {r['advised']} ({r['advised_lr']:.3g}) | "
-                f"{r['advised_value']:.4g} |")
+        averaged = "" if r.get("averaged_from") is None else ", tail-averaged"
+        line = (f"| {r['problem']} | {r['metric']} | {r['advised']} ({r['advised_lr']:.3g})"
+                f"{averaged} | {r['advised_value']:.4g} |")
         if with_oracle:
             line += f" {r['oracle_value']:.4g} ({r['oracle_entrant']}) |"
         line += f" {r['algoperf_value']:.4g} | {r['adam_value']:.4g} |"

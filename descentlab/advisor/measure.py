@@ -202,7 +202,7 @@ def is_quadratic(setup: AdviseSetup, seed: int, tolerance: float = 1e-3) -> bool
     with torch.no_grad():
         for t in (-1.0, 0.0, 1.0, 2.0, 3.0):
             for p, p0, d in zip(params, start, direction, strict=True):
-                p.copy_(p0 + (t * scale * d).to(p.dtype))
+                p.copy_(p0 + (t * scale * d).to(p))  # its dtype and device
             values.append(float(closure()))
         for p, p0 in zip(params, start, strict=True):
             p.copy_(p0)
