@@ -134,16 +134,15 @@ class AdafactorRule(TensorRule):
         norms, root = _norms(param)
         alpha = _at_least(eps2, norms.div_(root)).mul_(rho)
         decay = 1 - lr * h["weight_decay"]
-        size = self.tile
         if "variance" in state:  # vectors and scalars, a few at a time
-            per = max(1, size // param[0].numel())
+            per = max(1, self.tile // param[0].numel())
             for a in range(0, len(param), per):
                 part = slice(a, a + per)
                 _step_unfactored(param[part], grad[part], state["variance"][part], alpha[part],
                                  weight, decay, eps1, h["d"])
             return
         row_var, col_var = state["row_var"], state["col_var"]
-        tiles = _Tiles(param, grad, size)
+        tiles = _Tiles(param, grad, self.tile)
         row_sums = torch.empty_like(row_var)  # Σⱼ G²ᵢⱼ of every row
         tiles.sums(col_var, row_sums, weight)
         row_var.lerp_(row_sums.div_(tiles.n), weight)
@@ -151,10 +150,9 @@ class AdafactorRule(TensorRule):
         smallest = row_var.amin(dim=-2, keepdim=True) * col_var.amin(dim=-1, keepdim=True)
         if not bool((smallest.div_(row_mean) >= eps1 * eps1).all()):
             # some V̂ᵢⱼ is clamped: the estimate entry by entry, as torch.optim computes it
-            if decay != 1:
-                param.mul_(decay)
             estimate = (row_var @ col_var).div_(row_mean)
-            _step_along(param, estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, h["d"])
+            _step_along(param, estimate.clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha,
+                        h["d"], decay)
             return
         # no entry is clamped: 1/√V̂ᵢⱼ = aᵢ bⱼ with a = (R/mean(R))^-½, b = C^-½, so
         # U = diag(a) G diag(b) is never formed: ‖U‖² = Σᵢ aᵢ² ‖(G diag(b))ᵢ‖², and
@@ -168,7 +166,7 @@ class _Tiles:
     A tile is a few whole tensors (about ``size`` elements), or, for tensors
     larger than that, a band of rows of one of their m × n matrices. One
     scratch buffer of a tile's size holds G² (then G diag(b)) of the tile in
-    hand: a tile small enough for the L2 cache is read back from it.
+    hand.
     """
 
     def __init__(self, param: Tensor, grad: Tensor, size: int) -> None:
@@ -270,10 +268,9 @@ def _descend(param: Tensor, scaled: Tensor, rows: Tensor, decay: float) -> None:
 def _step_unfactored(param: Tensor, grad: Tensor, variance: Tensor, alpha: Tensor,
                      weight: float, decay: float, eps1: float, d: float) -> None:
     """V̂ ← lerp(V̂, G², weight);  θ ← θ · decay − α · U / max(1, RMS(U)/d), U = G / max(√V̂, ε₁)."""
-    if decay != 1:
-        param.mul_(decay)
     variance.lerp_(grad * grad, weight)
-    _step_along(param, variance.clone().clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, d)
+    _step_along(param, variance.clone().clamp_(min=eps1 * eps1).rsqrt_().mul_(grad), alpha, d,
+                decay)
 
 
 def _clip(norms: Tensor, count: int, d: float) -> Tensor:
@@ -281,8 +278,8 @@ def _clip(norms: Tensor, count: int, d: float) -> Tensor:
     return _at_least(1.0, norms.div_(count**0.5 * d))
 
 
-def _step_along(param: Tensor, u: Tensor, alpha: Tensor, d: float) -> None:
-    """θ ← θ − α · U / max(1, RMS(U)/d), per tensor of the stack."""
+def _step_along(param: Tensor, u: Tensor, alpha: Tensor, d: float, decay: float) -> None:
+    """θ ← θ · decay − α · U / max(1, RMS(U)/d), per tensor of the stack."""
     norms, _ = _norms(u)
     scale = (alpha / _clip(norms, u[0].numel(), d)).to(u.dtype)
-    param.addcmul_(u, _per_tensor(scale, u), value=-1)
+    _descend(param, u, _per_tensor(scale, u), decay)

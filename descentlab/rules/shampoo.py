@@ -398,14 +398,15 @@ class ShampooRule(TensorRule):
         layout = self.layout(shape, flags)
         if (len(param) > 1 and torch.get_num_threads() > 1 and param.dtype == grad.dtype
                 and self._one_block_matrix(shape, layout)):
-            self._step(param, grad, state, h, step, flags, layout, _STACK)
+            self._step(param, grad, state, h, step, flags, layout, _MatrixStack)
             return
         for k in range(len(param)):
             self._step(param[k], grad[k], {key: v[k] for key, v in state.items()},
-                       h, step, flags, layout, _ONE)
+                       h, step, flags, layout, _OneTensor)
 
     def _step(self, param, grad, state, h, step, flags, layout, ops) -> None:
-        """One Shampoo step of one tensor or (``ops`` = :data:`_STACK`) of a stack of matrices."""
+        """One Shampoo step of one tensor (``ops`` = :class:`_OneTensor`) or of a stack of
+        matrices (:class:`_MatrixStack`)."""
         t = int(step)
         lr, beta1, beta2 = h["lr"], h["beta1"], h["beta2"]
         graft = flags["graft_type"]
@@ -519,5 +520,3 @@ class _MatrixStack:
         """‖t_b‖ of each matrix, shaped [B, 1, 1] (computed one matrix at a time)."""
         return torch.stack([torch.linalg.norm(x) for x in t]).view(-1, 1, 1)
 
-
-_ONE, _STACK = _OneTensor, _MatrixStack

@@ -52,12 +52,12 @@ arXiv:2409.11321 (2024).
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.weak import WeakIdKeyDictionary
 
 from descentlab.rules.base import STRUCTURAL, Flags, HParam, Scalar, TensorRule
 from descentlab.validation import (
@@ -120,8 +120,8 @@ class _Workspace:
     memory once they are done with.
     """
 
-    #: id of a ``GG_0`` stack → (a weak reference to it, its workspace); dropped with the stack
-    _kept: dict[int, tuple[weakref.ref, _Workspace]] = {}
+    #: a ``GG_0`` stack → its workspace (dropped with the stack)
+    _kept: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     def __init__(self, grad: Tensor) -> None:
         count, m, n = grad.shape
@@ -136,13 +136,10 @@ class _Workspace:
     @classmethod
     def of(cls, factors: Tensor, grad: Tensor) -> _Workspace:
         """The workspace of the stack whose first factors are ``factors`` (made at first use)."""
-        key = id(factors)
-        found = cls._kept.get(key)
-        if (found is None or found[0]() is not factors
-                or found[1].key != (tuple(grad.shape), grad.dtype, grad.device)):
-            found = cls._kept[key] = (
-                weakref.ref(factors, lambda _, key=key: cls._kept.pop(key, None)), cls(grad))
-        return found[1]
+        found = cls._kept.get(factors)
+        if found is None or found.key != (tuple(grad.shape), grad.dtype, grad.device):
+            found = cls._kept[factors] = cls(grad)
+        return found
 
     def outer(self, d: int) -> Tensor:
         """A [B, d, d] tensor over the workspace (for a factor's outer products)."""
