@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import get_swa_multi_avg_fn
 
 from descentlab.advisor.portfolio import Candidate, make_candidate_optimizer
 from descentlab.advisor.setup import AdviseSetup
@@ -312,24 +313,26 @@ def average_from(steps: int) -> int:
 
 
 class TailAverage:
-    """The uniform running mean of the parameters after every step from ``start`` on."""
+    """The uniform running mean of the parameters after every step from ``start`` on, updated
+    as ``torch.optim.swa_utils.AveragedModel`` updates its copy (the average the advice's
+    ``code()`` computes)."""
 
     def __init__(self, params: list[torch.Tensor], start: int) -> None:
         self.params, self.start = params, start
         self.mean: list[torch.Tensor] | None = None
         self.count = 0
+        self._update = get_swa_multi_avg_fn()
 
     def update(self, step: int) -> None:
         """Add the iterate after ``step`` steps (counted from 1) when ``step > start``."""
         if step <= self.start:
             return
+        current = [p.detach() for p in self.params]
+        if self.mean is None:
+            self.mean = [p.clone() for p in current]
+        else:
+            self._update(self.mean, current, self.count)
         self.count += 1
-        with torch.no_grad():
-            if self.mean is None:
-                self.mean = [p.detach().clone() for p in self.params]
-            else:
-                for m, p in zip(self.mean, self.params, strict=True):
-                    m.add_(p.detach() - m, alpha=1 / self.count)
 
     @contextmanager
     def swapped(self) -> Iterator[None]:
