@@ -22,6 +22,7 @@ CASES = [
     ("advise_validation.py", ["--oracle-entrants", "adamz"], "--oracle-entrants", "'adamz'"),
     ("muon_speed.py", ["--repeats", "0"], "--repeats", "'0'"),
     ("preconditioner_speed.py", ["--threads", "0"], "--threads", "'0'"),
+    ("shape_batching.py", ["--repeats", "abc"], "--repeats", "'abc'"),
     ("aliasing_costs.py", ["--threads", "-1"], "--threads", "'-1'"),
     ("low_precision_state.py", ["--seeds", "0"], "--seeds", "'0'"),
 ]
