@@ -1,7 +1,7 @@
 """Step time and state memory of the per-matrix preconditioners against pytorch_optimizer's.
 
-Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--only NAME] [--threads N]
-[--json PATH]``
+Usage: ``python benchmarks/preconditioner_speed.py [--repeats N] [--only NAME] [--model M]
+[--threads N] [--json PATH]``
 
 For each model (a stack of hidden matrices plus their biases, float32) and
 each optimizer, descentlab's class and pytorch_optimizer's are built over
@@ -160,6 +160,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=a.positive_int, default=40)
     parser.add_argument("--only", choices=list(PAIRS), help="one optimizer (default: all)")
+    parser.add_argument("--model", choices=list(MODELS), help="one model (default: all)")
     parser.add_argument("--threads", type=a.positive_int, default=None,
                         help="torch threads (default: torch's, the number of cores)")
     parser.add_argument("--json", default=None,
@@ -177,7 +178,8 @@ def main() -> None:
         args.json = f"benchmarks/results/preconditioner_speed{suffix}.json"
     torch.manual_seed(0)
     before = os.getloadavg()
-    rows = [r for name in names for model in MODELS for r in measure(name, model, args.repeats)]
+    models = [args.model] if args.model else list(MODELS)
+    rows = [r for name in names for model in models for r in measure(name, model, args.repeats)]
     after = os.getloadavg()
     print("| optimizer | model | implementation | ms/step (median) | spread | "
           "ms/refresh step | speed vs reference (medians) | paired ratio: median (IQR/median, "

@@ -43,10 +43,11 @@ an SVD (see :mod:`descentlab.rules.matrix_roots`).
 **Stacks.** The rule is batched: the flat engines hand it same-shape
 neighbours as one stack (never reordered: ``in_any_order`` is False, since
 the roots' random starts are drawn parameter by parameter). With more than
-one torch thread a stack of matrices preconditioned on both sides in one
-block takes batched products (``bmm``/``baddbmm`` over the stack for the
-statistics and the preconditioning, each matrix with the reference's
-operands and layouts, so its bits), norms and roots matrix by matrix;
+one torch thread a stack of matrices preconditioned on both sides takes
+batched products (``bmm``/``baddbmm`` over the stack for the statistics and
+the preconditioning, block by block when the matrices are cut into blocks,
+each block with the reference's operands and layouts, so its bits), norms
+and roots matrix by matrix;
 anything else is stepped one tensor at a time. Everything is computed
 operation for operation as ``pytorch_optimizer.ScalableShampoo`` computes it
 (the stacked ``baddbmm`` when every block statistic has one shape, the same
@@ -154,20 +155,22 @@ class ShampooLayout:
         """The number of preconditioned dimensions of each block."""
         return sum(self.selected)
 
-    def blocks(self, t: Tensor) -> list[Tensor]:
-        """``t`` (in the work shape) cut into its blocks, in the statistics' order."""
+    def blocks(self, t: Tensor, batch_dims: int = 0) -> list[Tensor]:
+        """``t`` (in the work shape, after ``batch_dims`` leading stack dimensions) cut into
+        its blocks, in the statistics' order (views)."""
         parts = [t]
-        for dim, sizes in enumerate(self.splits):
+        for dim, sizes in enumerate(self.splits, start=batch_dims):
             if len(sizes) > 1:
                 parts = [piece for part in parts for piece in torch.split(part, list(sizes), dim)]
         return parts
 
-    def merge(self, parts: list[Tensor]) -> Tensor:
+    def merge(self, parts: list[Tensor], batch_dims: int = 0) -> Tensor:
         """Inverse of :meth:`blocks`."""
         for dim in reversed(range(len(self.splits))):
             n = len(self.splits[dim])
             if n > 1:
-                parts = [torch.cat(parts[i:i + n], dim) for i in range(0, len(parts), n)]
+                parts = [torch.cat(parts[i:i + n], batch_dims + dim)
+                         for i in range(0, len(parts), n)]
         return parts[0]
 
 
@@ -375,13 +378,6 @@ class ShampooRule(TensorRule):
 
     # -- the update ----------------------------------------------------------------------
 
-    @staticmethod
-    def _one_block_matrix(shape: Sequence[int], layout: ShampooLayout) -> bool:
-        """Whether a parameter is a matrix preconditioned on both sides in one block."""
-        return (len(shape) == 2 and layout.work_shape == tuple(shape)
-                and layout.splits == ((shape[0],), (shape[1],))
-                and layout.selected == (True, True))
-
     def update(
         self,
         param: Tensor,
@@ -391,13 +387,13 @@ class ShampooRule(TensorRule):
         step: Scalar,
         flags: Flags,
     ) -> None:
-        """One Shampoo step of a stack [B, *shape] (see the module docstring): matrices of one
-        block with batched products when torch has more than one thread, anything else one
-        tensor at a time."""
+        """One Shampoo step of a stack [B, *shape] (see the module docstring): matrices
+        preconditioned on both sides with batched products when torch has more than one
+        thread (:meth:`_MatrixStack.fits`), anything else one tensor at a time."""
         shape = param.shape[1:]
         layout = self.layout(shape, flags)
         if (len(param) > 1 and torch.get_num_threads() > 1 and param.dtype == grad.dtype
-                and self._one_block_matrix(shape, layout)):
+                and _MatrixStack.fits(shape, layout)):
             self._step(param, grad, state, h, step, flags, layout, _MatrixStack)
             return
         for k in range(len(param)):
@@ -473,30 +469,78 @@ class _OneTensor:
         return torch.linalg.norm(t)
 
 
-class _MatrixStack:
-    """The same steps for a stack [B, m, n] of one-block matrices, with batched products.
+#: torch's CPU ``bmm`` computes a matrix of fewer multiply-adds with a plain loop, whose
+#: rounding differs from the BLAS call ``mm`` makes (from this many on it makes the same call)
+_BMM_BLAS_MIN = 400
 
-    Each ``bmm`` has the operands, in the same layouts, of the reference's
-    ``mm`` for one matrix (``tensordot`` contracting dimension 0 is ``Xᵀ P``;
-    its stacked statistics, ``[G, Gᵀ]`` for a square matrix, one ``baddbmm``),
-    so each matrix of the stack gets the reference's bits; norms are taken
-    matrix by matrix, and the roots computed matrix by matrix in the stack's
-    order (the order of the reference's random power-iteration starts).
+
+class _MatrixStack:
+    """The same steps for a stack [B, m, n] of matrices preconditioned on both sides, in one
+    block or several, with batched products.
+
+    Block by block (block j of every matrix of the stack: one strided view), each
+    ``bmm`` has the operands, in the same layouts, of the reference's ``mm`` for
+    one block of one matrix (``tensordot`` contracting dimension 0 is ``Xᵀ P``;
+    its stacked statistics, ``[G_1, G_1ᵀ, G_2, G_2ᵀ, …]`` when every block
+    statistic has one side, one ``baddbmm``), so each matrix of the stack gets
+    the reference's bits; norms are taken matrix by matrix, and the roots
+    computed matrix by matrix in the stack's order (the order of the
+    reference's random power-iteration starts).
+
+    A matrix of more rows than ``block_size`` has the work shape (1, m, n) (the
+    reference's dimension merging puts a 1 first): each block then also has a
+    1×1 statistic ‖G_j‖², taken matrix by matrix with the reference's call (a
+    batched product of width one rounds differently), and its root
+    multiplies the block first (a product of one term: exact either way).
     """
+
+    @staticmethod
+    def fits(shape: Sequence[int], layout: ShampooLayout) -> bool:
+        """Whether a stack of this matrix shape and layout is stepped batched, bitwise."""
+        if not (len(shape) == 2 and all(layout.selected)
+                and layout.work_shape in (tuple(shape), (1, *shape))):
+            return False
+        if len(layout.work_shape) == 3 and layout.stacked:  # only with 1×1 blocks
+            return False
+        rows, cols = layout.splits[-2:]
+        return all(bm * bn * min(bm, bn) >= _BMM_BLAS_MIN for bm in rows for bn in cols)
+
+    @staticmethod
+    def _blocks(t: Tensor, layout: ShampooLayout):
+        """Per block: block j of every matrix of ``t`` [B, m, n] ([B, 1, b_m, b_n] views with
+        the leading 1 of the work shape), its slot of the 1×1 statistic (or None) and the
+        (side, index) slots of its left and its right statistic."""
+        blocks = layout.blocks(t.reshape(len(t), *layout.work_shape), batch_dims=1)
+        per_block = len(layout.work_shape)
+        out = []
+        for j, block in enumerate(blocks):
+            *scalar, left, right = layout.slots[j * per_block:(j + 1) * per_block]
+            out.append((block, scalar[0][1] if scalar else None, left, right))
+        return out
 
     @staticmethod
     def add_statistics(grad: Tensor, state: dict[str, Tensor], layout: ShampooLayout,
                        beta2: float) -> None:
-        """L ← β₂L + (1 − β₂) G Gᵀ, R ← β₂R + (1 − β₂) Gᵀ G for every matrix of the stack."""
+        """L_j ← β₂L_j + (1 − β₂) G_j G_jᵀ, R_j ← β₂R_j + (1 − β₂) G_jᵀ G_j for every block j
+        of every matrix of the stack (and the 1×1 ‖G_j‖² of a work shape (1, m, n))."""
         weight = 1.0 - beta2
-        (m, _), (n, k) = layout.slots
-        if layout.stacked:  # square: the statistics [B, 2, m, m] as one batched product
-            stats = state[f"statistics_{m}"]
-            unfolded = torch.stack([grad, grad.mT], dim=1).view(-1, m, m)
-            stats.view(-1, m, m).baddbmm_(unfolded, unfolded.mT, beta=beta2, alpha=weight)
+        blocks = _MatrixStack._blocks(grad, layout)
+        if layout.stacked:  # one side: the statistics [B, K, d, d] as one batched product
+            d = layout.sizes[0]
+            unfolded = torch.stack([x for b, *_ in blocks for x in (b, b.mT)], dim=1)
+            state[f"statistics_{d}"].view(-1, d, d).baddbmm_(
+                unfolded.view(-1, d, d), unfolded.view(-1, d, d).mT, beta=beta2, alpha=weight)
             return
-        state[f"statistics_{m}"][:, 0].mul_(beta2).add_(torch.bmm(grad, grad.mT), alpha=weight)
-        state[f"statistics_{n}"][:, k].mul_(beta2).add_(torch.bmm(grad.mT, grad), alpha=weight)
+        for block, scalar, (m, i), (n, k) in blocks:
+            if scalar is not None:
+                axes = [[1, 2], [1, 2]]
+                squares = torch.stack([torch.tensordot(b, b, dims=axes) for b in block])
+                state["statistics_1"][:, scalar].mul_(beta2).add_(squares, alpha=weight)
+                block = block[:, 0]
+            state[f"statistics_{m}"][:, i].mul_(beta2).add_(torch.bmm(block, block.mT),
+                                                            alpha=weight)
+            state[f"statistics_{n}"][:, k].mul_(beta2).add_(torch.bmm(block.mT, block),
+                                                            alpha=weight)
 
     @staticmethod
     def compute_roots(state: dict[str, Tensor], layout: ShampooLayout, flags: Flags,
@@ -509,11 +553,18 @@ class _MatrixStack:
 
     @staticmethod
     def precondition(grad: Tensor, state: dict[str, Tensor], layout: ShampooLayout) -> Tensor:
-        """P_Lᵀ-contracted G, then P_R: (Gᵀ P_L)ᵀ P_R for every matrix."""
-        (m, i), (n, k) = layout.slots
-        left = state[f"preconditioners_{m}"][:, i]
-        right = state[f"preconditioners_{n}"][:, k]
-        return torch.bmm(torch.bmm(grad.mT, left).mT, right)
+        """P_Lᵀ-contracted G_j, then P_R: (G_jᵀ P_L)ᵀ P_R for every block j of every matrix
+        (after its 1×1 root with a work shape (1, m, n)), merged back."""
+        out = []
+        for block, scalar, (m, i), (n, k) in _MatrixStack._blocks(grad, layout):
+            x = block
+            if scalar is not None:
+                x = torch.bmm(block.reshape(len(block), -1, 1),
+                              state["preconditioners_1"][:, scalar]).view(block.shape)[:, 0]
+            x = torch.bmm(torch.bmm(x.mT, state[f"preconditioners_{m}"][:, i]).mT,
+                          state[f"preconditioners_{n}"][:, k])
+            out.append(x.view(block.shape))
+        return layout.merge(out, batch_dims=1).reshape(grad.shape)
 
     @staticmethod
     def norms(t: Tensor) -> Tensor:

@@ -260,3 +260,40 @@ def test_stacks_of_matrices_step_with_batched_products_bitwise(setting, monkeypa
         ref, _ = _trained(pytorch_optimizer.ScalableShampoo, shapes, setting, steps=12)
     assert max_rel_diff(alone, ref) == 0.0
     assert max_rel_diff(ours, ref) == 0.0
+
+
+@pytest.mark.parametrize("setting", [SETTINGS[1], SETTINGS[2], SETTINGS[5]], ids=["1", "2", "5"])
+def test_stacks_of_blocked_matrices_step_with_batched_products_bitwise_on_two_threads(setting):
+    """Same-shape matrices cut into blocks (rows only, columns only, both; of one side: the
+    stacked statistics; of uneven sides; with the work shape (1, m, n) that merging gives a
+    matrix of more rows than the block), interleaved with others and with unblocked ones, on
+    two torch threads: the flat engine steps each stack with batched products, block by
+    block, and equals the reference bit for bit; matrices too small for bmm's BLAS call
+    (other rounding) go one at a time."""
+    from descentlab.rules.shampoo import ShampooRule
+
+    shapes = [(24, 10)] * 3 + [(10,), (10, 24), (10, 24), (24, 24), (5, 3), (24, 24),
+                                (20, 20), (20, 20), (12, 24), (12, 24), (6, 6), (6, 6)]
+    setting = {**setting, "block_size": 12}
+    merged = setting.get("shape_interpretation", True)
+    layouts = [shampoo_layout(s, 12, merged, "all", 1, 8192, 0) for s in dict.fromkeys(shapes)]
+    assert any(x.stacked for x in layouts)
+    assert any(len(x.work_shape) == 3 for x in layouts) == merged
+    stacks = []
+    original = ShampooRule._step
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with pytest.MonkeyPatch.context() as patch, float64_default():
+            patch.setattr(ShampooRule, "_step", lambda self, p, g, s, h, t, f, lay, ops:
+                          stacks.append((tuple(p.shape), ops.__name__))
+                          or original(self, p, g, s, h, t, f, lay, ops))
+            ours, _ = _trained(descentlab.Shampoo, shapes, setting, steps=12, engine="flat")
+        with float64_default():
+            ref, _ = _trained(pytorch_optimizer.ScalableShampoo, shapes, setting, steps=12)
+    finally:
+        torch.set_num_threads(threads)
+    batched = {shape for shape, ops in stacks if ops == "_MatrixStack"}
+    assert batched == {(3, 24, 10), (2, 10, 24), (2, 20, 20), (2, 12, 24)}
+    assert ((6, 6), "_OneTensor") in stacks
+    assert max_rel_diff(ours, ref) == 0.0
