@@ -142,8 +142,16 @@ def _measure(name: str, model: str, spec: list, repeats: int) -> list[dict[str, 
 
 
 def run_interleaved(optimizers: list[str], repeats: int, quick: bool = False) -> dict[str, Any]:
-    """Measure every requested optimizer of ASGD, Rprop and Adafactor on its models."""
+    """Measure every requested optimizer of ASGD, Rprop and Adafactor on its models (Adafactor
+    once its C library is built or loaded: ``adafactor_library`` says whether it was, and in
+    how many seconds)."""
     rows = []
+    library = None
+    if "adafactor" in optimizers:  # the steps timed are those after its C library is ready
+        from descentlab.rules.adafactor_kernel import LIBRARY
+
+        library = {"ready": LIBRARY.wait() is not None, "error": LIBRARY.error,
+                   "seconds": LIBRARY.seconds}
     for name in optimizers:
         if name == "adafactor":
             models = QUICK_MATRICES if quick else MATRIX_MODELS
@@ -151,8 +159,11 @@ def run_interleaved(optimizers: list[str], repeats: int, quick: bool = False) ->
             models = QUICK_ELEMENTWISE if quick else ELEMENTWISE_MODELS
         for model, spec in models.items():
             rows += _measure(name, model, spec, repeats)
-    return {"rows": rows, "repeats": repeats, "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg()}
+    out = {"rows": rows, "repeats": repeats, "threads": torch.get_num_threads(),
+           "load_average": os.getloadavg()}
+    if "adafactor" in optimizers:
+        out["adafactor_library"] = library
+    return out
 
 
 def format_interleaved(result: dict[str, Any]) -> str:
@@ -162,6 +173,13 @@ def format_interleaved(result: dict[str, Any]) -> str:
         f"interleaved ({result['repeats']} rounds, {result['threads']} threads, "
         f"load average {load}):",
         "",
+    ]
+    library = result.get("adafactor_library")
+    if library is not None:
+        lines += [f"Adafactor's C library ready in {library['seconds']:.2f} s" if library["ready"]
+                  else f"Adafactor's C library unavailable ({library['error']}): eager passes",
+                  ""]
+    lines += [
         "| optimizer | model | variant | ms/step | GB/s | time/byte vs fused Adam | "
         "x faster than torch for-loop |",
         "|---|---|---|---:|---:|---:|---:|",

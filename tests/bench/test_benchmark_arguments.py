@@ -21,6 +21,7 @@ CASES = [
      "did you mean 'rosenbrock'"),
     ("advise_validation.py", ["--oracle-entrants", "adamz"], "--oracle-entrants", "'adamz'"),
     ("muon_speed.py", ["--repeats", "0"], "--repeats", "'0'"),
+    ("adafactor_passes.py", ["--size", "0"], "--size", "'0'"),
     ("preconditioner_speed.py", ["--threads", "0"], "--threads", "'0'"),
     ("shape_batching.py", ["--repeats", "abc"], "--repeats", "'abc'"),
     ("aliasing_costs.py", ["--threads", "-1"], "--threads", "'-1'"),

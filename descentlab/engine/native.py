@@ -1,0 +1,181 @@
+"""Small C libraries built by gcc in the background, cached atomically, called through ctypes.
+
+A :class:`NativeLibrary` is one C source (a rule's fused passes, e.g.
+:mod:`descentlab.rules.adafactor_kernel`) that is compiled on first use, off
+the critical path:
+
+* :meth:`NativeLibrary.get` never waits: it returns the loaded library when
+  it is ready, and otherwise starts the build in a daemon thread (once per
+  process) and returns None, so the caller takes its eager torch path for
+  that step and the next ones until the library is there;
+* the shared object is cached under ``$DESCENTLAB_CACHE_DIR/native`` (default
+  ``~/.cache/descentlab/native``), named by a hash of the source, the
+  compiler flags, the compiler's version and the CPU's feature flags (the
+  library is built with ``-march=native``), so a later process only loads it
+  (milliseconds);
+* a build is atomic: gcc writes a temporary file in the cache directory,
+  which is renamed onto the final name only after gcc succeeded, so a killed
+  process or a failed build never leaves a broken library under that name
+  (at most a stray temporary file);
+* when gcc is missing, the build fails, or ``DESCENTLAB_NATIVE=0`` is set,
+  the library stays unavailable for the process (:attr:`NativeLibrary.error`
+  says why, logged once at debug level on the ``descentlab.native`` logger)
+  and callers keep their eager path; nothing is raised into a step.
+
+The libraries are built with ``-fopenmp``: torch's CPU wheels load their own
+``libgomp.so.1``, and the dynamic loader hands a library that needs that
+soname the copy already loaded, so the passes run on torch's OpenMP thread
+pool (the callers pass ``torch.get_num_threads()`` to every parallel region).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["NativeLibrary", "native_cache_dir", "COMPILER", "FLAGS"]
+
+logger = logging.getLogger("descentlab.native")
+
+#: The compiler (a name looked up on PATH, or a path).
+COMPILER = "gcc"
+#: Flags of every build (``-march=native``: the cache key holds the CPU's feature flags).
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC", "-std=gnu11")
+
+
+def native_cache_dir() -> Path:
+    """Where built libraries are cached: ``$DESCENTLAB_CACHE_DIR/native`` or
+    ``~/.cache/descentlab/native``."""
+    root = os.environ.get("DESCENTLAB_CACHE_DIR") or Path.home() / ".cache" / "descentlab"
+    return Path(root) / "native"
+
+
+def _cpu_flags() -> str:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo``), or the machine name elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+class NativeLibrary:
+    """One C source, built in the background and loaded with ctypes (see the module docstring).
+
+    ``declare`` is called with the loaded :class:`ctypes.CDLL` to set the
+    functions' ``argtypes`` and ``restype`` before the library is handed out.
+    """
+
+    def __init__(self, name: str, source: str, declare: Callable[[ctypes.CDLL], None]) -> None:
+        self.name, self.source, self._declare = name, source, declare
+        self._lib: ctypes.CDLL | None = None
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        #: Why the library is unavailable (None while building or once it is loaded).
+        self.error: str | None = None
+        #: Seconds the last build (or cache load) took, once done.
+        self.seconds: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the library is loaded."""
+        return self._lib is not None
+
+    def get(self) -> ctypes.CDLL | None:
+        """The library if it is loaded; else start building it in the background and return
+        None (never waits, never raises)."""
+        if self._lib is not None or self._done.is_set():
+            return self._lib
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._build, daemon=True,
+                                                name=f"descentlab-native-{self.name}")
+                self._thread.start()
+        return None
+
+    def wait(self, timeout: float | None = None) -> ctypes.CDLL | None:
+        """Build (or wait for the background build) and return the library, or None if it is
+        unavailable (see :attr:`error`)."""
+        self.get()
+        self._done.wait(timeout)
+        return self._lib
+
+    def reset(self) -> None:
+        """Forget the loaded library and any failure, so the next :meth:`get` builds again
+        (for tests that change the compiler or the cache directory)."""
+        with self._lock:
+            if self._thread is not None:
+                self._done.wait()
+            self._lib, self._thread, self.error, self.seconds = None, None, None, None
+            self._done.clear()
+
+    # -- building ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        start = time.perf_counter()
+        try:
+            self._lib = self._load_or_build()
+        except Exception as exc:  # any failure leaves the eager path in place
+            self.error = f"{type(exc).__name__}: {exc}"
+            logger.debug("the %s library is unavailable, eager path kept: %s", self.name,
+                         self.error)
+        finally:
+            self.seconds = time.perf_counter() - start
+            self._done.set()
+
+    def _load_or_build(self) -> ctypes.CDLL:
+        if os.environ.get("DESCENTLAB_NATIVE", "1") == "0":
+            raise RuntimeError("DESCENTLAB_NATIVE=0")
+        compiler = shutil.which(COMPILER)
+        if compiler is None:
+            raise FileNotFoundError(f"no C compiler {COMPILER!r} on PATH")
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
+                                 timeout=60, check=True).stdout
+        key = "\0".join([self.source, " ".join(FLAGS), compiler, version, _cpu_flags()])
+        digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+        folder = native_cache_dir()
+        target = folder / f"{self.name}-{digest}.so"
+        if target.exists():
+            try:
+                return self._open(target)
+            except OSError as exc:  # not a loadable library: build it again
+                logger.debug("rebuilding %s: %s", target, exc)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._compile(compiler, folder, target)
+        return self._open(target)
+
+    def _compile(self, compiler: str, folder: Path, target: Path) -> None:
+        """gcc into a temporary file of ``folder``, renamed onto ``target`` once it succeeded."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        try:
+            with tempfile.TemporaryDirectory() as work:
+                src = Path(work) / f"{self.name}.c"
+                src.write_text(self.source, encoding="utf-8")
+                done = subprocess.run([compiler, *FLAGS, str(src), "-o", tmp, "-lm"],
+                                      capture_output=True, text=True, timeout=600)
+            if done.returncode != 0:
+                raise RuntimeError(f"{COMPILER} exited with {done.returncode}: "
+                                   f"{done.stderr.strip()[-2000:]}")
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def _open(self, path: Path) -> ctypes.CDLL:
+        lib = ctypes.CDLL(str(path))
+        self._declare(lib)
+        return lib
