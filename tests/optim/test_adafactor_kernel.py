@@ -95,6 +95,28 @@ def test_the_library_matches_torch_over_60_steps(library, engine, setting, cache
 
 
 @needs_gcc
+def test_a_clamped_estimate_takes_torchs_entry_by_entry_step(library):
+    """A zero row and column of G (V̂ᵢⱼ = 0 < ε₁²): the library's sums, then torch's step."""
+    def run(cls, **extra):
+        params = _params([(40, 33)] * 3, torch.float64)
+        opt = cls(params, lr=0.05, **extra)
+        for t in range(20):
+            gen = torch.Generator().manual_seed(100 + t)
+            for k, p in enumerate(params):
+                p.grad = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+                if k == 1 and t < 10:  # a row and a column without a gradient for a while
+                    p.grad[2] = 0
+                    p.grad[:, 3] = 0
+            opt.step()
+        return params
+
+    with float64_default():
+        ours, ref = run(descentlab.Adafactor, engine="flat"), run(torch.optim.Adafactor)
+    assert max_rel_diff(ours, ref) <= 1e-13
+    assert len(library) == 10  # steps 11-20: nothing clamped any more, the library's step
+
+
+@needs_gcc
 def test_a_matrix_gets_the_same_bits_on_any_thread_count_in_any_stack(library, monkeypatch):
     """Whole tensors per thread or the rows of each split among the threads, ‖θ‖² taken in
     pass 1 or in pass 2, one thread or two, alone or stacked with others: the same bits."""
