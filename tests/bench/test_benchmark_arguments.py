@@ -16,6 +16,7 @@ CASES = [
     ("advise_lr_grid.py", ["--momenta", "abc"], "--momenta", "'abc'"),
     ("advise_lr_grid.py", ["--lrs", "0,1"], "--lrs", "'0,1'"),
     ("advise_lr_grid.py", ["--candidates", "adamx"], "--candidates", "did you mean 'adamw'"),
+    ("advise_lr_grid.py", ["--seeds", "3-x"], "--seeds", "'3-x'"),
     ("advise_validation.py", ["--budget", "2"], "--budget", "'2'"),
     ("advise_validation.py", ["--problems", "rosenbrok"], "--problems",
      "did you mean 'rosenbrock'"),
