@@ -58,7 +58,7 @@ ORACLE_ENTRANTS = ["gd", "sgd", "momentum", "nesterov", "adagrad", "rmsprop", "a
                    "adamw", "nadam", "radam", "algoperf_nadamw_tuned", "adamw_schedulefree"]
 
 
-def _advised_final(problem, rec, seed: int) -> float:
+def advised_final(problem, rec, seed: int) -> float:
     """The recommendation trained for the problem's full budget (gradient evaluations)."""
     setup = from_problem(problem)
     cand = rec.as_candidate()  # its schedule kind (tail averaging trains and scores the mean)
@@ -68,7 +68,9 @@ def _advised_final(problem, rec, seed: int) -> float:
     return result.final
 
 
-def _fixed_final(problem, entrant: str, sampled: dict, seed: int) -> float:
+def fixed_final(problem, entrant: str, sampled: dict, seed: int) -> float:
+    """``entrant`` at the setting ``sampled`` trained on ``seed`` as ``compare`` re-runs it;
+    the worst value of the metric if it diverged."""
     record = run(problem, get_entrant(entrant), sampled, seed)
     value = record.final.get(problem.metric, math.nan)
     return (-math.inf if problem.higher_is_better else math.inf) if record.diverged else value
@@ -87,7 +89,7 @@ def _within(value: float, oracle: float, accuracy: bool) -> bool:
     return value <= oracle + 0.05 * abs(oracle)
 
 
-def _within_floor(value: float, oracle: float, accuracy: bool) -> bool:
+def within_floor(value: float, oracle: float, accuracy: bool) -> bool:
     """:func:`_within`, with two losses both below :data:`FLOOR` counted as a tie."""
     if not accuracy and math.isfinite(value) and max(value, oracle) < FLOOR:
         return True
@@ -107,7 +109,7 @@ def _better(a: float, b: float, hib: bool) -> bool:
     return a > b if hib else a < b
 
 
-def _oracle_best(oracle, name: str, entrants: list[str], hib: bool) -> tuple[str, float]:
+def oracle_best(oracle, name: str, entrants: list[str], hib: bool) -> tuple[str, float]:
     """The entrant with the best final metric of the tuning on ``name``, and its value."""
     metric = get_problem(name).metric
     finals = {e: oracle.results.units[(name, e)].final.get(metric, (math.nan, 0))[0]
@@ -124,10 +126,10 @@ def _row(name: str, budget: float, seeds: list[int]) -> dict:
     t0 = time.time()
     rec = advise_problem(problem, budget=budget, seed=0)
     advise_time = time.time() - t0
-    advised = _mean([_advised_final(problem, rec, s) for s in seeds])
-    baseline = _mean([_fixed_final(problem, "algoperf_nadamw", {"lr": 1.749e-3}, s)
+    advised = _mean([advised_final(problem, rec, s) for s in seeds])
+    baseline = _mean([fixed_final(problem, "algoperf_nadamw", {"lr": 1.749e-3}, s)
                       for s in seeds])
-    adam = _mean([_fixed_final(problem, "adam", {"lr": 1e-3, "beta1": 0.9}, s) for s in seeds])
+    adam = _mean([fixed_final(problem, "adam", {"lr": 1e-3, "beta1": 0.9}, s) for s in seeds])
     return {
         "problem": name, "metric": problem.metric, "advised": rec.candidate,
         "advised_lr": rec.lr, "averaged_from": rec.average_from, "advised_value": advised,
@@ -214,10 +216,10 @@ def main() -> None:
         if oracle is not None:
             problem = get_problem(name)
             hib, accuracy = problem.higher_is_better, problem.metric.endswith("accuracy")
-            best, value = _oracle_best(oracle, name, entrants, hib)
+            best, value = oracle_best(oracle, name, entrants, hib)
             row.update(oracle_entrant=best, oracle_value=value,
                        within_goal=_within(row["advised_value"], value, accuracy),
-                       within_goal_floor=_within_floor(row["advised_value"], value, accuracy),
+                       within_goal_floor=within_floor(row["advised_value"], value, accuracy),
                        oracle_reaches_target=_reaches(value, problem.target, hib))
         rows.append(row)
         partial = {"partial": True, "rows": rows, "load_average_before": load_before}

@@ -17,6 +17,8 @@ CASES = [
     ("advise_lr_grid.py", ["--lrs", "0,1"], "--lrs", "'0,1'"),
     ("advise_lr_grid.py", ["--candidates", "adamx"], "--candidates", "did you mean 'adamw'"),
     ("advise_lr_grid.py", ["--seeds", "3-x"], "--seeds", "'3-x'"),
+    ("advise_oracle_check.py", [], "--oracle-out", "required"),
+    ("advise_oracle_check.py", ["--oracle-out", "oracle", "--seeds", "3,3"], "--seeds", "'3,3'"),
     ("advise_validation.py", ["--budget", "2"], "--budget", "'2'"),
     ("advise_validation.py", ["--problems", "rosenbrok"], "--problems",
      "did you mean 'rosenbrock'"),
