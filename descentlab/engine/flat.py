@@ -50,44 +50,22 @@ refuse it, as in the reference engine).
 
 from __future__ import annotations
 
-import contextlib
 import operator
 import warnings
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from descentlab.engine.base import Run, describe
 from descentlab.engine.buffers import Bucket
 from descentlab.engine.layout import GroupLayout, arrange
 from descentlab.engine.reference import ReferenceEngine, check_grad
-from descentlab.engine.whole import step_whole_bucket
+from descentlab.engine.whole import one_thread, step_whole_bucket
 from descentlab.rules.base import TENSOR
 from descentlab.rules.reduction import Piece
 
 __all__ = ["FlatEngine", "one_thread"]
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch ops single-threaded for a while.
-
-    Per-parameter copies are small; opening an OpenMP region for each costs more
-    than it saves, and on a busy machine each region can wait milliseconds for
-    its second thread.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 class FlatEngine:

@@ -30,8 +30,12 @@ conformance suite checks it).
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import operator
+import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -41,7 +45,27 @@ from descentlab.engine.base import Run
 from descentlab.engine.buffers import Bucket
 from descentlab.engine.reference import step_whole
 
-__all__ = ["step_whole_bucket"]
+__all__ = ["ThreadChoice", "one_thread", "step_whole_bucket"]
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops single-threaded for a while.
+
+    Per-parameter copies are small; opening an OpenMP region for each costs more
+    than it saves, and on a busy machine each region can wait milliseconds for
+    its second thread.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 
 def _batches(b: Bucket, active: list[bool], batched: bool) -> list[tuple[int, int]]:
@@ -67,6 +91,12 @@ def _batches(b: Bucket, active: list[bool], batched: bool) -> list[tuple[int, in
 
 #: bucket → {(first slot, stop, key): (the stack, its slices: the entries in optimizer.state)}
 _STACKS: weakref.WeakKeyDictionary[Bucket, dict[tuple[int, int, str], tuple[Tensor, list]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+#: bucket → {(first slot, stop): its stack's ThreadChoice}
+_CHOICES: weakref.WeakKeyDictionary[Bucket, dict[tuple[int, int], ThreadChoice]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -104,6 +134,62 @@ def _stacked(b: Bucket, i: int, j: int, key: str, states: list[dict[str, Any]]) 
     return stack
 
 
+class ThreadChoice:
+    """Whether a stack is stepped on one torch thread or on all: timed, and re-timed now and
+    then.
+
+    Each op of a batched call opens a parallel region over torch's threads. On a
+    busy machine every region waits for a descheduled thread (measured under load
+    8: Adafactor on 24 × 64² took 190 ms a step on two threads, 1.9 ms on one),
+    while on a quiet one the threads pay from a few ten thousand elements on.
+    Which is faster depends on the stack and on the load of the moment, so the
+    engine measures it, per stack: it steps the stack one way (first on all
+    threads) and, at the second step and then every ``interval`` steps, once the
+    other way (the *probe*); if the probe took less time than the median of the
+    kept way's last three steps, its way is kept from then on. The interval
+    grows fourfold (up to :attr:`LONGEST`) each time the probe loses and falls
+    back to :attr:`SHORTEST` when it wins: on a quiet machine the probes of one
+    thread fall on steps 2, 18, 82, 338, … and then every 1024th (each costs
+    what one thread loses there on that step). Only for a rule with
+    :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`:
+    the results are the same either way.
+    """
+
+    SHORTEST = 4
+    LONGEST = 1024
+
+    __slots__ = ("one", "recent", "interval", "countdown")
+
+    def __init__(self) -> None:
+        self.one = False  # the kept way: one thread (True) or all (False)
+        self.recent: collections.deque[float] = collections.deque(maxlen=3)  # its last times
+        self.interval = self.SHORTEST
+        self.countdown = 2  # the probe is the second step (the first may allocate)
+
+    def run(self, call: Any, *args: Any) -> None:
+        """``call(*args)`` the kept way, or (a probe) the other way, timed."""
+        self.countdown -= 1
+        probe = self.countdown == 0
+        one = self.one != probe
+        start = time.perf_counter()
+        if one:
+            with one_thread():
+                call(*args)
+        else:
+            call(*args)
+        elapsed = time.perf_counter() - start
+        if not probe:
+            self.recent.append(elapsed)
+            return
+        recent = sorted(self.recent)  # never empty: a kept step precedes every probe
+        if elapsed < recent[len(recent) // 2]:  # the other way was faster: keep it
+            self.one, self.interval = one, self.SHORTEST
+            self.recent.clear()
+        else:
+            self.interval = min(4 * self.interval, self.LONGEST)
+        self.countdown = self.interval
+
+
 def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -> None:
     """One step of the tensor rule ``run.rule`` for the ``active`` slots of ``b``."""
     rule = run.rule
@@ -126,7 +212,11 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
             else:
                 stacked[key] = _stacked(b, i, j, key, states)
                 kept.append(key)
-        rule.update(param, grad, stacked, run.h, step, run.flags)
+        args = (param, grad, stacked, run.h, step, run.flags)
+        if rule.same_bits_on_any_thread_count and torch.get_num_threads() > 1:
+            _CHOICES.setdefault(b, {}).setdefault((i, j), ThreadChoice()).run(rule.update, *args)
+        else:
+            rule.update(*args)
         for key in kept:
             stack = stacked[key]
             own = _STACKS[b].get((i, j, key), (None,))[0]

@@ -108,6 +108,7 @@ class AdafactorRule(TensorRule):
 
     name = "adafactor"
     batched = True
+    same_bits_on_any_thread_count = True
     hparams = (
         HParam("lr", 1e-2, check=check_nonnegative, doc="upper bound of the relative step ρ"),
         HParam("beta2_decay", -0.8, check=_check_beta2_decay, doc="τ of β̂₂ = 1 − t^τ (≤ 0)"),

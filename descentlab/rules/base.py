@@ -266,6 +266,11 @@ class TensorRule(Rule):
     #: rule that draws from torch's global generator (Shampoo's power iterations) sets it
     #: False: the flat engines then batch only neighbours, keeping the group's order.
     in_any_order: ClassVar[bool] = True
+    #: Whether :meth:`update` gives the same bits on any number of torch threads (no LAPACK
+    #: call, no reduction that torch splits over threads). Only then may the flat engines
+    #: step a stack on one thread when that is faster (``engine/whole.py``); the
+    #: conformance suite checks the claim (``tests/engine/test_small_stacks.py``).
+    same_bits_on_any_thread_count: ClassVar[bool] = False
 
     def keeps_layout(self, key: str) -> bool:
         """Whether state entry ``key`` stays per parameter in the memory layout ``init_state``

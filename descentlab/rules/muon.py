@@ -121,6 +121,7 @@ class MuonRule(TensorRule):
 
     name = "muon"
     batched = True
+    same_bits_on_any_thread_count = True
     hparams = (
         HParam("lr", 1e-3, check=check_nonnegative, doc="learning rate η"),
         HParam("weight_decay", 0.1, check=check_nonnegative, doc="decoupled weight decay λ"),

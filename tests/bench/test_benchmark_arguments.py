@@ -27,6 +27,7 @@ CASES = [
     ("adafactor_passes.py", ["--size", "0"], "--size", "'0'"),
     ("preconditioner_speed.py", ["--threads", "0"], "--threads", "'0'"),
     ("shape_batching.py", ["--repeats", "abc"], "--repeats", "'abc'"),
+    ("small_stacks.py", ["--busy", "-1"], "--busy", "'-1'"),
     ("aliasing_costs.py", ["--threads", "-1"], "--threads", "'-1'"),
     ("low_precision_state.py", ["--seeds", "0"], "--seeds", "'0'"),
 ]

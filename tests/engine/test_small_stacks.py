@@ -1,0 +1,123 @@
+"""A batched tensor rule's stack steps on one torch thread when that is faster, with the same bits.
+
+``engine/whole.py: ThreadChoice`` times each stack's step on all threads and,
+now and then, on one, and keeps the faster way; only for a rule that declares
+``same_bits_on_any_thread_count`` (Muon, Adafactor), checked here on stacks
+large enough for torch to split their ops over two threads. SOAP (LAPACK's
+QR and eigh) and Shampoo (its 1×1 block statistics, a dot product MKL splits)
+round differently on one thread and do not declare it.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+import descentlab
+from descentlab.engine import whole
+from descentlab.rules import RULES
+from descentlab.rules.base import TensorRule
+
+#: stacks (count, m, n) of more than 2^15 elements each (torch splits their ops over threads)
+STACKS = [(200, 16, 16), (12, 64, 64), (1, 256, 256), (2, 512, 128)]
+CLASSES = {"adafactor": (descentlab.Adafactor, {"lr": 0.01}),
+           "muon": (descentlab.Muon, {"lr": 0.02})}
+
+
+def _trained(cls, setting, threads, dtype):
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(m, n) for count, m, n in STACKS for _ in range(count)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
+    opt = cls(params, **setting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # no choosing: ``threads`` throughout
+            patch.setattr(type(opt.rule), "same_bits_on_any_thread_count", False)
+            for t in range(3):
+                g = torch.Generator().manual_seed(10 + t)
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=g, dtype=dtype) * 0.1
+                opt.step()
+    finally:
+        torch.set_num_threads(before)
+    return [p.detach() for p in params]
+
+
+def test_the_rules_that_declare_it_are_the_batched_ones_checked_here():
+    declared = {name for name, rule in RULES.items() if isinstance(rule, TensorRule)
+                and rule.batched and rule.same_bits_on_any_thread_count}
+    assert declared == set(CLASSES)
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("adafactor", torch.float32),
+                                             ("adafactor", torch.float64),
+                                             ("muon", torch.float32)])  # Muon: bfloat16 inside
+def test_same_bits_on_one_thread_and_on_two(name, dtype):
+    cls, setting = CLASSES[name]
+    one = _trained(cls, setting, 1, dtype)
+    two = _trained(cls, setting, 2, dtype)
+    assert all(torch.equal(a, b) for a, b in zip(one, two, strict=True))
+
+
+class _Stack:
+    """A fake step on a fake clock: 10 time units the slow way, 1 the fast way."""
+
+    def __init__(self) -> None:
+        self.slow_on_one = False
+        self.ways: list[int] = []
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __call__(self) -> None:
+        one = torch.get_num_threads() == 1
+        self.ways.append(1 if one else 2)
+        self.now += 10.0 if one == self.slow_on_one else 1.0
+
+
+def test_the_choice_keeps_the_faster_way_and_probes_less_often_while_it_holds(monkeypatch):
+    stack = _Stack()
+    monkeypatch.setattr(whole, "time", stack)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        choice = whole.ThreadChoice()
+        for _ in range(100):  # one thread faster (the other core busy)
+            choice.run(stack)
+        first = stack.ways[:]
+        assert first[:3] == [2, 1, 1]  # the second step probes one thread, which wins
+        probes = [k for k, way in enumerate(first) if way == 2 and k > 0]
+        assert [b - a for a, b in itertools.pairwise(probes)] == [16, 64]  # losing: apart
+        stack.slow_on_one = True  # the load is gone: all threads faster again
+        for _ in range(300):
+            choice.run(stack)
+        assert stack.ways[-10:] == [2] * 10 and not choice.one
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_flat_engine_stack_of_a_declaring_rule_goes_through_the_choice(monkeypatch):
+    runs = []
+    original = whole.ThreadChoice.run
+    monkeypatch.setattr(whole.ThreadChoice, "run",
+                        lambda self, call, *args: runs.append(args[0].shape)
+                        or original(self, call, *args))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        params = [torch.nn.Parameter(torch.randn(8, 8)) for _ in range(3)]
+        opt = descentlab.Muon(params, lr=0.02)
+        for p in params:
+            p.grad = torch.randn(8, 8)
+        opt.step()
+        soap = descentlab.SOAP([torch.nn.Parameter(torch.randn(8, 8)) for _ in range(3)])
+        for p in soap.param_groups[0]["params"]:
+            p.grad = torch.randn(8, 8)
+        soap.step()
+    finally:
+        torch.set_num_threads(threads)
+    assert runs == [torch.Size([3, 8, 8])]
