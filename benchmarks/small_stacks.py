@@ -20,7 +20,8 @@ each, reported: the median and mean ms/step of each (the mean counts the
 choice's probes), the spread (interquartile range over the median) and the
 speed of ``chosen`` over ``all threads`` (medians, > 1: the choice helps)
 and over ``one thread``. ``--busy K`` starts K processes that spin for the
-run (a background load; stopped at the end).
+run (a background load; stopped at the end). Adafactor's C library is built
+first (else its eager passes are timed, and the script says so).
 
 Writes JSON with the load average (default
 ``benchmarks/results/small_stacks.json``).
@@ -43,6 +44,7 @@ import torch
 import descentlab
 from descentlab.commands import arguments as a
 from descentlab.engine import whole
+from descentlab.rules import adafactor_kernel
 
 #: rule → (class, setting); stacks → (B, d)
 RULES = {
@@ -111,6 +113,9 @@ def main() -> None:
     parser.add_argument("--only", choices=list(RULES), help="one rule (default: all)")
     parser.add_argument("--json", default="benchmarks/results/small_stacks.json")
     args = parser.parse_args()
+    if adafactor_kernel.LIBRARY.wait() is None:  # Adafactor's C library, built in the background
+        print(f"Adafactor's library is not available ({adafactor_kernel.LIBRARY.error}): "
+              "its eager passes are timed")
     spinners = [multiprocessing.Process(target=_spin, daemon=True) for _ in range(args.busy)]
     for s in spinners:
         s.start()
