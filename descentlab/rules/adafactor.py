@@ -21,7 +21,7 @@ formed: ‖U‖² = Σᵢ aᵢ² Σⱼ (Gᵢⱼ bⱼ)², and θ ← θ·decay �
   at first use) in three passes: G once for its row and column sums, then
   per tensor G and θ for ‖U‖ and ‖θ‖, then, from the thread's cache, the
   update of θ; the O(m + n) statistics in between stay here. Measured on
-  24 × 384² (load 2.2, 2 threads) 3.4 ms a step against torch's 16.9.
+  24 × 384² (load 1.1, 2 threads) 3.07 ms a step against torch's 15.0.
 * Until the library is ready, if it cannot be built, and for smaller
   stacks, the eager passes in torch work *tile by tile* (a few whole
   matrices, or a band of rows of a large one; :attr:`AdafactorRule.tile`
