@@ -4,10 +4,13 @@ A :class:`NativeLibrary` is one C source (a rule's fused passes, e.g.
 :mod:`descentlab.rules.adafactor_kernel`) that is compiled on first use, off
 the critical path:
 
-* :meth:`NativeLibrary.get` never waits: it returns the loaded library when
-  it is ready, and otherwise starts the build in a daemon thread (once per
-  process) and returns None, so the caller takes its eager torch path for
-  that step and the next ones until the library is there;
+* :meth:`NativeLibrary.get` never waits for a build: at its first call a
+  library already in the cache is loaded at once (a few milliseconds, so a
+  process on a machine that built it before takes the library's path from
+  its first step, and its results do not depend on a thread's timing);
+  otherwise it starts the build in a daemon thread (once per process) and
+  returns None, so the caller takes its eager torch path for that step and
+  the next ones until the library is there;
 * the shared object is cached under ``$DESCENTLAB_CACHE_DIR/native`` (default
   ``~/.cache/descentlab/native``), named by a hash of the source, the
   compiler flags, the compiler's version and the CPU's feature flags (the
@@ -95,11 +98,14 @@ class NativeLibrary:
         return self._lib is not None
 
     def get(self) -> ctypes.CDLL | None:
-        """The library if it is loaded; else start building it in the background and return
-        None (never waits, never raises)."""
+        """The library if it is loaded, or loaded now from the cache at the first call; else
+        start building it in the background and return None (never waits for a build, never
+        raises)."""
         if self._lib is not None or self._done.is_set():
             return self._lib
         with self._lock:
+            if self._thread is None and not self._done.is_set() and self._load_cached():
+                return self._lib
             if self._thread is None:
                 self._thread = threading.Thread(target=self._build, daemon=True,
                                                 name=f"descentlab-native-{self.name}")
@@ -136,7 +142,23 @@ class NativeLibrary:
             self.seconds = time.perf_counter() - start
             self._done.set()
 
-    def _load_or_build(self) -> ctypes.CDLL:
+    def _load_cached(self) -> bool:
+        """Load the library if the cache holds it already (False on anything else: the
+        background build then finds and reports it)."""
+        start = time.perf_counter()
+        try:
+            _, target = self._target()
+            if not target.exists():
+                return False
+            self._lib = self._open(target)
+        except Exception:  # the background build finds it again and says why
+            return False
+        self.seconds = time.perf_counter() - start
+        self._done.set()
+        return True
+
+    def _target(self) -> tuple[str, Path]:
+        """The compiler's path and the cached library's path (raises if unavailable)."""
         if os.environ.get("DESCENTLAB_NATIVE", "1") == "0":
             raise RuntimeError("DESCENTLAB_NATIVE=0")
         compiler = shutil.which(COMPILER)
@@ -146,8 +168,11 @@ class NativeLibrary:
                                  timeout=60, check=True).stdout
         key = "\0".join([self.source, " ".join(FLAGS), compiler, version, _cpu_flags()])
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
-        folder = native_cache_dir()
-        target = folder / f"{self.name}-{digest}.so"
+        return compiler, native_cache_dir() / f"{self.name}-{digest}.so"
+
+    def _load_or_build(self) -> ctypes.CDLL:
+        compiler, target = self._target()
+        folder = target.parent
         if target.exists():
             try:
                 return self._open(target)

@@ -245,3 +245,18 @@ def test_a_build_killed_midway_leaves_no_library_and_the_next_one_builds(rebuilt
     assert not list(cache.glob("**/*.so"))  # at most a stray temporary file
     assert rebuilt.wait() is not None, rebuilt.error
     assert len(list(cache.glob("**/adafactor-*.so"))) == 1
+
+
+@needs_gcc
+def test_a_library_in_the_cache_is_used_from_the_first_step(rebuilt, monkeypatch):
+    """Once built, a new process (here: a reset library) loads it at its first call, so its
+    first step already takes the library's passes and no result depends on a thread's timing."""
+    assert rebuilt.wait() is not None, rebuilt.error
+    rebuilt.reset()
+    assert rebuilt.get() is not None and rebuilt._thread is None
+    stepped = []
+    descend = fused.descend
+    monkeypatch.setattr(fused, "descend", lambda s, *a: stepped.append(s.param.shape)
+                        or descend(s, *a))
+    _run(descentlab.Adafactor, SETTINGS[0], torch.float32, shapes=[(70, 37)], steps=1)
+    assert stepped == [(1, 70, 37)]
