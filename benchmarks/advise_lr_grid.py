@@ -100,7 +100,7 @@ def seed_list(text: str) -> list[int]:
     return seeds
 
 
-def _shown(seeds: list[int]) -> str:
+def seed_text(seeds: list[int]) -> str:
     """``1–2`` for a run of consecutive seeds, else the list."""
     consecutive = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
     if consecutive and len(seeds) > 1:
@@ -130,8 +130,9 @@ def main() -> None:
     args = parser.parse_args()
     lrs, seeds = args.lrs, args.seeds
     load, start = os.getloadavg(), time.time()
-    rows, lines = [], [f"| problem | candidate | best lr | final (mean of seeds {_shown(seeds)}) |",
-                       "|---|---|---:|---:|"]
+    rows = []
+    lines = [f"| problem | candidate | best lr | final (mean of seeds {seed_text(seeds)}) |",
+             "|---|---|---:|---:|"]
     rate_lines = ["| problem | candidate | " + " | ".join(f"{lr:g}" for lr in lrs) + " |",
                   "|---|---|" + "---:|" * len(lrs)]
     lr_free_rows, lr_free_lines = [], ["| problem | optimizer | lr | schedule | final |",
