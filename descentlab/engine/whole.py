@@ -143,20 +143,25 @@ class ThreadChoice:
     8: Adafactor on 24 × 64² took 190 ms a step on two threads, 1.9 ms on one),
     while on a quiet one the threads pay from a few ten thousand elements on.
     Which is faster depends on the stack and on the load of the moment, so the
-    engine measures it, per stack: it steps the stack one way (first on all
-    threads) and, at the second step and then every ``interval`` steps, once the
-    other way (the *probe*); if the probe took less time than the median of the
-    kept way's last three steps, its way is kept from then on. The interval
-    grows fourfold (up to :attr:`LONGEST`) each time the probe loses and falls
-    back to :attr:`SHORTEST` when it wins: on a quiet machine the probes of one
-    thread fall on steps 2, 18, 82, 338, … and then every 1024th (each costs
-    what one thread loses there on that step). Only for a rule with
-    :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`:
+    engine measures it, per stack of at least :attr:`SMALLEST` elements: it
+    steps the stack one way (first on all threads) and, at the fourth step and
+    then every ``interval`` steps, once the other way (the *probe*); if the
+    probe took less than :attr:`MARGIN` of the median of the kept way's last
+    three steps, its way is kept from then on (so a tie keeps the way kept).
+    The interval grows fourfold (up to :attr:`LONGEST`) each time the probe
+    loses and falls back to :attr:`SHORTEST` when it wins: on a quiet machine
+    the probes of one thread fall on steps 4, 20, 84, 340, … and then every
+    1024th (each costs what one thread loses there on that step). Only for a
+    rule with :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`:
     the results are the same either way.
     """
 
     SHORTEST = 4
     LONGEST = 1024
+    #: the probe's way is kept only if it took less than this part of the kept way's time
+    MARGIN = 0.9
+    #: stacks of fewer elements are not timed (torch does not split their ops over threads)
+    SMALLEST = 1 << 15
 
     __slots__ = ("one", "recent", "interval", "countdown")
 
@@ -164,7 +169,7 @@ class ThreadChoice:
         self.one = False  # the kept way: one thread (True) or all (False)
         self.recent: collections.deque[float] = collections.deque(maxlen=3)  # its last times
         self.interval = self.SHORTEST
-        self.countdown = 2  # the probe is the second step (the first may allocate)
+        self.countdown = 4  # the first probe after three steps (the first may allocate)
 
     def run(self, call: Any, *args: Any) -> None:
         """``call(*args)`` the kept way, or (a probe) the other way, timed."""
@@ -182,7 +187,7 @@ class ThreadChoice:
             self.recent.append(elapsed)
             return
         recent = sorted(self.recent)  # never empty: a kept step precedes every probe
-        if elapsed < recent[len(recent) // 2]:  # the other way was faster: keep it
+        if elapsed < self.MARGIN * recent[len(recent) // 2]:  # the other way was faster
             self.one, self.interval = one, self.SHORTEST
             self.recent.clear()
         else:
@@ -213,7 +218,8 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
                 stacked[key] = _stacked(b, i, j, key, states)
                 kept.append(key)
         args = (param, grad, stacked, run.h, step, run.flags)
-        if rule.same_bits_on_any_thread_count and torch.get_num_threads() > 1:
+        if (rule.same_bits_on_any_thread_count and torch.get_num_threads() > 1
+                and param.numel() >= ThreadChoice.SMALLEST):
             _CHOICES.setdefault(b, {}).setdefault((i, j), ThreadChoice()).run(rule.update, *args)
         else:
             rule.update(*args)
