@@ -146,8 +146,9 @@ class ThreadChoice:
     engine measures it, per stack of at least :attr:`SMALLEST` elements: it
     steps the stack one way (first on all threads) and, at the fourth step and
     then every ``interval`` steps, once the other way (the *probe*); if the
-    probe took less than :attr:`MARGIN` of the median of the kept way's last
-    three steps, its way is kept from then on (so a tie keeps the way kept).
+    probe took less than the median of the kept way's last three steps (a probe
+    of one thread: less than :attr:`MARGIN` of it, so that ties go to all
+    threads), its way is kept from then on.
     The interval grows fourfold (up to :attr:`LONGEST`) each time the probe
     loses and falls back to :attr:`SHORTEST` when it wins: on a quiet machine
     the probes of one thread fall on steps 4, 20, 84, 340, … and then every
@@ -158,7 +159,7 @@ class ThreadChoice:
 
     SHORTEST = 4
     LONGEST = 1024
-    #: the probe's way is kept only if it took less than this part of the kept way's time
+    #: a probe of one thread wins only if it took less than this part of the kept way's time
     MARGIN = 0.9
     #: stacks of fewer elements are not timed (torch does not split their ops over threads)
     SMALLEST = 1 << 15
@@ -187,7 +188,8 @@ class ThreadChoice:
             self.recent.append(elapsed)
             return
         recent = sorted(self.recent)  # never empty: a kept step precedes every probe
-        if elapsed < self.MARGIN * recent[len(recent) // 2]:  # the other way was faster
+        margin = self.MARGIN if one else 1.0  # ties go to all threads
+        if elapsed < margin * recent[len(recent) // 2]:  # the other way was faster
             self.one, self.interval = one, self.SHORTEST
             self.recent.clear()
         else:
