@@ -65,7 +65,7 @@ from descentlab.engine.whole import one_thread, step_whole_bucket
 from descentlab.rules.base import TENSOR
 from descentlab.rules.reduction import Piece
 
-__all__ = ["FlatEngine", "one_thread"]
+__all__ = ["FlatEngine"]
 
 
 class FlatEngine:

@@ -50,11 +50,11 @@ __all__ = ["ThreadChoice", "one_thread", "step_whole_bucket"]
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run torch ops single-threaded for a while.
+    """Run torch ops single-threaded for a while, restoring the thread count after.
 
-    Per-parameter copies are small; opening an OpenMP region for each costs more
-    than it saves, and on a busy machine each region can wait milliseconds for
-    its second thread.
+    For work made of small ops (per-parameter copies, a small stack): opening an
+    OpenMP region for each costs more than it saves, and on a busy machine each
+    region can wait milliseconds for its second thread.
     """
     threads = torch.get_num_threads()
     if threads == 1:
@@ -65,7 +65,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
-
 
 
 def _batches(b: Bucket, active: list[bool], batched: bool) -> list[tuple[int, int]]:
