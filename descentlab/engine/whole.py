@@ -221,7 +221,11 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
         args = (param, grad, stacked, run.h, step, run.flags)
         if (rule.same_bits_on_any_thread_count and torch.get_num_threads() > 1
                 and param.numel() >= ThreadChoice.SMALLEST):
-            _CHOICES.setdefault(b, {}).setdefault((i, j), ThreadChoice()).run(rule.update, *args)
+            choices = _CHOICES.setdefault(b, {})
+            choice = choices.get((i, j))
+            if choice is None:  # made once per stack, not at every step
+                choice = choices[(i, j)] = ThreadChoice()
+            choice.run(rule.update, *args)
         else:
             rule.update(*args)
         for key in kept:
