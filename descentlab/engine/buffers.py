@@ -269,19 +269,27 @@ class Bucket:
         the same gradient comes back at the next step: a gradient made afresh
         for every step (``zero_grad()`` sets ``None``) is copied, and moving
         it would save nothing. A gradient found held elsewhere (a kept
-        handle, a DDP bucket view) is not checked again.
+        handle, a DDP bucket view) is not checked again. The moved ``.grad``
+        continues the replaced gradient's ``_version``: copying into the slot
+        is not a write to the gradient, so code that checks the version (as
+        torch's own suite does) sees none.
         """
         grads = [self.params[i].grad for i in indices]
         torch._foreach_copy_([self.grad_views[i] for i in indices], grads)
         ids = list(map(id, grads))
+        versions = [g._version for g in grads]
         del grads
-        for i, seen in zip(indices, ids, strict=True):
+        for i, seen, version in zip(indices, ids, versions, strict=True):
             if seen == self.held[i]:
                 continue
             if not move and seen != self.foreign[i]:
                 self.foreign[i] = seen  # first sighting
             elif grad_private(self.params[i]):
-                self.params[i].grad = self.grad_views[i]
+                view = self.grad_views[i]
+                # The slot takes the gradient's place with its version counter: our copies
+                # into it are not writes to the gradient (torch.optim never bumps it).
+                torch._C._autograd._unsafe_set_version_counter((view,), (version,))
+                self.params[i].grad = view
                 self.foreign[i] = 0
             else:
                 self.held[i] = seen

@@ -89,6 +89,35 @@ def test_gradient_handles_stay_the_live_gradients(engine, mode):
     assert _rel_diff(ours, expected) <= 1e-12
 
 
+def _gradient_versions(engine: str | None, steps: int = 6) -> list[list[int]]:
+    """``p.grad._version`` after each step of a zero_grad(set_to_none=False) loop.
+
+    The loop keeps no handle, so the flat engines move each gradient into their
+    buffer at its second step (by then two copies into the slot, four writes to
+    the gradient); a step must also leave the gradient's values alone.
+    """
+    model = _model()
+    params = list(model.parameters())
+    opt = _optimizer(engine, params)
+    seen = []
+    for t in range(steps):
+        opt.zero_grad(set_to_none=False)
+        _loss(model, t).backward()
+        nn.utils.clip_grad_value_(params, 0.05)  # in place: one more version per step
+        values = [p.grad.clone() for p in params]
+        opt.step()
+        assert all(torch.equal(p.grad, v) for p, v in zip(params, values, strict=True))
+        seen.append([p.grad._version for p in params])
+    return seen
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_step_never_bumps_the_gradients_version(engine):
+    """torch.optim never writes into a gradient, so only backward and zero_grad bump
+    its version; a gradient moved into a flat buffer must carry on from the same count."""
+    assert _gradient_versions(engine) == _gradient_versions(None)
+
+
 def _parameter_alias_loop(engine: str | None, steps: int = 8) -> tuple[torch.Tensor, bool]:
     model = _model()
     opt = _optimizer(engine, model.parameters())
