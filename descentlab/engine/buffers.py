@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 
 from descentlab.engine.sharing import data_private, grad_private, slot_tensor
+from descentlab.engine.slot_check import expected_keys, slots_hold
 from descentlab.rules.base import TENSOR, Rule
 
 __all__ = ["ALIGN", "Bucket", "flattenable", "real_dtype"]
@@ -127,6 +128,7 @@ class Bucket:
                 self.param_views[i].copy_(p.detach())
                 p.data = self.param_views[i]
         self.data_ptrs = [p.data_ptr() for p in params]
+        self._keys: Tensor | None = None  # what :meth:`holds` compares with (made when needed)
         #: id() of the foreign gradient last copied in, and of one found held elsewhere
         self.foreign = [0] * len(params)
         self.held = [0] * len(params)
@@ -211,6 +213,23 @@ class Bucket:
         """Element range covering slots ``start … stop-1`` (with their padding)."""
         return self.offsets[start], self.offsets[stop - 1] + _padded(self.sizes[stop - 1])
 
+    def holds(self) -> bool:
+        """Whether every parameter's ``.data`` is still its slot and its ``.grad`` its flat view
+        (one C++ pass, :mod:`descentlab.engine.slot_check`)."""
+        if self._keys is None:
+            self._keys = expected_keys(self.data_ptrs, self.grad_views)
+        return slots_hold(self.params, self.data_ptrs, self.grad_views, self._keys)
+
+    def steady(self) -> bool:
+        """Whether one update may cover the whole buffer now, as at the last step: no slot
+        left, every parameter has state, one cohort, and :meth:`holds`."""
+        return (
+            self.gapless
+            and all(self.has_state)
+            and self.cohort.count(self.cohort[0]) == len(self.cohort)  # (a C-speed check)
+            and self.holds()
+        )
+
     def new_cohort(self) -> int:
         """A cohort id not used before."""
         self._next_cohort += 1
@@ -244,6 +263,7 @@ class Bucket:
                     view.copy_(p.detach())
                 p.data = view
                 self.data_ptrs[i] = p.data_ptr()
+                self._keys = None
         return leaving
 
     def release(self, indices: list[int]) -> None:
@@ -252,6 +272,7 @@ class Bucket:
             self.params[i] = self.param_views[i] = _GONE
             self.data_ptrs[i] = _GONE.data_ptr()
             self.grad_views[i] = None
+            self._keys = None
             self.has_state[i] = True  # nothing to create for a hole
             self.cohort[i] = 0
             self.gapless = False

@@ -82,6 +82,18 @@ class GroupLayout:
         self.waiting: list[Tensor] = []
         self.shards: ShardMirror | None = None
 
+    def steady(self, params: list[Tensor]) -> bool:
+        """Whether ``params`` (the group's list) is laid out here and a step needs nothing but
+        one update per bucket: no parameter stepped apart, every bucket
+        :meth:`~descentlab.engine.buffers.Bucket.steady` (so nothing to arrange or gather)."""
+        return (
+            self.params is params
+            and self.count == len(params)
+            and not self.fallback
+            and self.shards is None
+            and all([bucket.steady() for bucket in self.buckets])
+        )
+
     def current(self) -> bool:
         """Whether the layout still fits its group (re-attaching replaced ``.data`` on the way)."""
         if self.count != len(self.params):

@@ -1,7 +1,9 @@
 """Small C libraries built by gcc in the background, cached atomically, called through ctypes.
 
 A :class:`NativeLibrary` is one C source (a rule's fused passes, e.g.
-:mod:`descentlab.rules.adafactor_kernel`) that is compiled on first use, off
+:mod:`descentlab.rules.adafactor_kernel`), or one C++ source built against
+torch's headers (:class:`BuildSettings`; the flat engines' per-step check,
+:mod:`descentlab.engine.slot_check`), that is compiled on first use, off
 the critical path:
 
 * :meth:`NativeLibrary.get` never waits for a build: at its first call a
@@ -43,9 +45,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["NativeLibrary", "native_cache_dir", "COMPILER", "FLAGS"]
+__all__ = ["BuildSettings", "NativeLibrary", "native_cache_dir", "COMPILER", "FLAGS"]
 
 logger = logging.getLogger("descentlab.native")
 
@@ -74,6 +77,28 @@ def _cpu_flags() -> str:
     return os.uname().machine
 
 
+@dataclass(frozen=True)
+class BuildSettings:
+    """How a :class:`NativeLibrary` is compiled, linked and loaded.
+
+    Attributes:
+        compiler: a name looked up on PATH, or a path.
+        flags: compiler flags before the source file.
+        link: arguments after it (libraries).
+        suffix: the source file's extension (``.c``, ``.cpp``).
+        key: anything else the build depends on (e.g. torch's version), part of the cache key.
+        python: load with :class:`ctypes.PyDLL` (calls hold the GIL and may use the
+            Python C API) instead of :class:`ctypes.CDLL` (calls release it).
+    """
+
+    compiler: str
+    flags: tuple[str, ...]
+    link: tuple[str, ...] = ("-lm",)
+    suffix: str = ".c"
+    key: str = ""
+    python: bool = False
+
+
 class NativeLibrary:
     """One C source, built in the background and loaded with ctypes (see the module docstring).
 
@@ -81,8 +106,16 @@ class NativeLibrary:
     functions' ``argtypes`` and ``restype`` before the library is handed out.
     """
 
-    def __init__(self, name: str, source: str, declare: Callable[[ctypes.CDLL], None]) -> None:
+    def __init__(
+        self,
+        name: str,
+        source: str,
+        declare: Callable[[ctypes.CDLL], None],
+        *,
+        build: Callable[[], BuildSettings] | None = None,
+    ) -> None:
         self.name, self.source, self._declare = name, source, declare
+        self._settings = build
         self._lib: ctypes.CDLL | None = None
         self._thread: threading.Thread | None = None
         self._done = threading.Event()
@@ -161,12 +194,15 @@ class NativeLibrary:
         """The compiler's path and the cached library's path (raises if unavailable)."""
         if os.environ.get("DESCENTLAB_NATIVE", "1") == "0":
             raise RuntimeError("DESCENTLAB_NATIVE=0")
-        compiler = shutil.which(COMPILER)
+        settings = self.settings()
+        compiler = shutil.which(settings.compiler)
         if compiler is None:
-            raise FileNotFoundError(f"no C compiler {COMPILER!r} on PATH")
+            kind = "C++" if settings.suffix == ".cpp" else "C"
+            raise FileNotFoundError(f"no {kind} compiler {settings.compiler!r} on PATH")
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                                  timeout=60, check=True).stdout
-        key = "\0".join([self.source, " ".join(FLAGS), compiler, version, _cpu_flags()])
+        key = "\0".join([self.source, " ".join(settings.flags), " ".join(settings.link),
+                         settings.key, compiler, version, _cpu_flags()])
         digest = hashlib.sha256(key.encode()).hexdigest()[:20]
         return compiler, native_cache_dir() / f"{self.name}-{digest}.so"
 
@@ -188,19 +224,27 @@ class NativeLibrary:
         os.close(fd)
         try:
             with tempfile.TemporaryDirectory() as work:
-                src = Path(work) / f"{self.name}.c"
+                settings = self.settings()
+                src = Path(work) / f"{self.name}{settings.suffix}"
                 src.write_text(self.source, encoding="utf-8")
-                done = subprocess.run([compiler, *FLAGS, str(src), "-o", tmp, "-lm"],
+                done = subprocess.run([compiler, *settings.flags, str(src), "-o", tmp,
+                                       *settings.link],
                                       capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
-                raise RuntimeError(f"{COMPILER} exited with {done.returncode}: "
+                raise RuntimeError(f"{settings.compiler} exited with {done.returncode}: "
                                    f"{done.stderr.strip()[-2000:]}")
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def settings(self) -> BuildSettings:
+        """How this library is built: its own settings, or gcc with :data:`FLAGS` (read at
+        each build, so tests may change :data:`COMPILER`)."""
+        return self._settings() if self._settings is not None else BuildSettings(COMPILER, FLAGS)
+
     def _open(self, path: Path) -> ctypes.CDLL:
-        lib = ctypes.CDLL(str(path))
+        loader = ctypes.PyDLL if self.settings().python else ctypes.CDLL
+        lib = loader(str(path))
         self._declare(lib)
         return lib

@@ -1,0 +1,85 @@
+"""The flat engines' per-step check (``engine/slot_check.py``): one C++ pass, or Python.
+
+Both must say False as soon as one parameter's ``.data`` or ``.grad`` is not
+its slot any more, and the engine must then give what torch.optim gives.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import descentlab
+from descentlab.engine import slot_check
+
+
+@pytest.fixture(params=["library", "python"])
+def check(request, monkeypatch):
+    if request.param == "library":
+        if slot_check.LIBRARY.wait() is None:
+            pytest.skip(f"the check's C++ library is not available: {slot_check.LIBRARY.error}")
+    else:
+        monkeypatch.setattr(slot_check.LIBRARY, "get", lambda: None)
+    return request.param
+
+
+def _bucket(opt):
+    layout = opt._engine.layout(opt, opt.param_groups[0])
+    (bucket,) = layout.buckets
+    return bucket
+
+
+def _params(n=6):
+    params = [torch.nn.Parameter(torch.randn(10 + k)) for k in range(n)]
+    for p in params:
+        p.grad = torch.randn(p.shape)
+    return params
+
+
+@pytest.mark.parametrize("change", ["grad replaced", "grad None", "data replaced", "none"])
+def test_the_check_sees_every_change(check, change):
+    params = _params()
+    opt = descentlab.Adam(params, engine="flat")
+    opt.step()
+    b = _bucket(opt)
+    assert b.holds()
+    if change == "grad replaced":
+        params[3].grad = torch.randn(params[3].shape)
+    elif change == "grad None":
+        params[5].grad = None
+    elif change == "data replaced":
+        params[0].data = torch.randn(params[0].shape)
+    assert b.holds() == (change == "none")
+
+
+@pytest.mark.parametrize("engine", ["flat", "auto"])
+def test_steps_after_changes_match_torch(check, engine):
+    """Replaced gradients and data, a gradient set to None, between steps: as torch.optim."""
+    params = _params(40)
+    ours = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    for p, q in zip(params, ours, strict=True):
+        q.grad = p.grad.clone()
+    torch_opt = torch.optim.Adam(params, lr=0.01)
+    opt = descentlab.Adam(ours, lr=0.01, engine=engine)
+    for t in range(5):
+        torch_opt.step()
+        opt.step()
+        gen = torch.Generator().manual_seed(t)
+        for k, (p, q) in enumerate(zip(params, ours, strict=True)):
+            g = torch.randn(p.shape, generator=gen)
+            if k == t:  # a new gradient tensor
+                p.grad, q.grad = g, g.clone()
+            elif k == 10 + t:  # no gradient this step
+                p.grad = q.grad = None
+            else:
+                if p.grad is None:
+                    p.grad, q.grad = torch.zeros_like(p), torch.zeros_like(q)
+                p.grad.copy_(g)
+                q.grad.copy_(g)
+            if k == 20 + t:  # new values for the parameter
+                v = torch.randn(p.shape, generator=gen)
+                p.data, q.data = v, v.clone()
+    torch_opt.step()
+    opt.step()
+    for p, q in zip(params, ours, strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
