@@ -39,14 +39,16 @@ parameter's last few elements, see :mod:`descentlab.engine.torch_fused`).
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
+from collections.abc import Callable
 
 from torch import Tensor
 
 from descentlab.engine.base import Run
-from descentlab.engine.compiled import CompiledEngine
-from descentlab.engine.flat import FlatEngine
+from descentlab.engine.compiled import CompiledEngine, bound
+from descentlab.engine.flat import FlatEngine, State
 from descentlab.engine.torch_fused import fused_update, has_fused
 
 __all__ = ["AutoEngine", "COMPILE_THRESHOLD"]
@@ -66,26 +68,27 @@ class AutoEngine(CompiledEngine):
         self.torch_fused_enabled = os.environ.get("DESCENTLAB_TORCH_FUSED", "1") != "0"
         self._warned = False
 
-    def apply(
-        self,
-        run: Run,
-        param: Tensor,
-        grad: Tensor,
-        state: dict[str, Tensor],
-        scalars: dict[str, Tensor],
-    ) -> None:
-        """torch's fused kernel if it has one; else compiled if ready; else eager, then compile."""
+    def kernel_call(self, run: Run, param: Tensor, grad: Tensor, state: State,
+                    scalars: State) -> Callable[[], None] | None:
+        """torch's fused kernel if it has one, else the compiled kernel if it is ready (both
+        give the same bits on any thread count); None while the update is eager."""
         if self.torch_fused_enabled and not scalars and has_fused(run, param):
-            fused_update(run, param, grad, state)
-            return
+            return functools.partial(fused_update, run, param, grad, state)
         if not self.compile_enabled:
-            FlatEngine.apply(self, run, param, grad, state, scalars)
-            return
+            return None
         kernel = self.kernel_for(run, param, state, scalars)
-        if kernel.ready:
-            kernel(param, grad, state, scalars, run.h, run.step)
+        return bound(kernel, run, param, grad, state, scalars) if kernel.ready else None
+
+    def apply(self, run: Run, param: Tensor, grad: Tensor, state: State, scalars: State) -> None:
+        """torch's fused kernel if it has one; else compiled if ready; else eager, then compile."""
+        call = self.kernel_call(run, param, grad, state, scalars)
+        if call is not None:
+            call()
             return
         FlatEngine.apply(self, run, param, grad, state, scalars)
+        if not self.compile_enabled:
+            return
+        kernel = self.kernel_for(run, param, state, scalars)
         if kernel.error is not None:
             if not self._warned:
                 warnings.warn(

@@ -20,13 +20,22 @@ float operations), well within 1e-12 relative in float64 and 1e-6 in float32.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from torch import Tensor
 
 from descentlab.engine.base import Run
-from descentlab.engine.flat import FlatEngine
+from descentlab.engine.flat import FlatEngine, State
 from descentlab.engine.kernels import Kernel, get_kernel
 
-__all__ = ["CompiledEngine"]
+__all__ = ["CompiledEngine", "bound"]
+
+
+def bound(kernel: Kernel, run: Run, param: Tensor, grad: Tensor, state: State,
+          scalars: State) -> Callable[[], None]:
+    """``kernel``'s update of one run, as a call without arguments."""
+    return functools.partial(kernel, param, grad, state, scalars, run.h, run.step)
 
 
 class CompiledEngine(FlatEngine):
@@ -40,16 +49,15 @@ class CompiledEngine(FlatEngine):
         """The kernel for this call's structure (not necessarily built yet)."""
         return get_kernel(run, param, state, scalars)
 
-    def apply(
-        self,
-        run: Run,
-        param: Tensor,
-        grad: Tensor,
-        state: dict[str, Tensor],
-        scalars: dict[str, Tensor],
-    ) -> None:
-        """Update the run with the compiled kernel, compiling it first if needed."""
+    def kernel_call(self, run: Run, param: Tensor, grad: Tensor, state: State,
+                    scalars: State) -> Callable[[], None]:
+        """The compiled kernel's update of the run (compiled first if needed); its bits do
+        not depend on the thread count (each element is computed alone, the same way)."""
         kernel = self.kernel_for(run, param, state, scalars)
         if not kernel.ready:
             kernel.build()
-        kernel(param, grad, state, scalars, run.h, run.step)
+        return bound(kernel, run, param, grad, state, scalars)
+
+    def apply(self, run: Run, param: Tensor, grad: Tensor, state: State, scalars: State) -> None:
+        """Update the run with the compiled kernel, compiling it first if needed."""
+        self.kernel_call(run, param, grad, state, scalars)()

@@ -50,22 +50,26 @@ refuse it, as in the reference engine).
 
 from __future__ import annotations
 
-import operator
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from descentlab.engine.base import Run, describe
 from descentlab.engine.buffers import Bucket
 from descentlab.engine.layout import GroupLayout, arrange
 from descentlab.engine.reference import ReferenceEngine, check_grad
-from descentlab.engine.whole import one_thread, step_whole_bucket
+from descentlab.engine.whole import ThreadChoice, one_thread, step_whole_bucket, thread_choice
 from descentlab.rules.base import TENSOR
 from descentlab.rules.reduction import Piece
 
-__all__ = ["FlatEngine"]
+__all__ = ["FlatEngine", "State"]
+
+#: a run's state (or scalar state) as handed to an update: key → tensor over the run
+State = dict[str, Tensor]
 
 
 class FlatEngine:
@@ -116,6 +120,13 @@ class FlatEngine:
 
     def step_group(self, optimizer: Any, group: dict[str, Any]) -> None:
         """Apply the group's rule to every parameter of ``group`` that has a gradient."""
+        found = self._layouts.get(id(group["params"]))
+        if found is not None and found.steady(group["params"]):
+            run = describe(optimizer, group)
+            if run.rule.kind != TENSOR:  # the usual step: one update per buffer, nothing else
+                for bucket in found.buckets:
+                    self._run(bucket, 0, len(bucket.params), run)
+                return
         layout = self.layout(optimizer, group)
         if layout.waiting:
             self._warn_waiting(layout.waiting)
@@ -204,12 +215,7 @@ class FlatEngine:
 
     def _step_bucket(self, optimizer: Any, b: Bucket, run: Run) -> None:
         params = b.params
-        if (
-            b.gapless
-            and all(map(operator.is_, [p.grad for p in params], b.grad_views))
-            and all(b.has_state)
-            and b.cohort.count(b.cohort[0]) == len(b.cohort)  # one cohort (C-speed check)
-        ):
+        if b.steady():
             self._run(b, 0, len(params), run)
             return
         active = self._gather(optimizer, b, run)
@@ -284,21 +290,32 @@ class FlatEngine:
         start, end = b.span(i, j)
         scalars = {k: v[i].clone() for k, v in b.scalar_state.items()}
         if start == 0 and end == b.total:  # the whole buffer (the usual case): no slicing
-            self.apply(run.at(step), b.data, b.grad, dict(b.state), scalars)
+            args = (run.at(step), b.data, b.grad, dict(b.state), scalars)
         else:
             state = {k: v[start:end] for k, v in b.state.items()}
-            self.apply(run.at(step), b.data[start:end], b.grad[start:end], state, scalars)
+            args = (run.at(step), b.data[start:end], b.grad[start:end], state, scalars)
+        call = self.kernel_call(*args)
+        if call is None:
+            self.apply(*args)
+        elif end - start >= ThreadChoice.SMALLEST and torch.get_num_threads() > 1:
+            thread_choice(b, i, j).run(call)  # same bits either way: the faster way is kept
+        else:
+            call()
         for key, value in scalars.items():
             b.scalar_state[key][i:j] = value
 
-    def apply(
-        self,
-        run: Run,
-        param: Tensor,
-        grad: Tensor,
-        state: dict[str, Tensor],
-        scalars: dict[str, Tensor],
-    ) -> None:
+    def kernel_call(self, run: Run, param: Tensor, grad: Tensor, state: State,
+                    scalars: State) -> Callable[[], None] | None:
+        """The update of a 1-D run as a call whose results do not depend on torch's thread
+        count (a compiled kernel, torch's fused kernel), or None to :meth:`apply` it.
+
+        :meth:`_run` times such a call on all threads and now and then on one
+        (:class:`~descentlab.engine.whole.ThreadChoice`, runs of at least
+        2^15 elements) and keeps the faster way. The eager update here has none.
+        """
+        return None
+
+    def apply(self, run: Run, param: Tensor, grad: Tensor, state: State, scalars: State) -> None:
         """One elementwise update of a 1-D run; ``scalars`` (0-dim scalar state) in place.
 
         Eager: chunks of :attr:`chunk` elements, hyperparameters as Python

@@ -45,7 +45,7 @@ from descentlab.engine.base import Run
 from descentlab.engine.buffers import Bucket
 from descentlab.engine.reference import step_whole
 
-__all__ = ["ThreadChoice", "one_thread", "step_whole_bucket"]
+__all__ = ["ThreadChoice", "one_thread", "step_whole_bucket", "thread_choice"]
 
 
 @contextlib.contextmanager
@@ -152,8 +152,10 @@ class ThreadChoice:
     loses and falls back to :attr:`SHORTEST` when it wins: on a quiet machine
     the probes of one thread fall on steps 4, 20, 84, 340, … and then every
     1024th (each costs what one thread loses there on that step). Only for a
-    rule with :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`:
-    the results are the same either way.
+    rule with :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`,
+    and for elementwise runs updated by a kernel
+    (:meth:`~descentlab.engine.flat.FlatEngine.kernel_call`): the results are the
+    same either way.
     """
 
     SHORTEST = 4
@@ -196,6 +198,16 @@ class ThreadChoice:
         self.countdown = self.interval
 
 
+def thread_choice(b: Bucket, i: int, j: int) -> ThreadChoice:
+    """The :class:`ThreadChoice` of slots ``i … j-1`` of ``b`` (a stack, or an elementwise
+    run), made at its first step and looked up after."""
+    choices = _CHOICES.setdefault(b, {})
+    choice = choices.get((i, j))
+    if choice is None:
+        choice = choices[(i, j)] = ThreadChoice()
+    return choice
+
+
 def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -> None:
     """One step of the tensor rule ``run.rule`` for the ``active`` slots of ``b``."""
     rule = run.rule
@@ -221,11 +233,7 @@ def step_whole_bucket(optimizer: Any, b: Bucket, run: Run, active: list[bool]) -
         args = (param, grad, stacked, run.h, step, run.flags)
         if (rule.same_bits_on_any_thread_count and torch.get_num_threads() > 1
                 and param.numel() >= ThreadChoice.SMALLEST):
-            choices = _CHOICES.setdefault(b, {})
-            choice = choices.get((i, j))
-            if choice is None:  # made once per stack, not at every step
-                choice = choices[(i, j)] = ThreadChoice()
-            choice.run(rule.update, *args)
+            thread_choice(b, i, j).run(rule.update, *args)
         else:
             rule.update(*args)
         for key in kept:

@@ -19,6 +19,7 @@ import descentlab
 from descentlab.engine import whole
 from descentlab.rules import RULES
 from descentlab.rules.base import TensorRule
+from tests.threads import stepped_on
 
 #: stacks (count, m, n) of more than 2^15 elements each (torch splits their ops over threads)
 STACKS = [(200, 16, 16), (12, 64, 64), (1, 256, 256)]
@@ -31,19 +32,9 @@ def _trained(cls, setting, threads, dtype):
     shapes = [(m, n) for count, m, n in STACKS for _ in range(count)]
     params = [torch.nn.Parameter(torch.randn(s, generator=gen, dtype=dtype)) for s in shapes]
     opt = cls(params, **setting)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with pytest.MonkeyPatch.context() as patch:  # no choosing: ``threads`` throughout
-            patch.setattr(type(opt.rule), "same_bits_on_any_thread_count", False)
-            for t in range(2):
-                g = torch.Generator().manual_seed(10 + t)
-                for p in params:
-                    p.grad = torch.randn(p.shape, generator=g, dtype=dtype) * 0.1
-                opt.step()
-    finally:
-        torch.set_num_threads(before)
-    return [p.detach() for p in params]
+    with pytest.MonkeyPatch.context() as patch:  # no choosing: ``threads`` throughout
+        patch.setattr(type(opt.rule), "same_bits_on_any_thread_count", False)
+        return stepped_on(threads, opt, params, 2, dtype)
 
 
 def test_the_rules_that_declare_it_are_the_batched_ones_checked_here():
