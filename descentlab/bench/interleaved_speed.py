@@ -85,18 +85,25 @@ def traffic_bytes(opt: torch.optim.Optimizer, params: list) -> int:
     return total
 
 
+#: steps of each variant after ``settle()``, before the timed rounds
+SETTLE_STEPS = 4
+
+
 def interleave(
     makers: dict[str, Callable[[list], torch.optim.Optimizer]],
     master: list[torch.Tensor],
     grads: list[torch.Tensor],
     repeats: int,
     step_of: Callable[[torch.optim.Optimizer], Callable[[], Any]] = lambda opt: opt.step,
+    settle: Callable[[], Any] | None = None,
 ) -> dict[str, tuple[torch.optim.Optimizer, list, Callable[[], Any], float, list[float]]]:
     """Time the variants against each other in one process, one step of each in turn.
 
     Each variant steps its own copy of ``master`` with gradients ``grads``;
     two warm-up steps (the first one timed: state made, kernels compiled),
-    then ``repeats`` rounds of one timed step per variant, the order reversed
+    then, if ``settle`` is given, ``settle()`` (e.g. waiting for background
+    compiles) and :data:`SETTLE_STEPS` more steps of each variant, then
+    ``repeats`` rounds of one timed step per variant, the order reversed
     every other round. Returns ``{variant: (optimizer, params, step, first_s, times_s)}``.
     """
     runs = {}
@@ -111,6 +118,11 @@ def interleave(
         first = time.perf_counter() - start
         step()
         runs[variant] = (opt, params, step, first, [])
+    if settle is not None:
+        settle()
+        for _ in range(SETTLE_STEPS):
+            for _, _, step, _, _ in runs.values():
+                step()
     order = list(runs)
     for i in range(repeats):
         for variant in order if i % 2 == 0 else order[::-1]:

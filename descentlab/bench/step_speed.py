@@ -22,6 +22,10 @@ measured under the same conditions (these machines are shared):
   matrices (each tensor viewed as rows of 100), as their trust ratios skip vectors;
 * at (a) 20M float32 parameters in 200 tensors and (b) 2,000 tensors of
   1,000 parameters (``--quick``: 2M in 20 tensors and 200 × 1,000);
+* in case (b), the default engine (``engine="auto"``) and torch's fused Adam
+  timed interleaved (one step of each in turn, order alternating, medians of
+  ``4 × --repeats`` rounds, after its background compiles are ready): the
+  goal's ratio (:func:`_measure_default`);
 * the ``small`` case: models of 0.1M–5M parameters in 1–50 tensors, the
   default engine against torch's fastest implementation, timed interleaved
   from the third step on (:mod:`descentlab.bench.small_models`).
@@ -110,6 +114,13 @@ FUSED_ADAM = "torch-fused-adam"
 INTERLEAVED_EXTRAS = {"lion": ["compiled", FUSED_ADAM],
                       **{f"{n}_schedulefree": ["compiled", FUSED_ADAM]
                          for n in ("sgd", "adamw", "radam")}}
+#: cases whose goal is the default engine's speed-up over torch's fused Adam, timed
+#: interleaved with it (variants ``DEFAULT`` and :data:`FUSED_ADAM`, :func:`_measure_default`)
+DEFAULT_VS_FUSED = {"b"}
+#: the default engine (``engine="auto"``), what a user gets
+DEFAULT = "auto"
+#: rounds of the interleaved default-engine timing, per ``--repeats``
+DEFAULT_ROUNDS = 4
 #: optimizers timed on matrices (their trust ratios skip vectors): each tensor as (-1, 100)
 MATRIX_SHAPED = {"lars", "lamb"}
 #: optimizers stepped with a Hessian-diagonal estimate given (``step(hessian=...)``)
@@ -273,6 +284,37 @@ def _measure_interleaved(
     return rows
 
 
+def _wait_for_kernels() -> None:
+    """Wait for the default engine's background compiles (the steps then timed are those of
+    a run past its first seconds)."""
+    from descentlab.engine import kernels
+
+    for kernel in list(kernels._KERNELS.values()):
+        kernel.wait()
+
+
+def _measure_default(
+    name: str, master: list[torch.Tensor], grads: list[torch.Tensor], repeats: int
+) -> list[dict[str, Any]]:
+    """The default engine and torch's fused Adam, one timed step of each in turn (order
+    alternating), ``DEFAULT_ROUNDS × repeats`` rounds, after the background compiles are
+    ready and a few more steps (:func:`~descentlab.bench.interleaved_speed.interleave`)."""
+    from descentlab.bench.interleaved_speed import interleave
+
+    makers = {
+        DEFAULT: functools.partial(_make, name, DEFAULT),
+        FUSED_ADAM: lambda params: torch.optim.Adam(params, fused=True),
+    }
+    runs = interleave(makers, master, grads, DEFAULT_ROUNDS * repeats, settle=_wait_for_kernels)
+    rows = [_row(name, variant, opt, params, step, first, times)
+            for variant, (opt, params, step, first, times) in runs.items()]
+    for row in rows:
+        row["interleaved"] = True
+    del runs
+    gc.collect()
+    return rows
+
+
 def run(
     cases: dict[str, tuple[int, int]],
     optimizers: list[str],
@@ -295,6 +337,8 @@ def run(
                 ["torch-fused"] if name in FUSED else []
             )
             jobs += [(case, name, v) for v in variants + engines]
+            if case in DEFAULT_VS_FUSED:
+                jobs.append((case, name, "default"))
     masters: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
     for case, name, variant in tqdm(jobs, desc="speed", disable=not progress, file=sys.stderr):
         if case not in masters:
@@ -307,6 +351,8 @@ def run(
             )
         if variant == "interleaved":
             measured = _measure_interleaved(name, *masters[case], repeats=repeats)
+        elif variant == "default":
+            measured = _measure_default(name, *masters[case], repeats=repeats)
         else:
             measured = [_measure(name, variant, *masters[case], repeats=repeats)]
         for row in measured:
@@ -371,7 +417,9 @@ def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 and not _is_reference(r["variant"])
                 and r["variant"] != "reference"
             ]
-            fused_here = _pick(rows, case, name, FUSED_ADAM) or fused
+            default = _pick(rows, case, name, DEFAULT) if case in DEFAULT_VS_FUSED else None
+            fused_here = (None if default is not None else _pick(rows, case, name, FUSED_ADAM)
+                          ) or fused
             if not ours or fused_here is None:
                 continue
             best = min(ours, key=lambda r: r["ms"])
@@ -386,6 +434,13 @@ def _goals(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "peak_extra_vs_fused_adam_bytes": best["peak_extra_bytes"]
                 - fused_here["peak_extra_bytes"],
             }
+            if default is not None:  # the goal: the default engine, interleaved with fused Adam
+                interleaved = _pick(rows, case, name, FUSED_ADAM)
+                entry.update({
+                    "default_ms": default["ms"],
+                    "fused_adam_interleaved_ms": interleaved["ms"],
+                    "default_speedup_vs_fused_adam_interleaved": interleaved["ms"] / default["ms"],
+                })
             goals[case][name] = entry
     return goals
 
@@ -420,6 +475,7 @@ def format_table(result: dict[str, Any]) -> str:
     for case, entries in result["goals"].items():
         if not entries:
             continue
+        default_lines: list[str] = []
         lines += [
             f"goals, case ({case}):",
             "",
@@ -429,6 +485,11 @@ def format_table(result: dict[str, Any]) -> str:
         ]
         for name, g in entries.items():
             foreach = g["speedup_vs_torch_foreach"]
+            if "default_ms" in g:
+                default_lines.append(
+                    f"| {name} | {g['default_ms']:.2f} | {g['fused_adam_interleaved_ms']:.2f} | "
+                    f"{g['default_speedup_vs_fused_adam_interleaved']:.1f} |"
+                )
             lines.append(
                 f"| {name} | {g['best_engine']} | {g['ms']:.2f} | "
                 f"{g['time_per_byte_vs_fused_adam']:.2f} | "
@@ -437,6 +498,16 @@ def format_table(result: dict[str, Any]) -> str:
                 f"{g['peak_extra_vs_fused_adam_bytes'] / 1e6:+.1f} |"
             )
         lines.append("")
+        if default_lines:
+            lines += [
+                f"default engine (auto) against torch's fused Adam, case ({case}), timed "
+                "interleaved (one step of each in turn, medians):",
+                "",
+                "| optimizer | auto ms | fused Adam ms | x faster than fused Adam (goal >= 10) |",
+                "|---|---:|---:|---:|",
+                *default_lines,
+                "",
+            ]
     if "startup" in result:
         lines += [
             "fresh-process first step (20M Adam params in 200 tensors), seconds:",
