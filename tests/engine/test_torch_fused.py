@@ -103,6 +103,9 @@ def test_auto_matches_reference_to_rounding_with_schedules_and_missing_grads(nam
 
 def test_switch_off(monkeypatch):
     monkeypatch.setenv("DESCENTLAB_TORCH_FUSED", "0")
+    # and no compiling: a compiled Adam kernel another test of this process made ready
+    # (tests/engine/test_run_threads.py) would be taken, and rounds differently from the loop
+    monkeypatch.setenv("DESCENTLAB_AUTO_COMPILE", "0")
     ours, opt, theirs, _ = _pair("Adam", {"lr": 0.01}, torch.float64)
     ref = descentlab.Adam(theirs, lr=0.01, engine="reference")
     _step_both(ours, opt, theirs, ref, steps=5)
