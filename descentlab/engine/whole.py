@@ -151,7 +151,12 @@ class ThreadChoice:
     The interval grows fourfold (up to :attr:`LONGEST`) each time the probe
     loses and falls back to :attr:`SHORTEST` when it wins: on a quiet machine
     the probes of one thread fall on steps 4, 20, 84, 340, … and then every
-    1024th (each costs what one thread loses there on that step). Only for a
+    1024th (each costs what one thread loses there on that step). A step of
+    the kept way that takes more than :attr:`JUMP` times the slowest of its
+    last three (the load changed) is followed by a probe at the next step,
+    compared with that step alone: on this machine a two-thread region
+    sometimes waits about 8 ms for the second vCPU for seconds at a time, and
+    one thread then steps 2,000 × 1,000 Adam parameters in 1.5-2 ms. Only for a
     rule with :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`,
     and for elementwise runs updated by a kernel
     (:meth:`~descentlab.engine.flat.FlatEngine.kernel_call`): the results are the
@@ -160,6 +165,9 @@ class ThreadChoice:
 
     SHORTEST = 4
     LONGEST = 1024
+    #: a step of the kept way slower than this many times the slowest of its last three
+    #: steps is followed by a probe at once
+    JUMP = 2.0
     #: a probe of one thread wins only if it took less than this part of the kept way's time
     MARGIN = 0.9
     #: stacks of fewer elements are not timed (torch does not split their ops over threads)
@@ -186,6 +194,11 @@ class ThreadChoice:
             call(*args)
         elapsed = time.perf_counter() - start
         if not probe:
+            if self.recent and elapsed > self.JUMP * max(self.recent):
+                # the kept way got slower (the load changed): probe at the next step, against
+                # this step alone
+                self.recent.clear()
+                self.countdown = 1
             self.recent.append(elapsed)
             return
         recent = sorted(self.recent)  # never empty: a kept step precedes every probe

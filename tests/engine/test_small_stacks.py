@@ -19,7 +19,7 @@ import descentlab
 from descentlab.engine import whole
 from descentlab.rules import RULES
 from descentlab.rules.base import TensorRule
-from tests.threads import stepped_on
+from tests.threads import stepped_on, torch_threads
 
 #: stacks (count, m, n) of more than 2^15 elements each (torch splits their ops over threads)
 STACKS = [(200, 16, 16), (12, 64, 64), (1, 256, 256)]
@@ -99,6 +99,21 @@ def test_the_choice_keeps_the_faster_way_and_probes_less_often_while_it_holds(mo
         assert stack.ways[-10:] == [2] * 10 and not choice.one
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_kept_way_that_gets_slower_is_probed_at_the_next_step(monkeypatch):
+    stack = _Stack()
+    stack.slow_on_one = True  # all threads faster: kept, its probes of one thread lose
+    monkeypatch.setattr(whole, "time", stack)
+    with torch_threads(2):
+        choice = whole.ThreadChoice()
+        for _ in range(30):
+            choice.run(stack)
+        assert not choice.one and stack.ways[-1] == 2
+        stack.slow_on_one = False  # the second thread now waits: one thread faster
+        choice.run(stack)  # all threads, ten times slower than before: a probe follows
+        choice.run(stack)
+        assert stack.ways[-2:] == [2, 1] and choice.one
 
 
 def test_a_flat_engine_stack_of_a_declaring_rule_goes_through_the_choice(monkeypatch):
