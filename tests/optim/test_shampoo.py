@@ -179,6 +179,57 @@ def test_inverse_roots_against_an_eigendecomposition(p):
         < 1e-2
 
 
+#: sides where torch's bmm rounds unlike mm, or MKL's mv/mm unlike themselves at another
+#: address modulo 64 bytes (odd sides in float64, 9 and 11 in float32), and 1×1 matrices
+STACK_SIDES = [1, 2, 3, 5, 6, 7, 8, 9, 11, 12, 17, 20, 31, 33, 64, 65]
+
+
+def _statistics(n, count, dtype, seed):
+    """``count`` PSD matrices of side ``n``, of rank 1 to n and scales 1e-6 to 1 (so their
+    iterations stop after different numbers of steps, some by the residual's growth)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for k in range(count):
+        g = torch.randn(n, 1 + (k * n) // count, generator=gen, dtype=torch.float64)
+        out.append((10.0 ** (-6 * k / count)) * (g @ g.T) + 1e-6 * torch.eye(n, dtype=g.dtype))
+    return torch.stack(out).to(dtype)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_stacked_roots_are_the_reference_roots_bit_for_bit(dtype, threads, monkeypatch):
+    """inverse_roots_schur_newton over a stack (its power iterations and its residuals
+    batched, a matrix leaving the iteration at its own step) equals the reference's
+    compute_power_schur_newton matrix by matrix, bit for bit, with the starts drawn in the
+    same order, on sides where batched or misaligned products would round otherwise; the
+    larger sides in chunks of two matrices."""
+    from pytorch_optimizer.optimizer.utils.matrix import compute_power_schur_newton, power_iteration
+
+    from descentlab.rules import matrix_roots
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for i, n in enumerate(STACK_SIDES):
+            if n > 30:
+                monkeypatch.setattr(matrix_roots, "CHUNK_BYTES", 2 * n * n * dtype.itemsize)
+            stack = _statistics(n, 5, dtype, seed=i)
+            # λ_max alone (the ridge ελ I mostly hides its last bits from the roots)
+            torch.manual_seed(i)
+            starts = torch.stack([torch.randn(n, dtype=dtype) for _ in stack])
+            torch.manual_seed(i)
+            ref = torch.stack([power_iteration(a) for a in stack])
+            assert torch.equal(matrix_roots.largest_eigenvalues(stack, starts), ref), n
+            for p in (2, 4):
+                torch.manual_seed(i)
+                ours = matrix_roots.inverse_roots_schur_newton(stack, p, ridge_epsilon=1e-6)
+                torch.manual_seed(i)
+                ref = [compute_power_schur_newton(a, p, ridge_epsilon=1e-6) for a in stack]
+                assert all(torch.equal(o, r) for o, r in zip(ours, ref, strict=True)), (n, p)
+    finally:
+        torch.set_num_threads(saved)
+
+
 def test_names_and_codes_are_the_same_setting():
     by_code, _ = _trained(descentlab.Shampoo, SHAPES[:2], SETTINGS[1], steps=8)
     named = {**SETTINGS[1], "graft_type": "adagrad"}
