@@ -17,9 +17,10 @@ The iteration is written operation for operation as the reference computes it
 rounding, and it draws the same random starts. It runs over a stack of K
 matrices at once, each matrix with the reference's bits:
 
-* the products stay one ``mm`` (and ``matrix_power``) per matrix: torch's
+* the products stay one ``mm`` per matrix (Tᵖ by ``matrix_power``'s own
+  sequence of products, into reused matrices): torch's
   ``bmm`` rounds differently from ``mm`` for some sides (float32 9 and 11,
-  most odd sides in float64, with MKL on this machine), and MKL's ``mm`` and
+  most odd sides in float64; torch 2.13, MKL 2024.2, AVX-512), and MKL's ``mm`` and
   ``mv`` round differently when their *output* (``mm``) or their operands
   (``mv``, ``dot``) start at another address modulo 64 bytes, so every
   product is written to a matrix or vector that starts on a 64-byte boundary,
@@ -135,11 +136,12 @@ def inverse_roots_schur_newton(
         starts = torch.stack([torch.randn(n, dtype=matrices.dtype, device=matrices.device)
                               for _ in range(count)])
     out = torch.empty(matrices.shape, dtype=matrices.dtype, device=matrices.device)
-    chunk = max(1, CHUNK_BYTES // (n * n * matrices.element_size()))
+    chunk = min(count, max(1, CHUNK_BYTES // (n * n * matrices.element_size())))
+    buffers = _Buffers(chunk, n, matrices)
     for first in range(0, count, chunk):
         part = slice(first, first + chunk)
         _coupled_newton(matrices[part], starts[part], out[part], p, ridge_epsilon,
-                        max_iterations, tolerance, max_error_ratio)
+                        max_iterations, tolerance, max_error_ratio, buffers)
     return out
 
 
@@ -148,23 +150,55 @@ def inverse_roots_schur_newton(
 CHUNK_BYTES = 1 << 22
 
 
+class _Buffers:
+    """The aligned work matrices of the iteration, allocated once per call (a fresh
+    buffer for every product faults its pages in each time)."""
+
+    def __init__(self, chunk: int, n: int, like: Tensor) -> None:
+        self.root, self.new_root, self.m, self.new_m, self.t = (
+            aligned_stack(chunk, (n, n), like) for _ in range(5))
+        self.powers = list(aligned_stack(3, (n, n), like))
+
+
+def _matrix_power(a: Tensor, p: int, work: list[Tensor]) -> Tensor:
+    """aᵖ (p ≥ 1) by the products ``torch.linalg.matrix_power`` makes, in its order (a·a for
+    p = 2, (a·a)·a for p = 3, else squarings from the lowest bit of p up, each set bit's
+    power multiplied into the result), written into the three ``work`` matrices."""
+    if p == 1:
+        return a
+    if p == 2:
+        return torch.mm(a, a, out=work[0])
+    if p == 3:
+        return torch.mm(torch.mm(a, a, out=work[1]), a, out=work[0])
+    z = result = None
+    while p > 0:
+        bit, p = p % 2, p // 2
+        if z is None:
+            z = a
+        else:
+            z = torch.mm(z, z, out=next(w for w in work if w is not z and w is not result))
+        if bit:
+            result = z if result is None else torch.mm(
+                result, z, out=next(w for w in work if w is not z and w is not result))
+    return result
+
+
 def _coupled_newton(matrices: Tensor, starts: Tensor, out: Tensor, p: int,
                     ridge_epsilon: float, max_iterations: int, tolerance: float,
-                    max_error_ratio: float) -> None:
-    """The iteration of :func:`inverse_roots_schur_newton` on a chunk, written into ``out``.
-
-    Its buffers are allocated once and reused (the products' outputs aligned), the
-    matrices still iterating kept at the front of them.
-    """
+                    max_error_ratio: float, buffers: _Buffers) -> None:
+    """The iteration of :func:`inverse_roots_schur_newton` on a chunk, written into ``out``;
+    the matrices still iterating are kept at the front of the buffers."""
     count, n = matrices.shape[0], matrices.shape[-1]
+    b = buffers
+    root, new_root, m, new_m, t = (x[:count] for x in (b.root, b.new_root, b.m, b.new_m, b.t))
     identity = torch.eye(n, dtype=matrices.dtype, device=matrices.device)
-    ridge = (largest_eigenvalues(matrices, starts) * ridge_epsilon).view(-1, 1, 1) * identity
-    matrices = matrices + ridge
-    z = (1 + p) / (2 * torch.linalg.vector_norm(matrices, dim=(-2, -1)))
+    eigenvalues = largest_eigenvalues(matrices, starts)
+    ridged = torch.add(matrices, torch.mul((eigenvalues * ridge_epsilon).view(-1, 1, 1),
+                                           identity, out=t), out=new_m)
+    z = (1 + p) / (2 * torch.linalg.vector_norm(ridged, dim=(-2, -1)))
     scale = torch.stack([torch.pow(z[k], 1.0 / p) for k in range(count)])  # pow: per matrix
-    root, new_root, m, new_m, t = (aligned_stack(count, (n, n), matrices) for _ in range(5))
     torch.mul(identity, scale.view(-1, 1, 1), out=root)
-    torch.mul(matrices, z.view(-1, 1, 1), out=m)
+    torch.mul(ridged, z.view(-1, 1, 1), out=m)
     alpha = -1.0 / p
     shifted_identity = (1.0 - alpha) * identity
     previous = torch.sub(m, identity, out=t).abs_().amax(dim=(-2, -1))
@@ -174,7 +208,7 @@ def _coupled_newton(matrices: Tensor, starts: Tensor, out: Tensor, p: int,
         t_j = torch.mul(m[:j], alpha, out=t[:j]).add_(shifted_identity)  # (1 − α)I + αM
         for k in range(j):
             torch.mm(root[k], t_j[k], out=new_root[k])
-            torch.mm(torch.linalg.matrix_power(t_j[k], p), m[k], out=new_m[k])
+            torch.mm(_matrix_power(t_j[k], p, b.powers), m[k], out=new_m[k])
         error = torch.sub(new_m[:j], identity, out=t[:j]).abs_().amax(dim=(-2, -1))
         diverged = (error > previous * max_error_ratio).tolist()
         converged = (error <= tolerance).tolist()
