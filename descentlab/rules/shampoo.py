@@ -59,16 +59,21 @@ all the statistics of one side (of one tensor, or of every tensor of a stack)
 are computed as one stack by
 :func:`~descentlab.rules.matrix_roots.inverse_roots_schur_newton`, after the
 random power-iteration starts are drawn in the reference's order (tensor by
-tensor, statistic by statistic). Profiled (cProfile, one thread, 48 statistics
-of 256×256 after 10 steps, 11 iterations each): the reference spends 1.10 s of
-its 1.43 s in the 2 112 products of 256×256 matrices (four per iteration: X T,
-T², T⁴, T⁴ M), 0.21 s in ``torch.dist`` (576 residuals, each a new M − I and
-a maximum over it) and ~0.07 s in the power iterations (19 200 calls of a few
-µs); nothing else. Ours makes the same products, one ``mm`` each (torch's
-``bmm`` would round differently at some sides, see that module), into
-reused buffers, and batches the rest: 1.33 s, of which the products are
-1.15 s. There is no float64 path, copy of a stack or extra sync in either;
-a matrix's iteration syncs once per step, as the reference's.
+tensor, statistic by statistic). Profiled (cProfile, one thread, the 48
+statistics of 24 matrices of 256×256 after 10 steps, 11 iterations each,
+load 4.7): the reference's roots take 1.00 s, of which 0.80 s are the 2 112
+products of 256×256 matrices (four per iteration: X T, T², T⁴, T⁴ M), 0.12 s
+``torch.dist`` (576 residuals, each a new M − I and a maximum over it) and
+~0.05 s the power iterations (19 200 calls of a few µs); nothing else. Ours
+take 0.91 s: the same 2 112 products, one ``mm`` each into reused aligned
+matrices (torch's ``bmm`` would round differently at some sides, see that
+module), 0.81 s; the residuals as ``amax|M − I|`` over each chunk of the
+stack and the power iterations' norms and divisions batched (4 848 ``mv``
+and 300 other calls). Neither has a float64 path, a copy of a stack or an
+extra sync; a matrix's iteration syncs once per step, as the reference's.
+The products are now 90% of a refresh, at the speed of MKL's ``mm``; more
+would need ``bmm`` over the stack (bitwise ``mm``'s only at some sides, to be
+checked side by side) or fewer products (not the reference's bits).
 
 References: V. Gupta, T. Koren, Y. Singer, "Shampoo: Preconditioned Stochastic
 Tensor Optimization", ICML 2018; R. Anil, V. Gupta, T. Koren, K. Regan,
