@@ -34,7 +34,7 @@ from torch import Tensor
 
 from descentlab.engine.native import BuildSettings, NativeLibrary
 
-__all__ = ["LIBRARY", "expected_keys", "slots_hold"]
+__all__ = ["LIBRARY", "expected_keys", "python_check", "slots_hold"]
 
 SOURCE = r"""
 #include <Python.h>
@@ -109,10 +109,10 @@ def slots_hold(
     if lib is not None:
         start = keys.data_ptr()
         return bool(lib.slots_hold(params, start, start + 8 * len(params)))
-    return _python_check(params, data_ptrs, grad_views)
+    return python_check(params, data_ptrs, grad_views)
 
 
-def _python_check(
+def python_check(
     params: list[Tensor], data_ptrs: list[int], grad_views: list[Tensor | None]
 ) -> bool:
     return list(map(Tensor.data_ptr, params)) == data_ptrs and all(
