@@ -153,10 +153,12 @@ class ThreadChoice:
     the probes of one thread fall on steps 4, 20, 84, 340, … and then every
     1024th (each costs what one thread loses there on that step). A step of
     the kept way that takes more than :attr:`JUMP` times the slowest of its
-    last three (the load changed) is followed by a probe at the next step,
-    compared with that step alone: on this machine a two-thread region
-    sometimes waits about 8 ms for the second vCPU for seconds at a time, and
-    one thread then steps 2,000 × 1,000 Adam parameters in 1.5-2 ms. Only for a
+    last three (the load changed?) brings the next probe forward to within
+    :attr:`SHORTEST` steps, compared as usual with the median of the kept
+    way's last three (so a lone spike does not win it): on this machine a
+    two-thread region sometimes waits about 8 ms for the second vCPU for
+    seconds at a time, and one thread then steps 2,000 × 1,000 Adam
+    parameters in 1.5-2 ms. Only for a
     rule with :attr:`~descentlab.rules.base.TensorRule.same_bits_on_any_thread_count`,
     and for elementwise runs updated by a kernel
     (:meth:`~descentlab.engine.flat.FlatEngine.kernel_call`): the results are the
@@ -166,7 +168,7 @@ class ThreadChoice:
     SHORTEST = 4
     LONGEST = 1024
     #: a step of the kept way slower than this many times the slowest of its last three
-    #: steps is followed by a probe at once
+    #: brings the next probe forward to within :attr:`SHORTEST` steps
     JUMP = 2.0
     #: a probe of one thread wins only if it took less than this part of the kept way's time
     MARGIN = 0.9
@@ -195,10 +197,10 @@ class ThreadChoice:
         elapsed = time.perf_counter() - start
         if not probe:
             if self.recent and elapsed > self.JUMP * max(self.recent):
-                # the kept way got slower (the load changed): probe at the next step, against
-                # this step alone
-                self.recent.clear()
-                self.countdown = 1
+                # the kept way got slower (the load changed?): the next probe within a few
+                # steps, against the median of the steps then (a lone spike does not win it)
+                self.countdown = min(self.countdown, self.SHORTEST)
+                self.interval = self.SHORTEST
             self.recent.append(elapsed)
             return
         recent = sorted(self.recent)  # never empty: a kept step precedes every probe

@@ -101,7 +101,7 @@ def test_the_choice_keeps_the_faster_way_and_probes_less_often_while_it_holds(mo
         torch.set_num_threads(threads)
 
 
-def test_a_kept_way_that_gets_slower_is_probed_at_the_next_step(monkeypatch):
+def test_a_kept_way_that_gets_slower_is_probed_within_four_steps(monkeypatch):
     stack = _Stack()
     stack.slow_on_one = True  # all threads faster: kept, its probes of one thread lose
     monkeypatch.setattr(whole, "time", stack)
@@ -111,9 +111,13 @@ def test_a_kept_way_that_gets_slower_is_probed_at_the_next_step(monkeypatch):
             choice.run(stack)
         assert not choice.one and stack.ways[-1] == 2
         stack.slow_on_one = False  # the second thread now waits: one thread faster
-        choice.run(stack)  # all threads, ten times slower than before: a probe follows
-        choice.run(stack)
-        assert stack.ways[-2:] == [2, 1] and choice.one
+        for _ in range(5):  # all threads, ten times slower than before: a probe follows
+            choice.run(stack)
+        assert stack.ways[-5:] == [2, 2, 2, 2, 1] and choice.one
+        stack.slow_on_one = True
+        for _ in range(5):  # one thread now slow: the probe 4 steps after the switch wins
+            choice.run(stack)
+        assert stack.ways[-5:] == [1, 1, 1, 2, 2] and not choice.one
 
 
 def test_a_flat_engine_stack_of_a_declaring_rule_goes_through_the_choice(monkeypatch):
