@@ -32,6 +32,7 @@ other parameters are not touched, so their aliases stay live.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from typing import Any
 
@@ -67,7 +68,8 @@ class GroupLayout:
 
     Attributes:
         params: the group's own list object (to recognise the group).
-        count: its length when last arranged.
+        members: a copy of that list when last arranged (so a parameter added, removed or
+            replaced in the list, even at the same position, is seen).
         buckets: the flat buffers.
         fallback: parameters stepped per tensor (including ``waiting``).
         waiting: flattenable parameters whose memory another tensor sees.
@@ -76,7 +78,7 @@ class GroupLayout:
 
     def __init__(self, params: list[Tensor]) -> None:
         self.params = params
-        self.count = -1
+        self.members: list[Tensor] | None = None
         self.buckets: list[Bucket] = []
         self.fallback: list[Tensor] = []
         self.waiting: list[Tensor] = []
@@ -88,15 +90,21 @@ class GroupLayout:
         :meth:`~descentlab.engine.buffers.Bucket.steady` (so nothing to arrange or gather)."""
         return (
             self.params is params
-            and self.count == len(params)
+            and self.same_members()
             and not self.fallback
             and self.shards is None
             and all([bucket.steady() for bucket in self.buckets])
         )
 
+    def same_members(self) -> bool:
+        """Whether the group's list holds the very tensors it held when last arranged."""
+        members = self.members
+        return (members is not None and len(members) == len(self.params)
+                and all(map(operator.is_, self.params, members)))
+
     def current(self) -> bool:
         """Whether the layout still fits its group (re-attaching replaced ``.data`` on the way)."""
-        if self.count != len(self.params):
+        if not self.same_members():
             return False
         if self.waiting and any(map(data_private, self.waiting)):
             return False
@@ -141,4 +149,4 @@ def arrange(optimizer: Any, layout: GroupLayout, rule: Rule) -> None:
     layout.shards = ShardMirror(optimizer, sharded, rule) if sharded else None
     layout.fallback = fallback + waiting
     layout.waiting = waiting
-    layout.count = len(params)
+    layout.members = list(params)

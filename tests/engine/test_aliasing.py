@@ -361,3 +361,26 @@ def test_a_replaced_parameter_list_is_laid_out_again():
     layout = _flat_layout(opt)
     assert not layout.fallback and sum(len(b.params) for b in layout.buckets) == 4
     assert _rel_diff(_values(model), _values(reference)) <= 1e-12
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_parameter_replaced_in_the_group_list_is_stepped_instead_of_the_old_one(engine):
+    """``param_groups[0]["params"][1] = new`` (same list, same length): torch.optim steps the
+    new parameter from fresh state and leaves the old one; so must every engine."""
+    results = []
+    for cls, extra in ((torch.optim.Adam, {}), (descentlab.Adam, {"engine": engine})):
+        gen = torch.Generator().manual_seed(0)
+        params = [nn.Parameter(torch.randn(300, generator=gen, dtype=torch.float64))
+                  for _ in range(3)]
+        new = nn.Parameter(torch.randn(300, generator=gen, dtype=torch.float64))
+        opt = cls(params, lr=0.1, **extra)
+        for t in range(5):
+            if t == 3:
+                opt.param_groups[0]["params"][1] = new
+            for i, p in enumerate(opt.param_groups[0]["params"]):
+                p.grad = torch.full_like(p, 0.5 + i + t)
+            opt.step()
+        results.append([p.detach().clone() for p in (*params, new)])
+    (expected, ours) = results
+    for e, o in zip(expected, ours, strict=True):
+        assert torch.allclose(o, e, rtol=1e-12, atol=0), (engine, (o - e).abs().max())
