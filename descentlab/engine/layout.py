@@ -32,7 +32,6 @@ other parameters are not touched, so their aliases stay live.
 
 from __future__ import annotations
 
-import operator
 from collections import Counter
 from typing import Any
 
@@ -42,6 +41,7 @@ from torch import Tensor
 from descentlab.engine.buffers import Bucket, flattenable, real_dtype
 from descentlab.engine.shards import ShardMirror, is_dtensor, mirrorable
 from descentlab.engine.sharing import data_private
+from descentlab.engine.slot_check import same_items
 from descentlab.rules.base import ELEMENTWISE, TENSOR, Rule
 
 __all__ = ["GroupLayout", "arrange", "by_shape", "storage_ptr"]
@@ -98,9 +98,7 @@ class GroupLayout:
 
     def same_members(self) -> bool:
         """Whether the group's list holds the very tensors it held when last arranged."""
-        members = self.members
-        return (members is not None and len(members) == len(self.params)
-                and all(map(operator.is_, self.params, members)))
+        return self.members is not None and same_items(self.params, self.members)
 
     def current(self) -> bool:
         """Whether the layout still fits its group (re-attaching replaced ``.data`` on the way)."""

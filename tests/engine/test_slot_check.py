@@ -83,3 +83,30 @@ def test_steps_after_changes_match_torch(check, engine):
     opt.step()
     for p, q in zip(params, ours, strict=True):
         torch.testing.assert_close(q, p, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("position", [0, 7, 8, 23, 24, 50, 98, 99])
+def test_the_check_sees_a_change_at_any_position_of_a_long_list(check, position):
+    """The C++ pass reads ahead of the compared parameter: a change anywhere is still seen."""
+    params = _params(100)
+    opt = descentlab.Adam(params, engine="flat")
+    opt.step()
+    b = _bucket(opt)
+    assert b.holds()
+    params[position].grad = torch.randn(params[position].shape)
+    assert not b.holds()
+    opt.step()
+    opt.step()  # the same new gradient a second time: it is moved into its slot
+    assert b.holds()
+    params[position].data = torch.randn(params[position].shape)
+    assert not b.holds()
+
+
+def test_same_items_compares_identity_and_length(check):
+    a = [torch.zeros(2), torch.zeros(2), torch.zeros(2)]
+    assert slot_check.same_items(a, list(a))
+    assert slot_check.same_items([], [])
+    assert not slot_check.same_items(a, a[:2])
+    assert not slot_check.same_items(a, [a[0], torch.zeros(2), a[2]])  # equal values, not `is`
+    assert not slot_check.same_items(a, [a[0], a[2], a[1]])
+    assert slot_check.same_items(tuple(a), a)  # not a list: compared in Python
