@@ -18,10 +18,12 @@ the critical path:
   compiler flags, the compiler's version and the CPU's feature flags (the
   library is built with ``-march=native``), so a later process only loads it
   (milliseconds);
-* a build is atomic: gcc writes a temporary file in the cache directory,
-  which is renamed onto the final name only after gcc succeeded, so a killed
-  process or a failed build never leaves a broken library under that name
-  (at most a stray temporary file);
+* a build is atomic: gcc writes into a private temporary directory, and the
+  result is copied into a temporary file of the cache directory and renamed
+  onto the final name only after gcc succeeded, so a killed process or a
+  failed build never leaves a broken library under that name, nor anything
+  else in the cache (unless killed inside the copy; such leftovers are
+  removed by the next build once an hour old);
 * when gcc is missing, the build fails, or ``DESCENTLAB_NATIVE=0`` is set,
   the library stays unavailable for the process (:attr:`NativeLibrary.error`
   says why, logged once at debug level on the ``descentlab.native`` logger)
@@ -75,6 +77,23 @@ def _cpu_flags() -> str:
     except OSError:
         pass
     return os.uname().machine
+
+
+#: a temporary file of a build older than this (seconds) is a killed build's leftover
+STALE_SECONDS = 3600
+
+
+def _remove_stale_temporaries(folder: Path, name: str) -> None:
+    """Remove the temporary files earlier builds of library ``name`` left in ``folder``
+    (killed midway) once they are older than :data:`STALE_SECONDS`; a build running now
+    in another process has a younger one, which is left alone."""
+    now = time.time()
+    for path in folder.glob(f".{name}-*.tmp"):
+        try:
+            if now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink()
+        except OSError:  # gone meanwhile, or not ours to remove
+            pass
 
 
 @dataclass(frozen=True)
@@ -219,24 +238,35 @@ class NativeLibrary:
         return self._open(target)
 
     def _compile(self, compiler: str, folder: Path, target: Path) -> None:
-        """gcc into a temporary file of ``folder``, renamed onto ``target`` once it succeeded."""
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        try:
-            with tempfile.TemporaryDirectory() as work:
-                settings = self.settings()
-                src = Path(work) / f"{self.name}{settings.suffix}"
-                src.write_text(self.source, encoding="utf-8")
-                done = subprocess.run([compiler, *settings.flags, str(src), "-o", tmp,
-                                       *settings.link],
-                                      capture_output=True, text=True, timeout=600)
+        """The compiler writes into a private temporary directory; the result is copied into a
+        temporary file of ``folder`` and renamed onto ``target``.
+
+        A process killed while the compiler runs (a daemon build thread dies with its
+        interpreter) thus leaves nothing in the cache; only a kill inside the copy of a
+        few hundred kilobytes can leave a temporary file there, and those of this
+        library older than :data:`STALE_SECONDS` are removed at the next build.
+        """
+        _remove_stale_temporaries(folder, self.name)
+        settings = self.settings()
+        with tempfile.TemporaryDirectory() as work:
+            src = Path(work) / f"{self.name}{settings.suffix}"
+            out = Path(work) / f"{self.name}.so"
+            src.write_text(self.source, encoding="utf-8")
+            done = subprocess.run([compiler, *settings.flags, str(src), "-o", str(out),
+                                   *settings.link],
+                                  capture_output=True, text=True, timeout=600)
             if done.returncode != 0:
                 raise RuntimeError(f"{settings.compiler} exited with {done.returncode}: "
                                    f"{done.stderr.strip()[-2000:]}")
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+            try:
+                with os.fdopen(fd, "wb") as copy, open(out, "rb") as built:
+                    shutil.copyfileobj(built, copy)
+                os.chmod(tmp, 0o755)
+                os.replace(tmp, target)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
 
     def settings(self) -> BuildSettings:
         """How this library is built: its own settings, or gcc with :data:`FLAGS` (read at

@@ -242,9 +242,28 @@ def test_a_build_killed_midway_leaves_no_library_and_the_next_one_builds(rebuilt
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the builder and its compiler, mid-build
         proc.wait()
-    assert not list(cache.glob("**/*.so"))  # at most a stray temporary file
+    assert not [p for p in cache.glob("**/*") if p.is_file()]  # nothing, not even a temporary
     assert rebuilt.wait() is not None, rebuilt.error
     assert len(list(cache.glob("**/adafactor-*.so"))) == 1
+
+
+@needs_gcc
+def test_a_build_removes_old_leftover_temporaries_of_its_library_only(rebuilt, tmp_path):
+    """Temporary files of a build killed inside the copy: an hour old, removed by the next
+    build of the same library; a young one (a build running elsewhere) and another
+    library's stay."""
+    folder = tmp_path / "cache" / "native"
+    folder.mkdir(parents=True)
+    old = folder / ".adafactor-0123.so.abc.tmp"
+    young = folder / ".adafactor-0123.so.def.tmp"
+    other = folder / ".slot_check-0123.so.ghi.tmp"
+    for path in (old, young, other):
+        path.write_bytes(b"half")
+    hours_ago = time.time() - native.STALE_SECONDS - 60
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    assert rebuilt.wait() is not None, rebuilt.error
+    assert not old.exists() and young.exists() and other.exists()
 
 
 @needs_gcc
