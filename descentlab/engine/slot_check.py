@@ -168,6 +168,7 @@ def same_items(a: list[Tensor], b: list[Tensor]) -> bool:
 def python_check(
     params: list[Tensor], data_ptrs: list[int], grad_views: list[Tensor | None]
 ) -> bool:
+    """:func:`slots_hold`'s answer computed in Python (before the library is built)."""
     return list(map(Tensor.data_ptr, params)) == data_ptrs and all(
         map(operator.is_, map(_GRAD, params), grad_views)
     )
