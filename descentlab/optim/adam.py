@@ -124,6 +124,15 @@ class AdamW(Adam):
             **torch_options,
         )
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """As torch.optim.AdamW: after unpickling or ``load_state_dict`` every Adam-family
+        group decays decoupled, even one loaded from an ``Adam`` checkpoint that said
+        ``decoupled_weight_decay=False``."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            if "decoupled_weight_decay" in self.named_rule(group).defaults():
+                group["decoupled_weight_decay"] = True
+
 
 class NAdam(RuleOptimizer):
     r"""NAdam: Adam with Nesterov momentum (Dozat, 2016).

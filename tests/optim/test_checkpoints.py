@@ -175,6 +175,25 @@ def test_our_own_keys_get_their_defaults_and_do_not_disturb_torch(engine):
     assert max_rel_diff(mine, theirs) <= 1e-12
 
 
+@pytest.mark.parametrize("engine", ENGINES_UNDER_TEST)
+@pytest.mark.parametrize("saved_by", ["torch", "descentlab"])
+def test_adamw_loading_an_adam_checkpoint_decays_decoupled_as_torchs(saved_by, engine):
+    """torch's AdamW sets decoupled_weight_decay back to True on every load; so does ours."""
+    import descentlab
+
+    setting = {"lr": 0.05, "weight_decay": 0.5}
+    with float64_default():
+        params = make_params()
+        adam = (torch.optim.Adam if saved_by == "torch" else descentlab.Adam)(params, **setting)
+        run_steps(adam, params, 0, BEFORE)
+        saved = adam.state_dict()
+        assert saved["param_groups"][0]["decoupled_weight_decay"] is False
+        mine, resumed = continue_from(descentlab.AdamW, saved, params, setting, engine=engine)
+        theirs, _ = continue_from(torch.optim.AdamW, saved, params, setting)
+    assert resumed.param_groups[0]["decoupled_weight_decay"] is True
+    assert max_rel_diff(mine, theirs) <= 1e-12
+
+
 def test_torch_sgd_checkpoint_without_step_or_with_a_sparse_buffer():
     """torch's SGD keeps no step, and a sparse momentum buffer after sparse gradients."""
     import descentlab
