@@ -28,6 +28,7 @@ import torch
 import descentlab
 from descentlab.bench.step_speed import time_steps
 from descentlab.commands import arguments as a
+from descentlab.machine import describe_machine
 
 
 def _optimizers(count: int, size: int, engine: str):
@@ -116,7 +117,7 @@ def main() -> None:
         "ms_per_step": ms, "ms_min": {n: 1e3 * min(t) for n, t in times.items()},
         "speedup": ms["torch"] / ms["descentlab"],
         "cpu_ms_per_step": cpu_ms, "cpu_speedup": cpu_ms["torch"] / cpu_ms["descentlab"],
-        "newton_schulz_iteration_products_ms": products,
+        "newton_schulz_iteration_products_ms": products, "machine": describe_machine(),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))

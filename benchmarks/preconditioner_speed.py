@@ -39,6 +39,7 @@ import torch
 
 import descentlab
 from descentlab.commands import arguments as a
+from descentlab.machine import describe_machine
 
 MODELS = {
     "24 × 256×256": [(256, 256)] * 24 + [(256,)] * 24,
@@ -198,6 +199,7 @@ def main() -> None:
     Path(args.json).write_text(json.dumps(
         {"rows": rows, "load_average_before": before, "load_average_after": after,
          "threads": torch.get_num_threads(), "torch": torch.__version__,
+         "machine": describe_machine(),
          "repeats": args.repeats, "warmup": WARMUP}, indent=1))
 
 

@@ -41,6 +41,7 @@ from descentlab.bench.interleaved_speed import traffic_bytes
 from descentlab.engine import kernels, slot_check
 from descentlab.engine.base import describe
 from descentlab.engine.whole import one_thread
+from descentlab.machine import describe_machine
 
 COUNT, SIZE = 2000, 1000
 TRIAD_GBPS = 43.6
@@ -114,6 +115,7 @@ def breakdown(name: str, rounds: int, after: str = "ours") -> dict:
         "bytes": moved,
         "bandwidth_ms": moved / (TRIAD_GBPS * 1e9) * 1e3,
         "load_average": os.getloadavg(),
+        "machine": describe_machine(),
     }
 
 

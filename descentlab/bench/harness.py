@@ -33,6 +33,7 @@ from descentlab.bench.results import Results, collect, export, leaderboard_text
 from descentlab.bench.store import DEFAULT_STALE_AFTER, ResultStore
 from descentlab.bench.workers import run_workers
 from descentlab.checks import check_names, check_positive_int, check_seed
+from descentlab.machine import cpu_model
 
 __all__ = ["CompareResult", "compare", "resolve_names", "default_problems", "versions"]
 
@@ -103,6 +104,7 @@ def versions() -> dict[str, str]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": str(os.cpu_count()),
+        "cpu": cpu_model(),
     }
 
 

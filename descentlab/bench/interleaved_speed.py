@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from descentlab.machine import describe_machine
+
 __all__ = [
     "ELEMENTWISE_MODELS",
     "MATRIX_MODELS",
@@ -172,7 +174,7 @@ def run_interleaved(optimizers: list[str], repeats: int, quick: bool = False) ->
         for model, spec in models.items():
             rows += _measure(name, model, spec, repeats)
     out = {"rows": rows, "repeats": repeats, "threads": torch.get_num_threads(),
-           "load_average": os.getloadavg()}
+           "load_average": os.getloadavg(), "machine": describe_machine()}
     if "adafactor" in optimizers:
         out["adafactor_library"] = library
     return out

@@ -30,6 +30,7 @@ import torch
 from descentlab.bench.interleaved_speed import interleave, traffic_bytes
 from descentlab.engine import kernels
 from descentlab.engine.auto import COMPILE_THRESHOLD
+from descentlab.machine import describe_machine
 
 __all__ = ["MODELS", "QUICK_MODELS", "run_small_models", "format_small_models"]
 
@@ -101,7 +102,7 @@ def run_small_models(
             rows += found
         gc.collect()
     return {"rows": rows, "repeats": repeats, "threads": torch.get_num_threads(),
-            "load_average": os.getloadavg()}
+            "load_average": os.getloadavg(), "machine": describe_machine()}
 
 
 def format_small_models(result: dict[str, Any]) -> str:

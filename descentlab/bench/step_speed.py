@@ -62,6 +62,7 @@ from typing import Any
 import torch
 
 from descentlab.bench.interleaved_speed import traffic_bytes
+from descentlab.machine import describe_machine
 
 __all__ = [
     "ALL_OPTIMIZERS",
@@ -361,11 +362,7 @@ def run(
     _add_ratios(rows, bandwidth)
     return {
         "load_average": os.getloadavg(),
-        "machine": {
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": describe_machine(),
         "cases": {k: {"tensors": c, "size": s} for k, (c, s) in cases.items()},
         "triad_GBps": bandwidth,
         "repeats": repeats,
@@ -449,7 +446,8 @@ def format_table(result: dict[str, Any]) -> str:
     """The rows as a markdown table, one block per case, plus the goals."""
     lines = [
         f"triad bandwidth (torch, best of 20): {result['triad_GBps']:.1f} GB/s; "
-        f"{result['machine']['threads']} threads; steps: median of up to {result['repeats']}; "
+        f"{result['machine'].get('cpu', 'CPU not recorded')}, {result['machine']['threads']} "
+        f"threads; steps: median of up to {result['repeats']}; "
         "load average " + ", ".join(f"{x:.2f}" for x in result.get("load_average", [])),
         "x ref best: against torch.optim's best implementation, or the reference package's "
         "(package-*) for optimizers torch lacks",

@@ -50,6 +50,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from descentlab.machine import cpu_info
+
 __all__ = ["BuildSettings", "NativeLibrary", "native_cache_dir", "COMPILER", "FLAGS"]
 
 logger = logging.getLogger("descentlab.native")
@@ -69,14 +71,7 @@ def native_cache_dir() -> Path:
 
 def _cpu_flags() -> str:
     """The CPU's feature flags (Linux ``/proc/cpuinfo``), or the machine name elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return os.uname().machine
+    return cpu_info("flags") or os.uname().machine
 
 
 #: a temporary file of a build older than this (seconds) is a killed build's leftover
