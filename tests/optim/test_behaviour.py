@@ -7,7 +7,7 @@ import torch
 
 from tests.copies import saved_and_loaded
 from tests.optim.engines import ENGINES_UNDER_TEST
-from tests.optim.helpers import loss_fn, make_params, max_rel_diff
+from tests.optim.helpers import float64_default, loss_fn, make_params, max_rel_diff
 from tests.optim.infos import INFOS
 
 IDS = [info.name for info in INFOS]
@@ -144,6 +144,62 @@ def test_torch_schedulers_drive_our_optimizers(info, make_scheduler, engine):
         torch.set_default_dtype(old)
     assert our_lrs == ref_lrs
     assert len(set(our_lrs)) > 1
+    assert max_rel_diff(ours, ref) <= 1e-12
+
+
+_LS = torch.optim.lr_scheduler
+#: (optimizer name, its settings, the scheduler, the group entries the scheduler moves)
+CYCLING = {
+    "SGD CyclicLR cycling momentum": (
+        "SGD", {"lr": 0.1, "momentum": 0.9},
+        lambda o: _LS.CyclicLR(o, 0.01, 0.2, step_size_up=3, base_momentum=0.5,
+                               max_momentum=0.95), ("lr", "momentum")),
+    "SGD SWALR": (
+        "SGD", {"lr": 0.1, "momentum": 0.9},
+        lambda o: torch.optim.swa_utils.SWALR(o, swa_lr=0.01, anneal_epochs=3), ("lr",)),
+    "Adam CosineAnnealingWarmRestarts": (
+        "Adam", {"lr": 0.01}, lambda o: _LS.CosineAnnealingWarmRestarts(o, T_0=4), ("lr",)),
+    "Adam ExponentialLR on a tensor lr": (
+        "Adam", {"lr": torch.tensor(0.01, dtype=torch.float64)},
+        lambda o: _LS.ExponentialLR(o, gamma=0.8), ("lr",)),
+    **{f"{name} OneCycleLR cycling beta1": (
+        name, {"lr": 0.01},
+        lambda o: _LS.OneCycleLR(o, max_lr=0.05, total_steps=12, base_momentum=0.6,
+                                 max_momentum=0.95), ("lr", "betas"))
+       for name in ("Adam", "AdamW", "NAdam", "RAdam", "Adamax")},
+}
+
+
+@pytest.mark.parametrize("engine", ENGINES_UNDER_TEST)
+@pytest.mark.parametrize("case", list(CYCLING))
+def test_schedulers_that_move_momentum_betas_or_a_tensor_lr_drive_ours_as_torchs(case, engine):
+    """Cyclic momentum (SGD), cyclic β₁ (the Adam family), SWALR, warm restarts and a tensor
+    lr: the groups' values and the parameters follow torch's at every step."""
+    import descentlab
+
+    name, setting, make_scheduler, moved = CYCLING[case]
+
+    def run(cls, **extra):
+        params = make_params()
+        groups = [{"params": params[:1]}, {"params": params[1:]}]
+        opt = cls(groups, **{k: v.clone() if torch.is_tensor(v) else v
+                             for k, v in setting.items()}, **extra)
+        sched = make_scheduler(opt)
+        seen = []
+        for t in range(12):
+            opt.zero_grad()
+            loss_fn(params, t).backward()
+            opt.step()
+            sched.step()
+            seen.append([[float(torch.as_tensor(x)) for x in torch.atleast_1d(
+                torch.as_tensor(g[k]))] for g in opt.param_groups for k in moved])
+        return params, seen
+
+    with float64_default():
+        ours, our_values = run(getattr(descentlab, name), engine=engine)
+        ref, ref_values = run(getattr(torch.optim, name))
+    assert our_values == ref_values
+    assert len({str(v) for v in ref_values}) > 1  # the scheduler moved something
     assert max_rel_diff(ours, ref) <= 1e-12
 
 
