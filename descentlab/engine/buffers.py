@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 
 from descentlab.engine.sharing import data_private, grad_private, slot_tensor
-from descentlab.engine.slot_check import expected_keys, slots_hold
+from descentlab.engine.slot_check import count_step, expected_keys, slots_hold
 from descentlab.rules.base import TENSOR, Rule
 
 __all__ = ["ALIGN", "Bucket", "flattenable", "real_dtype"]
@@ -136,6 +136,8 @@ class Bucket:
         self.state: dict[str, Tensor] = {}
         self.scalar_state: dict[str, Tensor] = {}
         self.step = torch.zeros(len(params), dtype=torch.float32, device=self.device)
+        #: where :func:`~descentlab.engine.slot_check.count_step` may count in C (CPU only)
+        self._step_address = self.step.data_ptr() if self.step.device.type == "cpu" else None
         self.steps = [0] * len(params)
         self.cohort = [0] * len(params)
         self.has_state = [False] * len(params)
@@ -190,7 +192,7 @@ class Bucket:
         step = self.steps[start] + 1
         self.steps[start:stop] = [step] * (stop - start)
         if start == 0 and stop == len(self.params):
-            self.step.add_(1)
+            count_step(self.step, self._step_address)
         else:
             self.step[start:stop].add_(1)
         return step

@@ -31,6 +31,8 @@ Set ``DESCENTLAB_TORCH_FUSED=0`` to keep the default engine off these kernels.
 
 from __future__ import annotations
 
+import array
+import threading
 from collections.abc import Callable
 
 import torch
@@ -48,9 +50,23 @@ _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
 
 
+_HOST_STEP = threading.local()
+
+
 def _step(run: Run, param: Tensor) -> Tensor:
-    # the kernels read the (already advanced) step from a float32 tensor, as torch keeps it
-    return torch.full((), float(run.step), dtype=torch.float32, device=param.device)
+    """The (already advanced) step as the float32 tensor the kernels read, as torch keeps it.
+
+    On the CPU a 0-dim view of a host array of this thread, written without a torch op
+    (the kernel has read it by the time it returns, so the next call may overwrite it).
+    """
+    if param.device.type != "cpu":
+        return torch.full((), float(run.step), dtype=torch.float32, device=param.device)
+    held = getattr(_HOST_STEP, "held", None)
+    if held is None:
+        values = array.array("f", [0.0])
+        held = _HOST_STEP.held = (values, torch.frombuffer(values, dtype=torch.float32)[0])
+    held[0][0] = float(run.step)
+    return held[1]
 
 
 def _adam(run: Run, param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:

@@ -110,3 +110,23 @@ def test_same_items_compares_identity_and_length(check):
     assert not slot_check.same_items(a, [a[0], torch.zeros(2), a[2]])  # equal values, not `is`
     assert not slot_check.same_items(a, [a[0], a[2], a[1]])
     assert slot_check.same_items(tuple(a), a)  # not a list: compared in Python
+
+
+def test_count_step_adds_one_as_add_does(check):
+    """The step counters' increment in C gives add_'s float32 values (beyond 2^24 too)."""
+    start = torch.tensor([0.0, 1.0, 41.0, 2.0**24 - 1, 2.0**24, 3e7], dtype=torch.float32)
+    steps = start.clone()
+    slot_check.count_step(steps, steps.data_ptr())
+    assert torch.equal(steps, start.clone().add_(1))
+    slot_check.count_step(steps, None)  # no address (not a CPU float32 buffer): add_
+    assert torch.equal(steps, start.clone().add_(1).add_(1))
+
+
+@pytest.mark.parametrize("engine", ["flat", "auto"])
+def test_the_state_steps_follow_the_counters(check, engine):
+    params = _params(30)
+    opt = descentlab.Adam(params, engine=engine)
+    for _ in range(3):
+        opt.step()
+    assert {float(opt.state[p]["step"]) for p in params} == {3.0}
+    assert all(opt.state_dict()["state"][i]["step"].item() == 3.0 for i in range(30))
