@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from descentlab.engine.host_scalars import HostScalars
 from descentlab.engine.sharing import data_private, grad_private, slot_tensor
 from descentlab.engine.slot_check import count_step, expected_keys, slots_hold
 from descentlab.rules.base import TENSOR, Rule
@@ -138,6 +139,10 @@ class Bucket:
         self.step = torch.zeros(len(params), dtype=torch.float32, device=self.device)
         #: where :func:`~descentlab.engine.slot_check.count_step` may count in C (CPU only)
         self._step_address = self.step.data_ptr() if self.step.device.type == "cpu" else None
+        #: the runs' scalar state over host memory, and numpy views of :attr:`scalar_state`
+        #: (CPU, float64; made at the first :meth:`scalars_at` that can use them)
+        self._host_scalars: HostScalars | None = None
+        self._scalar_arrays: dict[str, Any] = {}
         self.steps = [0] * len(params)
         self.cohort = [0] * len(params)
         self.has_state = [False] * len(params)
@@ -210,6 +215,36 @@ class Bucket:
         if start is not None:
             runs.append((start, len(self.params)))
         return runs
+
+    def scalars_at(self, i: int) -> dict[str, Tensor]:
+        """The scalar state of slot ``i`` as 0-dim tensors a run may update in place (copies:
+        :meth:`keep_scalars` writes them back). On the CPU, float64, a :class:`HostScalars`
+        reused from step to step, filled and read back without torch ops."""
+        if not self.scalar_state:
+            return {}
+        host = self._host_scalars
+        if host is None or len(host) != len(self.scalar_state):
+            host = self._host_scalars = None
+            if self.device.type == "cpu" and all(
+                v.dtype == torch.float64 for v in self.scalar_state.values()
+            ):
+                host = self._host_scalars = HostScalars(self.scalar_state)
+                self._scalar_arrays = {k: v.numpy() for k, v in self.scalar_state.items()}
+        if host is None:
+            return {k: v[i].clone() for k, v in self.scalar_state.items()}
+        for key, values in self._scalar_arrays.items():
+            host.set(key, float(values[i]))
+        return host
+
+    def keep_scalars(self, start: int, stop: int, scalars: dict[str, Tensor]) -> None:
+        """Write a run's updated scalar state (from :meth:`scalars_at`) into slots
+        ``start … stop-1``."""
+        if scalars is self._host_scalars:
+            for key, values in self._scalar_arrays.items():
+                values[start:stop] = scalars.value(key)
+            return
+        for key, value in scalars.items():
+            self.scalar_state[key][start:stop] = value
 
     def span(self, start: int, stop: int) -> tuple[int, int]:
         """Element range covering slots ``start … stop-1`` (with their padding)."""

@@ -288,7 +288,7 @@ class FlatEngine:
         """Step parameters ``i … j-1`` of ``b`` (one cohort, all with gradients) together."""
         step = b.advance(i, j)
         start, end = b.span(i, j)
-        scalars = {k: v[i].clone() for k, v in b.scalar_state.items()}
+        scalars = b.scalars_at(i)
         if start == 0 and end == b.total:  # the whole buffer (the usual case): no slicing
             args = (run.at(step), b.data, b.grad, dict(b.state), scalars)
         else:
@@ -301,8 +301,7 @@ class FlatEngine:
             thread_choice(b, i, j).run(call)  # same bits either way: the faster way is kept
         else:
             call()
-        for key, value in scalars.items():
-            b.scalar_state[key][i:j] = value
+        b.keep_scalars(i, j, scalars)
 
     def kernel_call(self, run: Run, param: Tensor, grad: Tensor, state: State,
                     scalars: State) -> Callable[[], None] | None:

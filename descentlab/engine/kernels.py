@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, fx
 
 from descentlab.engine.base import Run
+from descentlab.engine.host_scalars import HostScalars
 from descentlab.engine.scalar_program import ScalarProgram
 from descentlab.rules.base import ELEMENTWISE
 
@@ -327,9 +328,11 @@ class Kernel:
     ) -> Tensor:
         """The coefficients for this call; the scalar state (``scalars``) updated in place."""
         first = 2 + len(self.state_keys)  # argument index of the first 0-dim input
+        host = scalars if isinstance(scalars, HostScalars) else None
         if self._program is not None:
-            values = [*[float(scalars[k]) for k in self.scalar_keys], float(step),
-                      *[float(h[k]) for k in self.h_keys]]
+            own = ([host.value(k) for k in self.scalar_keys] if host is not None
+                   else [float(scalars[k]) for k in self.scalar_keys])
+            values = [*own, float(step), *[float(h[k]) for k in self.h_keys]]
             try:
                 outputs, writes = self._program.run(
                     [values[i - first] for i in self._scalar_inputs]
@@ -338,7 +341,11 @@ class Kernel:
                 pass
             else:
                 for index, value in writes:
-                    scalars[self.scalar_keys[self._scalar_inputs[index] - first]].fill_(value)
+                    key = self.scalar_keys[self._scalar_inputs[index] - first]
+                    if host is not None:
+                        host.set(key, value)
+                    else:
+                        scalars[key].fill_(value)
                 if device.type != "cpu" or not outputs:
                     return torch.tensor(outputs, dtype=torch.float64, device=device)
                 return self._host_coefficients(outputs)

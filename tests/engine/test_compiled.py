@@ -13,6 +13,7 @@ from descentlab.engine import auto as auto_module
 from descentlab.engine import describe, kernels
 from tests.engine.helpers import loss, rel_diff, train
 from tests.optim.engines import CI_COMPILED_SUBSET
+from tests.optim.helpers import max_rel_diff
 
 
 @pytest.mark.parametrize("name", CI_COMPILED_SUBSET)
@@ -49,6 +50,35 @@ def test_no_recompilation_when_hyperparameters_step_or_sizes_change():
         other[0].grad = torch.ones_like(other[0])
         for _ in range(3):
             opt2.step()
+
+
+@pytest.mark.parametrize("engine", ["compiled", "auto"])
+def test_structural_changes_between_steps_take_their_kernel(engine, monkeypatch):
+    """The kernel found again for the same buffer is rechecked: maximize, weight decay on and
+    off, and decoupled decay changed between steps step as torch does."""
+    monkeypatch.setenv("DESCENTLAB_TORCH_FUSED", "0")  # the compiled kernels, not torch's
+    torch.manual_seed(0)
+    master = [torch.randn(40_000, dtype=torch.float64) for _ in range(3)]
+    ours = [m.clone().requires_grad_() for m in master]
+    ref = [m.clone().requires_grad_() for m in master]
+    opt = descentlab.Adam(ours, lr=0.01, weight_decay=0.1, engine=engine)
+    torch_opt = torch.optim.Adam(ref, lr=0.01, weight_decay=0.1)
+    changes = [{}, {}, {"maximize": True}, {"weight_decay": 0.0}, {"weight_decay": 0.1},
+               {"decoupled_weight_decay": True},
+               {"maximize": False}, {}]
+    for t, change in enumerate(changes):
+        gen = torch.Generator().manual_seed(t)
+        for p, q in zip(ours, ref, strict=True):
+            g = torch.randn(p.shape, generator=gen, dtype=torch.float64)
+            p.grad, q.grad = g, g.clone()
+        for optimizer in (opt, torch_opt):
+            optimizer.param_groups[0].update(change)
+        if engine == "auto":
+            for kernel in kernels._KERNELS.values():
+                kernel.wait(600)
+        opt.step()
+        torch_opt.step()
+        assert max_rel_diff(ours, ref) <= 1e-12, (t, change)
 
 
 def test_scalar_expressions_are_split_out_of_the_elementwise_loop():

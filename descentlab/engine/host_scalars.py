@@ -1,0 +1,43 @@
+"""A run's scalar state as 0-dim tensors over host memory, read and written without torch ops.
+
+A rule's scalar state (NAdam's running product of momentum coefficients, for
+example) is one float64 entry per parameter in its bucket; each run of the
+flat engines hands the rule (or its compiled kernel) the run's values as
+0-dim tensors and writes the results back. Done with torch ops (a select,
+a clone, ``item``, ``fill_`` and a slice assignment per key), that is five
+dispatches per step, each tens of microseconds right after another step has
+evicted the dispatcher's code and data from the caches. On the CPU the flat
+engines instead keep one :class:`HostScalars` per bucket: each key's 0-dim
+tensor views a one-element host array, so any code using tensor ops sees
+and writes the same memory, while the compiled kernels' scalar part reads
+and writes the floats directly (:meth:`HostScalars.value`, :meth:`HostScalars.set`).
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Iterable
+
+import torch
+
+__all__ = ["HostScalars"]
+
+
+class HostScalars(dict):
+    """``key → 0-dim float64 CPU tensor`` over ``cells[key]``, a one-element ``array("d")``."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        super().__init__()
+        self.cells: dict[str, array.array] = {}
+        for key in keys:
+            cell = array.array("d", [0.0])
+            self.cells[key] = cell
+            self[key] = torch.frombuffer(cell, dtype=torch.float64)[0]
+
+    def value(self, key: str) -> float:
+        """The float held for ``key`` (what ``float(self[key])`` gives, without a torch op)."""
+        return self.cells[key][0]
+
+    def set(self, key: str, value: float) -> None:
+        """Hold ``value`` for ``key`` (what ``self[key].fill_(value)`` does, without a torch op)."""
+        self.cells[key][0] = value
