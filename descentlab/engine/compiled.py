@@ -24,7 +24,6 @@ import functools
 from collections.abc import Callable
 
 from torch import Tensor
-from torch.utils.weak import WeakIdKeyDictionary
 
 from descentlab.engine.base import Run
 from descentlab.engine.flat import FlatEngine, State
@@ -44,30 +43,11 @@ class CompiledEngine(FlatEngine):
 
     name = "compiled"
 
-    def __init__(self) -> None:
-        super().__init__()
-        #: buffer → (what its kernel was chosen by, the kernel): a bucket's whole buffer is
-        #: the same tensor at every step, so its kernel is found without building the key
-        self._last_kernel: WeakIdKeyDictionary = WeakIdKeyDictionary()
-
     def kernel_for(
         self, run: Run, param: Tensor, state: dict[str, Tensor], scalars: dict[str, Tensor]
     ) -> Kernel:
-        """The kernel for this call's structure (not necessarily built yet).
-
-        The structure that decides the kernel (:func:`~descentlab.engine.kernels.kernel_key`)
-        is the rule's class, its flags, ``maximize``, the state and scalar keys and dtypes,
-        the hyperparameter names and the buffer's dtype and device; for the same buffer as
-        at the last call, the parts that can change are compared with that call's.
-        """
-        chosen_by = (type(run.rule), run.maximize, tuple(state), tuple(run.h),
-                     tuple(v.dtype for v in scalars.values()), tuple(scalars))
-        last = self._last_kernel.get(param)
-        if last is not None and last[0][0] == chosen_by and last[0][1] == run.flags:
-            return last[1]
-        kernel = get_kernel(run, param, state, scalars)
-        self._last_kernel[param] = ((chosen_by, dict(run.flags)), kernel)
-        return kernel
+        """The kernel for this call's structure (not necessarily built yet)."""
+        return get_kernel(run, param, state, scalars)
 
     def kernel_call(self, run: Run, param: Tensor, grad: Tensor, state: State,
                     scalars: State) -> Callable[[], None]:

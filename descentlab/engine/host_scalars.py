@@ -20,7 +20,20 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["HostScalars"]
+__all__ = ["HostScalars", "host_tensor"]
+
+_DTYPES = {"d": torch.float64, "f": torch.float32}
+
+
+def host_tensor(values: array.array) -> torch.Tensor:
+    """A CPU tensor over the memory of ``values`` (typecode ``"d"``: float64, ``"f"``:
+    float32): what is written into the array is the tensor's value, without a torch op.
+
+    The flat engines' hot path hands kernels their small inputs this way (a compiled
+    kernel's coefficients, the step torch's fused kernels read, a run's scalar state).
+    The array must keep its length while the tensor lives.
+    """
+    return torch.frombuffer(values, dtype=_DTYPES[values.typecode])
 
 
 class HostScalars(dict):
@@ -32,7 +45,7 @@ class HostScalars(dict):
         for key in keys:
             cell = array.array("d", [0.0])
             self.cells[key] = cell
-            self[key] = torch.frombuffer(cell, dtype=torch.float64)[0]
+            self[key] = host_tensor(cell)[0]
 
     def value(self, key: str) -> float:
         """The float held for ``key`` (what ``float(self[key])`` gives, without a torch op)."""

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, fx
 
 from descentlab.engine.base import Run
-from descentlab.engine.host_scalars import HostScalars
+from descentlab.engine.host_scalars import HostScalars, host_tensor
 from descentlab.engine.scalar_program import ScalarProgram
 from descentlab.rules.base import ELEMENTWISE
 
@@ -369,8 +369,7 @@ class Kernel:
         held = getattr(self._coefficient_buffers, "held", None)
         if held is None:
             values = array.array("d", outputs)
-            tensor = torch.frombuffer(values, dtype=torch.float64)
-            held = self._coefficient_buffers.held = (values, tensor)
+            held = self._coefficient_buffers.held = (values, host_tensor(values))
         else:
             held[0][:] = array.array("d", outputs)
         return held[1]
@@ -479,7 +478,7 @@ def kernel_key(
         tuple(sorted(run.flags.items())),
         bool(run.maximize),
         param.dtype,
-        str(torch.device(param.device)),
+        param.device,
         tuple(state),
         tuple((k, v.dtype) for k, v in scalars.items()),
         tuple(run.h),

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from descentlab.engine.base import Run
+from descentlab.engine.host_scalars import host_tensor
 from descentlab.rules.adam import AdamRule
 from descentlab.rules.adaptive import AdagradRule
 from descentlab.rules.sgd import SGDRule
@@ -64,7 +65,7 @@ def _step(run: Run, param: Tensor) -> Tensor:
     held = getattr(_HOST_STEP, "held", None)
     if held is None:
         values = array.array("f", [0.0])
-        held = _HOST_STEP.held = (values, torch.frombuffer(values, dtype=torch.float32)[0])
+        held = _HOST_STEP.held = (values, host_tensor(values)[0])
     held[0][0] = float(run.step)
     return held[1]
 
