@@ -7,6 +7,10 @@ compiled engine's speed on large models. It therefore
 * runs torch's own fused kernel on the flat buffer where torch has one for
   the rule (Adam/AdamW, SGD, Adagrad: :mod:`descentlab.engine.torch_fused`),
   at every size and from the first step: nothing to compile, one call per run;
+* runs a native C loop on the flat buffer where the rule has one and torch
+  has none (NAdam: :mod:`descentlab.engine.native_fused`), at every size, from
+  the step its small library is loaded (the first one when gcc built it in an
+  earlier process; until then, eager steps and no compile);
 * otherwise steps eagerly on flat buffers (:class:`~descentlab.engine.flat.FlatEngine`)
   from the first step, which costs no compilation;
 * for a run of at least :data:`COMPILE_THRESHOLD` (2^16) elements, starts compiling
@@ -17,7 +21,7 @@ compiled engine's speed on large models. It therefore
   more than its loop (the scalar part as one generated Python function, the
   coefficients written into a host array, inductor's call wrapper), which a
   run of 2^16 elements repays with the eager flat step's separate passes
-  (several tenths of a millisecond for NAdam at 10^5 elements), and compiling
+  (several tenths of a millisecond for RAdam at 10^5 elements), and compiling
   costs seconds of CPU;
 * leaves code in other threads alone while it compiles: the kernel goes
   straight to inductor without dynamo
@@ -49,6 +53,7 @@ from torch import Tensor
 from descentlab.engine.base import Run
 from descentlab.engine.compiled import CompiledEngine, bound
 from descentlab.engine.flat import FlatEngine, State
+from descentlab.engine.native_fused import native_call, native_pending
 from descentlab.engine.torch_fused import fused_update, has_fused
 
 __all__ = ["AutoEngine", "COMPILE_THRESHOLD"]
@@ -70,10 +75,14 @@ class AutoEngine(CompiledEngine):
 
     def kernel_call(self, run: Run, param: Tensor, grad: Tensor, state: State,
                     scalars: State) -> Callable[[], None] | None:
-        """torch's fused kernel if it has one, else the compiled kernel if it is ready (both
-        give the same bits on any thread count); None while the update is eager."""
+        """torch's fused kernel if it has one, else a native loop if the rule has one and it is
+        loaded, else the compiled kernel if it is ready (each gives the same bits on any thread
+        count); None while the update is eager."""
         if self.torch_fused_enabled and not scalars and has_fused(run, param):
             return functools.partial(fused_update, run, param, grad, state)
+        native = native_call(run, param, grad, state, scalars)
+        if native is not None:
+            return native
         if not self.compile_enabled:
             return None
         kernel = self.kernel_for(run, param, state, scalars)
@@ -86,8 +95,8 @@ class AutoEngine(CompiledEngine):
             call()
             return
         FlatEngine.apply(self, run, param, grad, state, scalars)
-        if not self.compile_enabled:
-            return
+        if not self.compile_enabled or native_pending(run):
+            return  # the native loop being built will likely take the run
         kernel = self.kernel_for(run, param, state, scalars)
         if kernel.error is not None:
             if not self._warned:

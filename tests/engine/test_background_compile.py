@@ -66,7 +66,7 @@ def _step_torch_while_building(expected: dict[str, list[torch.Tensor]]) -> None:
     params = [torch.ones(40, requires_grad=True) for _ in range(2)]
     for p in params:
         p.grad = torch.full_like(p, 0.5)
-    descentlab.NAdam(params, weight_decay=0.125, momentum_decay=0.0075, engine="auto").step()
+    descentlab.RAdam(params, weight_decay=0.125, engine="auto").step()
     (kernel,) = kernels._KERNELS.values()
     rng = torch.get_rng_state()
     during = draws = 0

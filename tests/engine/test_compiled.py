@@ -230,7 +230,7 @@ def test_process_exits_cleanly_while_a_background_compile_runs(tmp_path):
         "ps = [torch.zeros(1 << 18, requires_grad=True) for _ in range(4)]\n"
         "for p in ps:\n"
         "    p.grad = torch.ones_like(p)\n"
-        "descentlab.NAdam(ps, weight_decay=0.25, engine='auto').step()\n"
+        "descentlab.RAdam(ps, weight_decay=0.25, engine='auto').step()\n"
         "print('stepped')\n"
     )
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}  # cold: still compiling
