@@ -239,3 +239,44 @@ def test_process_exits_cleanly_while_a_background_compile_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "stepped" in done.stdout and "terminate called" not in done.stderr
+
+
+def test_kernels_run_inductors_call_directly_with_the_wrapped_bits():
+    """The generated ``call`` runs without AOTAutograd's wrapper once :func:`direct_call`
+    checked it; the results are the wrapped call's bit for bit, and the parameter buffer's
+    and the state's versions count the update."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(300)) for _ in range(3)]
+    opt = descentlab.RAdam(params, engine="compiled", weight_decay=0.1)
+    for p in params:
+        p.grad = torch.randn(300)
+    opt.step()
+    (kernel,) = [k for k in kernels._KERNELS.values() if k.rule.name == "radam"
+                 and k.dtype == torch.float32 and k.flags["weight_decay"] == "coupled"]
+    assert kernel._direct is not None
+    gen = torch.Generator().manual_seed(1)
+    buffers = [torch.randn(1000, generator=gen) for _ in range(2 + len(kernel.state_keys))]
+    buffers[3].abs_()  # exp_avg_sq
+    coefficients = kernel._run_scalar_part(torch.device("cpu"), {}, opt.rule_for(
+        opt.param_groups[0]).scalars(opt.param_groups[0]), 7)
+    copies = [b.clone() for b in buffers]
+    versions = [b._version for b in buffers]
+    kernel._run_elementwise(buffers, coefficients)
+    kernel._elementwise(*copies, coefficients)
+    assert all(map(torch.equal, buffers, copies))
+    assert [b._version > v for b, v in zip(buffers, versions, strict=True)] == [
+        True, False, *[True] * len(kernel.state_keys)]
+
+
+def test_direct_call_is_refused_where_it_would_differ():
+    def wrapped(x, coefficients):
+        x.add_(1)
+
+    buffers, coefficients = [torch.zeros(5)], torch.zeros(0)
+    assert kernels.direct_call(wrapped, buffers, coefficients) is None  # no generated call
+    wrapped.current_callable = lambda args: (args[0] + 1,)  # returns instead of writing
+    assert kernels.direct_call(wrapped, buffers, coefficients) is None
+    wrapped.current_callable = lambda args: (args[0].add_(2), None)[1:]  # other bits
+    assert kernels.direct_call(wrapped, buffers, coefficients) is None
+    wrapped.current_callable = lambda args: (args[0].add_(1), None)[1:]
+    assert kernels.direct_call(wrapped, buffers, coefficients) is wrapped.current_callable
