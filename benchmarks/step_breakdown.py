@@ -11,7 +11,9 @@ every part is timed with the caches as a step finds them:
   compile finished);
 * ``check C++`` / ``check Python``: the per-step check that every ``.data``
   is still its slot and every ``.grad`` its flat view
-  (:mod:`descentlab.engine.slot_check`), each way;
+  (:mod:`descentlab.engine.slot_check`), each way; ``check C++ + versions``:
+  the check and then the count of the step in the parameters' version
+  counters, as a steady step makes them;
 * ``kernel, all threads`` / ``kernel, one thread``: the update of the whole
   buffer alone (torch's fused kernel or the compiled one);
 * ``torch fused Adam``: one step of ``torch.optim.Adam(fused=True)`` on the
@@ -84,11 +86,16 @@ def breakdown(name: str, rounds: int, after: str = "ours") -> dict:
     def library_check() -> bool:
         return slot_check.slots_hold(bucket.params, bucket.data_ptrs, bucket.grad_views, keys)
 
+    def check_and_versions() -> None:
+        library_check()
+        slot_check.bump_versions(bucket.params)
+
     def kernel_one_thread() -> None:
         with one_thread():
             call()
 
-    parts = {"step": opt.step, "check C++": library_check, "check Python": python_check,
+    parts = {"step": opt.step, "check C++": library_check,
+             "check C++ + versions": check_and_versions, "check Python": python_check,
              "kernel, all threads": call, "kernel, one thread": kernel_one_thread,
              "torch fused Adam": fused.step}
     times: dict[str, list[float]] = {k: [] for k in parts}

@@ -17,8 +17,9 @@ parameters with cold caches (after 64 MB were streamed) 0.19 ms against
 0.28 ms for the same loop without prefetching (AMD EPYC, medians of 60) and
 over 1 ms in Python. :func:`same_items` compares two lists' item arrays
 (the group's list against the one it was laid out from) without touching
-the objects, and :func:`count_step` adds one to a bucket's step counters
-without a torch op. The loops are a small C++ source built
+the objects, :func:`count_step` adds one to a bucket's step counters
+without a torch op, and :func:`bump_versions` counts a step's update in the
+parameters' version counters, as torch's in-place ops do. The loops are a small C++ source built
 against the running torch's headers by g++ in the background
 (:class:`~descentlab.engine.native.NativeLibrary`, cached under
 ``~/.cache/descentlab/native`` by a hash of the source, flags, compiler and
@@ -37,10 +38,12 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from torch.autograd.graph import increment_version
 
 from descentlab.engine.native import BuildSettings, NativeLibrary
 
-__all__ = ["LIBRARY", "count_step", "expected_keys", "python_check", "same_items", "slots_hold"]
+__all__ = ["LIBRARY", "bump_versions", "count_step", "expected_keys", "python_check",
+           "same_items", "slots_hold"]
 
 SOURCE = r"""
 #include <Python.h>
@@ -63,6 +66,12 @@ static inline c10::TensorImpl* impl_of(PyObject* item) {
   return THPVariable_Check(item) ? THPVariable_Unpack(item).unsafeGetTensorImpl() : nullptr;
 }
 
+// The version counter a TensorImpl points to (c10::VariableVersion holds one intrusive_ptr).
+static_assert(sizeof(c10::VariableVersion) == sizeof(void*), "VariableVersion layout");
+static inline const void* counter_of(c10::TensorImpl* impl) {
+  return *reinterpret_cast<void* const*>(&impl->version_counter());
+}
+
 // 1 when, for every i, params[i] is a tensor whose data pointer is data[i] and whose
 // gradient's TensorImpl is at grads[i]; else 0. Called with the GIL held (ctypes.PyDLL).
 extern "C" int slots_hold(PyObject* params, const int64_t* data, const int64_t* grads) {
@@ -75,10 +84,11 @@ extern "C" int slots_hold(PyObject* params, const int64_t* data, const int64_t* 
     if (i + 2 * kAhead < n) {  // its TensorImpl
       if (c10::TensorImpl* far = impl_of(items[i + 2 * kAhead])) fetch(far, 2);
     }
-    if (i + kAhead < n) {  // its storage and autograd metadata
+    if (i + kAhead < n) {  // its storage, autograd metadata and version counter
       if (c10::TensorImpl* near = impl_of(items[i + kAhead])) {
         fetch(near->unsafe_storage().unsafeGetStorageImpl(), 2);
         fetch(near->autograd_meta(), 2);
+        if (!near->is_inference()) fetch(counter_of(near), 1);  // for bump_versions next
       }
     }
     PyObject* item = items[i];
@@ -90,6 +100,24 @@ extern "C" int slots_hold(PyObject* params, const int64_t* data, const int64_t* 
     ok &= reinterpret_cast<int64_t>(impl->grad().unsafeGetTensorImpl()) == grads[i];
   }
   return ok;
+}
+
+// Counts one in-place update in the version counter of every tensor of the list params (as
+// an in-place torch op does), so that autograd refuses a backward through a value the step
+// overwrote. Inference tensors (no counter) and other objects are skipped.
+extern "C" void bump_versions(PyObject* params) {
+  if (!PyList_Check(params)) return;
+  const Py_ssize_t n = PyList_GET_SIZE(params);
+  PyObject** items = PySequence_Fast_ITEMS(params);
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) {  // the counters of later tensors (their TensorImpls are warm)
+      if (c10::TensorImpl* near = impl_of(items[i + kAhead])) {
+        if (!near->is_inference()) fetch(counter_of(near), 1);
+      }
+    }
+    c10::TensorImpl* impl = impl_of(items[i]);
+    if (impl != nullptr && !impl->is_inference()) impl->bump_version();
+  }
 }
 
 // Adds one to the n float32 step counters at steps (a bucket's, one per parameter).
@@ -116,6 +144,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.same_items.restype = ctypes.c_int
     lib.count_step.argtypes = [ctypes.c_void_p, ctypes.c_int64]
     lib.count_step.restype = None
+    lib.bump_versions.argtypes = [ctypes.py_object]
+    lib.bump_versions.restype = None
 
 
 def _settings() -> BuildSettings:
@@ -171,6 +201,23 @@ def same_items(a: list[Tensor], b: list[Tensor]) -> bool:
     if lib is not None and type(a) is list and type(b) is list:
         return bool(lib.same_items(a, b))
     return len(a) == len(b) and all(map(operator.is_, a, b))
+
+
+def bump_versions(params: list[Tensor]) -> None:
+    """Count one in-place update of each tensor of ``params`` in its version counter, as
+    torch.optim's in-place ops do: the flat engines write the parameters' slots, which
+    autograd does not see, so without this a backward through a graph that saved a parameter
+    before the step would use the new values instead of refusing (``... has been modified
+    by an inplace operation``).
+
+    One C++ pass once :data:`LIBRARY` is built (on 2,000 parameters a few microseconds
+    right after the check, whose pass left their objects in the caches), else
+    :func:`torch.autograd.graph.increment_version` (0.2-0.7 ms there)."""
+    lib = LIBRARY.get()
+    if lib is not None and type(params) is list:
+        lib.bump_versions(params)
+    else:
+        increment_version([p for p in params if not p.is_inference()])
 
 
 def count_step(steps: Tensor, address: int | None) -> None:
