@@ -19,8 +19,9 @@ over 1 ms in Python. :func:`same_items` compares two lists' item arrays
 (the group's list against the one it was laid out from) without touching
 the objects, :func:`count_step` adds one to a bucket's step counters
 without a torch op, and :func:`bump_versions` counts a step's update in the
-parameters' version counters, as torch's in-place ops do. The loops are a small C++ source built
-against the running torch's headers by g++ in the background
+parameters' version counters, as torch's in-place ops do. The loops are a
+small C++ source built against the running torch's headers by g++ in the
+background
 (:class:`~descentlab.engine.native.NativeLibrary`, cached under
 ``~/.cache/descentlab/native`` by a hash of the source, flags, compiler and
 torch version); until it is built, or where it cannot be (no g++, no headers,
