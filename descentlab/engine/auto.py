@@ -33,12 +33,14 @@ compiled engine's speed on large models. It therefore
   device), warning once.
 
 Set ``DESCENTLAB_AUTO_COMPILE=0`` to never compile (e.g. in short test runs),
-``DESCENTLAB_TORCH_FUSED=0`` to never use torch's fused kernels. A process
-that ends while a background compile runs exits cleanly without finishing it.
-Switching from the eager to the compiled update changes results only by
-rounding (the compiled kernel may round differently in the last bit); torch's
-fused kernels give torch's ``fused=True`` results (to rounding in each
-parameter's last few elements, see :mod:`descentlab.engine.torch_fused`).
+``DESCENTLAB_TORCH_FUSED=0`` to never use torch's fused kernels,
+``DESCENTLAB_NATIVE=0`` to build no C library (the native loops among them).
+A process that ends while a background compile runs exits cleanly without
+finishing it. Switching from the eager to the compiled update or to a native
+loop changes results only by rounding (either may round differently in the
+last bit; see :mod:`descentlab.engine.native_fused`); torch's fused kernels
+give torch's ``fused=True`` results (to rounding in each parameter's last few
+elements, see :mod:`descentlab.engine.torch_fused`).
 """
 
 from __future__ import annotations
