@@ -192,3 +192,19 @@ def test_without_the_library_auto_compiles_as_before(monkeypatch):
     finally:
         monkeypatch.undo()
         nadam_kernel.LIBRARY.reset()
+
+
+def test_nothing_is_compiled_while_the_library_is_being_built(monkeypatch):
+    """While the loop's library is pending, the default engine steps eagerly and starts no
+    inductor compile (the loop will take the run)."""
+    monkeypatch.setattr(kernels, "_KERNELS", {})
+    monkeypatch.setattr(type(nadam_kernel.LIBRARY), "get", lambda self: None)
+    monkeypatch.setattr(type(nadam_kernel.LIBRARY), "ready", property(lambda self: False))
+    monkeypatch.setattr(nadam_kernel.LIBRARY, "error", None)
+    params = [torch.nn.Parameter(torch.randn(1 << 17))]
+    opt = descentlab.NAdam(params, engine="auto")
+    for _ in range(3):
+        params[0].grad = torch.randn(1 << 17)
+        opt.step()
+    # (the kernel's entry may exist: it is looked up, never built)
+    assert all(not k.ready and k._thread is None for k in kernels._KERNELS.values())
