@@ -46,7 +46,7 @@ from torch import Tensor
 
 from descentlab.engine.host_scalars import HostScalars
 from descentlab.engine.sharing import data_private, grad_private, slot_tensor
-from descentlab.engine.slot_check import count_step, expected_keys, slots_hold
+from descentlab.engine.slot_check import bump_versions, count_step, expected_keys, slots_hold
 from descentlab.rules.base import TENSOR, Rule
 
 __all__ = ["ALIGN", "Bucket", "flattenable", "real_dtype"]
@@ -193,14 +193,25 @@ class Bucket:
         return {k: v for k, v in entries.items() if self.fits(i, v) and not rule.keeps_layout(k)}
 
     def advance(self, start: int, stop: int) -> int:
-        """Count one step for slots ``start … stop-1`` (which share a step); return the new step."""
+        """Count one step for slots ``start … stop-1`` (which share a step), in their step
+        counters and, as the update the caller makes next, in their parameters' version
+        counters (:meth:`count_update`); return the new step."""
         step = self.steps[start] + 1
         self.steps[start:stop] = [step] * (stop - start)
         if start == 0 and stop == len(self.params):
             count_step(self.step, self._step_address)
         else:
             self.step[start:stop].add_(1)
+        self.count_update(start, stop)
         return step
+
+    def count_update(self, start: int, stop: int) -> None:
+        """Count an in-place update of slots ``start … stop-1`` in their parameters' version
+        counters (:func:`~descentlab.engine.slot_check.bump_versions`): the kernels write the
+        slots, which autograd does not see. In a steady step this follows the slot check,
+        which left the parameters' objects in the caches and prefetched the counters."""
+        whole = start == 0 and stop == len(self.params)
+        bump_versions(self.params if whole else self.params[start:stop])
 
     def stateful_runs(self) -> list[tuple[int, int]]:
         """Maximal runs ``(start, stop)`` of neighbouring slots whose parameters have state

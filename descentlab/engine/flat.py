@@ -62,7 +62,6 @@ from descentlab.engine.base import Run, describe
 from descentlab.engine.buffers import Bucket
 from descentlab.engine.layout import GroupLayout, arrange
 from descentlab.engine.reference import ReferenceEngine, check_grad
-from descentlab.engine.slot_check import bump_versions
 from descentlab.engine.whole import ThreadChoice, one_thread, step_whole_bucket, thread_choice
 from descentlab.rules.base import TENSOR
 from descentlab.rules.reduction import Piece
@@ -71,13 +70,6 @@ __all__ = ["FlatEngine", "State"]
 
 #: a run's state (or scalar state) as handed to an update: key → tensor over the run
 State = dict[str, Tensor]
-
-
-def _stepped(bucket: Bucket, active: list[bool] | None) -> list[Tensor]:
-    """The parameters of ``bucket`` a step updated (``active``: which slots; None: all)."""
-    if active is None:
-        return bucket.params
-    return [p for p, stepped in zip(bucket.params, active, strict=True) if stepped]
 
 
 class FlatEngine:
@@ -133,7 +125,6 @@ class FlatEngine:
             run = describe(optimizer, group)
             if run.rule.kind != TENSOR:  # the usual step: one update per buffer, nothing else
                 for bucket in found.buckets:
-                    bump_versions(bucket.params)  # (right after the check: their objects are warm)
                     self._run(bucket, 0, len(bucket.params), run)
                 return
         layout = self.layout(optimizer, group)
@@ -152,8 +143,7 @@ class FlatEngine:
                 active = self._gather(optimizer, bucket, run, copy=run.rule.batched)
                 step_whole_bucket(optimizer, bucket, run, active)
             else:
-                active = self._step_bucket(optimizer, bucket, run)
-            bump_versions(_stepped(bucket, active))
+                self._step_bucket(optimizer, bucket, run)
 
     def pieces(self, optimizer: Any, group: dict[str, Any]) -> list[Piece]:
         """A global rule's pieces of ``group``: maximal runs of each buffer, counted one step.
@@ -181,7 +171,6 @@ class FlatEngine:
                 while j < n and active[j] and b.steps[j] == b.steps[i]:
                     j += 1
                 b.advance(i, j)
-                bump_versions(b.params[i:j])  # the global rule updates these slots
                 start, end = b.span(i, j)
                 grad = b.grad[start:end]
                 state = {k: v[start:end] for k, v in b.state.items()}
@@ -205,7 +194,7 @@ class FlatEngine:
         out = self._reference.state_runs(optimizer, {"params": apart}) if apart else []
         for b in layout.buckets:
             for i, j in b.stateful_runs():
-                bump_versions(b.params[i:j])  # the caller updates these slots in place
+                b.count_update(i, j)  # the caller updates these slots in place
                 start, end = b.span(i, j)
                 out.append((b.data[start:end], {k: v[start:end] for k, v in b.state.items()}))
         return out
@@ -225,12 +214,11 @@ class FlatEngine:
             stacklevel=4,
         )
 
-    def _step_bucket(self, optimizer: Any, b: Bucket, run: Run) -> list[bool] | None:
-        """Step the slots of ``b`` that have a gradient; which ones (None: all)."""
+    def _step_bucket(self, optimizer: Any, b: Bucket, run: Run) -> None:
         params = b.params
         if b.steady():
             self._run(b, 0, len(params), run)
-            return None
+            return
         active = self._gather(optimizer, b, run)
         members = Counter(b.cohort)
         i, n = 0, len(params)
@@ -245,7 +233,6 @@ class FlatEngine:
                 b.cohort[i:j] = [b.new_cohort()] * (j - i)
             self._run(b, i, j, run)
             i = j
-        return active
 
     def _gather(self, optimizer: Any, b: Bucket, run: Run, copy: bool = True) -> list[bool]:
         """Bring gradients into the flat buffer (unless not ``copy``) and create missing state;

@@ -16,11 +16,12 @@ and writes the floats directly (:meth:`HostScalars.value`, :meth:`HostScalars.se
 from __future__ import annotations
 
 import array
+import threading
 from collections.abc import Iterable
 
 import torch
 
-__all__ = ["HostScalars", "host_tensor"]
+__all__ = ["HostScalars", "ThreadArrays", "host_tensor"]
 
 _DTYPES = {"d": torch.float64, "f": torch.float32}
 
@@ -54,3 +55,26 @@ class HostScalars(dict):
     def set(self, key: str, value: float) -> None:
         """Hold ``value`` for ``key`` (what ``self[key].fill_(value)`` does, without a torch op)."""
         self.cells[key][0] = value
+
+
+class ThreadArrays:
+    """One host array of ``n`` values per thread, with the CPU tensor over it
+    (:func:`host_tensor`; its 0-dim view of the first value when ``scalar``).
+
+    For small inputs a call writes and a kernel reads before the call returns (a compiled
+    kernel's coefficients, the step torch's fused kernels read): the next call of the same
+    thread may overwrite them, and threads sharing a kernel never see each other's.
+    """
+
+    def __init__(self, typecode: str, *, scalar: bool = False) -> None:
+        self.typecode, self.scalar = typecode, scalar
+        self._local = threading.local()
+
+    def get(self, n: int) -> tuple[array.array, torch.Tensor]:
+        """This thread's array of ``n`` values and the tensor over it (made at first use)."""
+        held = getattr(self._local, "held", None)
+        if held is None or len(held[0]) != n:
+            values = array.array(self.typecode, [0.0] * n)
+            tensor = host_tensor(values)
+            held = self._local.held = (values, tensor[0] if self.scalar else tensor)
+        return held

@@ -50,7 +50,7 @@ from torch import Tensor, fx
 from torch.autograd.graph import increment_version
 
 from descentlab.engine.base import Run
-from descentlab.engine.host_scalars import HostScalars, host_tensor
+from descentlab.engine.host_scalars import HostScalars, ThreadArrays
 from descentlab.engine.scalar_program import ScalarProgram
 from descentlab.rules.base import ELEMENTWISE
 
@@ -138,7 +138,7 @@ class Kernel:
         self._direct: Any = None
         self._scalar_inputs: list[int] = []
         self._buffer_inputs: list[int] = []
-        self._coefficient_buffers = threading.local()
+        self._coefficient_buffers = ThreadArrays("d")
         self._ready = threading.Event()
         self._build_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -384,13 +384,9 @@ class Kernel:
         the coefficients by the time its call returns, so the next call may
         overwrite them (one array per thread: kernels are shared).
         """
-        held = getattr(self._coefficient_buffers, "held", None)
-        if held is None:
-            values = array.array("d", outputs)
-            held = self._coefficient_buffers.held = (values, host_tensor(values))
-        else:
-            held[0][:] = array.array("d", outputs)
-        return held[1]
+        values, tensor = self._coefficient_buffers.get(len(outputs))
+        values[:] = array.array("d", outputs)
+        return tensor
 
 
 def direct_call(compiled: Any, buffers: list[Tensor], coefficients: Tensor) -> Any:

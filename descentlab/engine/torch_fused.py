@@ -31,15 +31,13 @@ Set ``DESCENTLAB_TORCH_FUSED=0`` to keep the default engine off these kernels.
 
 from __future__ import annotations
 
-import array
-import threading
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from descentlab.engine.base import Run
-from descentlab.engine.host_scalars import host_tensor
+from descentlab.engine.host_scalars import ThreadArrays
 from descentlab.rules.adam import AdamRule
 from descentlab.rules.adaptive import AdagradRule
 from descentlab.rules.sgd import SGDRule
@@ -51,23 +49,19 @@ _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _DEVICES = ("cpu", "cuda")
 
 
-_HOST_STEP = threading.local()
+_HOST_STEP = ThreadArrays("f", scalar=True)
 
 
 def _step(run: Run, param: Tensor) -> Tensor:
     """The (already advanced) step as the float32 tensor the kernels read, as torch keeps it.
 
-    On the CPU a 0-dim view of a host array of this thread, written without a torch op
-    (the kernel has read it by the time it returns, so the next call may overwrite it).
+    On the CPU a 0-dim view of a host array of this thread, written without a torch op.
     """
     if param.device.type != "cpu":
         return torch.full((), float(run.step), dtype=torch.float32, device=param.device)
-    held = getattr(_HOST_STEP, "held", None)
-    if held is None:
-        values = array.array("f", [0.0])
-        held = _HOST_STEP.held = (values, host_tensor(values)[0])
-    held[0][0] = float(run.step)
-    return held[1]
+    values, tensor = _HOST_STEP.get(1)
+    values[0] = float(run.step)
+    return tensor
 
 
 def _adam(run: Run, param: Tensor, grad: Tensor, state: dict[str, Tensor]) -> None:

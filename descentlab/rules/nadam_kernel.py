@@ -51,6 +51,7 @@ from torch import Tensor
 from torch.autograd.graph import increment_version
 
 from descentlab.engine.host_scalars import HostScalars
+from descentlab.engine.kernels import PARALLEL_MIN  # shorter runs step on one thread, as there
 from descentlab.engine.native import COMPILER, FLAGS, BuildSettings, NativeLibrary
 
 if TYPE_CHECKING:
@@ -58,8 +59,6 @@ if TYPE_CHECKING:
 
 __all__ = ["LIBRARY", "PARALLEL_MIN", "coefficients", "step_call"]
 
-#: Shorter runs are stepped on one thread (torch's grain size for its own parallel loops).
-PARALLEL_MIN = 1 << 15
 
 #: weight decay modes as the loop takes them
 _MODES = {None: 0, "coupled": 1, "decoupled": 2}
